@@ -1,0 +1,5 @@
+import sys
+
+from fixray.cli import main
+
+sys.exit(main())

@@ -1,0 +1,116 @@
+"""`fixray sweep | validate | report`: parse arguments, call the library, print, set the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from fixray.config import SweepFileError, load_sweep
+
+EXIT_BAD_INPUT = 2  # a sweep file, dataset or option the user must fix; nothing was started
+EXIT_TRIALS_FAILED = 1  # the sweep ran but some trials raised errors
+EXIT_INTERRUPTED = 130  # stopped early; the same command resumes it
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from fixray.sweep import expected_trials
+
+    status = 0
+    for file in args.files:
+        try:
+            spec = load_sweep(file)
+        except SweepFileError as error:
+            print(error, file=sys.stderr)
+            status = EXIT_BAD_INPUT
+            continue
+        print(f"{file}: ok ({expected_trials(spec)} trials of {spec.epochs} epochs on {spec.dataset} with {spec.model})")
+    return status
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    spec = load_sweep(args.file)  # SweepFileError -> exit 2 before anything starts
+    updates = {}
+    if args.tracking_uri:
+        updates["tracking"] = spec.tracking.model_copy(update={"uri": args.tracking_uri})
+    if args.fresh:
+        updates["name"] = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    spec = spec.model_copy(update=updates)
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    import ray
+
+    from fixray.report import sweep_table
+    from fixray.sweep import expected_trials, run_sweep
+
+    print(f"Sweep {spec.name!r}: {expected_trials(spec)} trials ({spec.search.method} search) on {spec.dataset} with {spec.model}", flush=True)
+    ray.init(address=args.address, logging_level="ERROR", log_to_driver=True)
+    try:
+        outcome = run_sweep(spec)
+    finally:
+        ray.shutdown()
+    print()
+    print(sweep_table(spec.tracking.uri, spec.tracking.experiment, spec.name))
+    print()
+    errors = len(outcome.results.errors)
+    if errors:
+        print(f"{errors} trial(s) failed with errors; their logs are under {spec.storage_path.resolve() / spec.name}")
+    print(f"MLflow: experiment {spec.tracking.experiment!r}, parent run {spec.name!r} ({outcome.runs.parent_id}).")
+    print(f"Open it with:  mlflow ui --backend-store-uri {spec.tracking.uri}")
+    if outcome.unfinished:
+        print(f"Interrupted with {outcome.unfinished} trial(s) unfinished: run the same command again to resume.")
+        return EXIT_INTERRUPTED
+    return EXIT_TRIALS_FAILED if errors else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from fixray.report import sweep_table
+
+    uri, experiment, sweep = args.tracking_uri, args.experiment, args.sweep
+    if Path(args.sweep).is_file():
+        spec = load_sweep(args.sweep)
+        uri, experiment, sweep = args.tracking_uri or spec.tracking.uri, spec.tracking.experiment, spec.name
+    try:
+        print(sweep_table(uri or "sqlite:///mlflow.db", experiment, sweep))
+    except LookupError as error:
+        print(f"fixray report: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fixray", description="Fixed vs learned classification heads, swept on Ray Tune and tracked in MLflow.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sweep = commands.add_parser("sweep", help="run (or resume) the sweep a YAML file describes")
+    sweep.add_argument("file", help="sweep file, e.g. sweeps/quickstart.yaml")
+    sweep.add_argument("--address", default=None, help="Ray cluster to join (e.g. 'auto' on a `ray up` head node); default: start a local Ray")
+    sweep.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; overrides the sweep file's tracking.uri")
+    sweep.add_argument("--fresh", action="store_true", help="start a new sweep (timestamped name) instead of resuming one of the same name")
+    sweep.set_defaults(run=_cmd_sweep)
+
+    validate = commands.add_parser("validate", help="check sweep files without running them")
+    validate.add_argument("files", nargs="+")
+    validate.set_defaults(run=_cmd_validate)
+
+    report = commands.add_parser("report", help="print a sweep's results table from MLflow")
+    report.add_argument("sweep", help="sweep name, or the sweep file that names it")
+    report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the sweep file's, else sqlite:///mlflow.db)")
+    report.add_argument("--experiment", default="fixray", help="MLflow experiment name")
+    report.set_defaults(run=_cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SweepFileError as error:
+        print(error, file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""A validated SweepSpec -> a Ray Tune run whose trials call the plain training loop.
+
+One-worker trials train inside the Tune function itself (actors reused); trials with several workers
+start a Ray Train TorchTrainer (DDP) from the Tune function, which forwards worker reports to Tune.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+from ray.tune.search import BasicVariantGenerator, Repeater
+from ray.tune.search.repeater import TRIAL_INDEX
+
+from fixray.config import SweepSpec, TrialConfig, trial_config
+from fixray.data import Splits, load_dataset
+from fixray.train import train
+from fixray.tracking import STATUS_TAG, MlflowTrialLogger, SweepRuns
+
+METRIC, MODE = "val/acc", "max"  # what schedulers and searchers optimise: test accuracy
+POINT = "point"  # Tune config key holding one de-duplicated grid point
+STATE_FILE = "state.pt"  # the training loop's state inside a Ray checkpoint
+DRIVER_MEMORY = 64 * 2**20  # bytes reserved for a DDP trial's driver function; it takes no CPU so its workers fit
+
+
+def _domain(value: dict[str, Any]):
+    (dist, args), = value.items()
+    return {"loguniform": tune.loguniform, "uniform": tune.uniform}[dist](*args) if dist != "choice" else tune.choice(args)
+
+
+def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The grid's configurations (seeds included), with S dropped where the head is dot-product.
+
+    Points that then coincide are merged, so a dot-product head is not trained once per S value.
+    """
+    space = spec.search.space
+    grids = {k: v if isinstance(v, list) else [v] for k, v in space.items() if not isinstance(v, dict)}
+    if spec.search.method != "tpe":
+        grids["seed"] = spec.seeds
+    points, seen = [], set()
+    for values in itertools.product(*grids.values()):
+        point = dict(zip(grids, values))
+        if point.get("kind", spec.head.kind) == "dot":
+            point.pop("S", None)
+        key = tuple(sorted(point.items()))
+        if key not in seen:
+            seen.add(key)
+            points.append(point)
+    return points
+
+
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    """Tune's param space: grid values as one grid_search over points, ranges as Tune domains."""
+    space = spec.search.space
+    domains = {k: _domain(v) for k, v in space.items() if isinstance(v, dict)}
+    if spec.search.method == "tpe":
+        lists = {k: tune.choice(v) if isinstance(v, list) else v for k, v in space.items() if not isinstance(v, dict)}
+        return {**lists, **domains}
+    return {POINT: tune.grid_search(grid_points(spec)), **domains}
+
+
+def expected_trials(spec: SweepSpec) -> int:
+    if spec.search.method == "tpe":
+        return spec.search.num_samples * len(spec.seeds)
+    return spec.search.num_samples * len(grid_points(spec))
+
+
+def trial_params(config: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+    """Flattens a Tune trial config back into named parameters (seed included)."""
+    params = {**config.get(POINT, {}), **{k: v for k, v in config.items() if k not in (POINT, TRIAL_INDEX)}}
+    if TRIAL_INDEX in config:
+        params["seed"] = seeds[config[TRIAL_INDEX]]
+    return params
+
+
+def run_name(cfg: TrialConfig) -> str:
+    head = f"{cfg.kind}-{'fixed' if cfg.fixed else 'learned'}" + (f"-S{cfg.S:g}" if cfg.S is not None else "")
+    return f"{head}-lr{cfg.lr:g}-seed{cfg.seed}"
+
+
+class TrialDescriber:
+    """Trial config -> (MLflow run name, params, epochs); a class so Tuner.restore can unpickle it."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+
+    def config(self, tune_config: dict[str, Any]) -> TrialConfig:
+        return trial_config(self.spec, trial_params(tune_config, self.spec.seeds))
+
+    def __call__(self, tune_config: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
+        cfg = self.config(tune_config)
+        return run_name(cfg), cfg.as_params(), cfg.epochs
+
+
+def _save_state(state: dict[str, Any], folder: str) -> ray.tune.Checkpoint:
+    torch.save(state, Path(folder) / STATE_FILE)
+    return ray.tune.Checkpoint.from_directory(folder)
+
+
+def _load_state(checkpoint) -> dict[str, Any] | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, weights_only=False)
+
+
+def _tune_report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+    if state is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        tune.report(metrics, checkpoint=_save_state(state, folder))
+
+
+def _train_report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+    if state is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        ray.train.report(metrics, checkpoint=_save_state(state, folder))
+
+
+def _quiet_checkpoint_logs() -> None:
+    """Ray logs every persisted checkpoint at INFO: one line per epoch per trial drowns the progress lines."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:  # Ray Train V2 logs every report at INFO under a logger named by its file path
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
+
+
+def ddp_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker: the same loop, under the process group Ray Train set up (gloo or NCCL)."""
+    _quiet_checkpoint_logs()
+    cfg: TrialConfig = loop_config["cfg"]
+    torch.set_num_threads(loop_config["threads"])
+    splits: Splits = ray.get(loop_config["splits"])
+    start = _load_state(ray.train.get_checkpoint())
+    train(cfg, splits, _train_report, start, ray.train.torch.get_device())
+
+
+def _run_ddp(cfg: TrialConfig, splits: Splits, spec: SweepSpec) -> None:
+    from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    resources = spec.resources
+    trainer = TorchTrainer(
+        ddp_worker,
+        train_loop_config={"cfg": cfg, "splits": ray.put(splits), "threads": max(1, int(resources.cpus_per_trial))},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial},
+        ),
+        run_config=RunConfig(
+            # Stable per trial, so a resumed sweep's trainer picks up its own checkpoints.
+            name=f"{spec.name}-{tune.get_context().get_trial_id()}",
+            storage_path=str((spec.storage_path / "ddp").resolve()),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            callbacks=[TuneReportCallback()],
+            logging_config=LoggingConfig(log_level="WARNING"),  # not a line per report per worker
+        ),
+    )
+    trainer.fit()
+
+
+def make_trainable(spec: SweepSpec):
+    describer = TrialDescriber(spec)
+
+    def run_trial(config: dict[str, Any], splits: Splits) -> None:
+        _quiet_checkpoint_logs()
+        cfg = describer.config(config)
+        if cfg.workers > 1:
+            _run_ddp(cfg, splits, spec)
+            return
+        torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
+        device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
+        train(cfg, splits, _tune_report, _load_state(tune.get_checkpoint()), device)
+
+    resources = spec.resources
+    if resources.workers > 1:
+        # The Tune function only drives the TorchTrainer; its workers hold the CPUs and GPUs.
+        trial_resources = {"cpu": 0, "memory": DRIVER_MEMORY}
+    else:
+        trial_resources = {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial}
+    splits = load_dataset(spec.dataset, spec.data_dir)
+    return tune.with_resources(tune.with_parameters(run_trial, splits=splits), trial_resources)
+
+
+def _max_concurrent(spec: SweepSpec) -> int | None:
+    """Caps trials so every running trial's DDP workers fit at once (else Train runs can deadlock)."""
+    asked = spec.search.max_concurrent_trials
+    if spec.resources.workers == 1:
+        return asked
+    cluster = ray.cluster_resources()
+    per_trial_cpus = spec.resources.workers * spec.resources.cpus_per_trial
+    fit = int(cluster.get("CPU", 0) // per_trial_cpus)
+    if spec.resources.gpus_per_trial > 0:
+        fit = min(fit, int(cluster.get("GPU", 0) // (spec.resources.workers * spec.resources.gpus_per_trial)))
+    if fit < 1:
+        raise RuntimeError(
+            f"one trial needs {spec.resources.workers} workers x {spec.resources.cpus_per_trial} CPU "
+            f"but the Ray cluster has {cluster.get('CPU', 0):g} CPUs"
+        )
+    return min(fit, asked) if asked else fit
+
+
+def _search_alg(spec: SweepSpec):
+    search = spec.search
+    if search.method == "tpe":
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher = OptunaSearch(metric=METRIC, mode=MODE, seed=search.random_seed)
+        return Repeater(searcher, repeat=len(spec.seeds)) if len(spec.seeds) > 1 else searcher
+    return BasicVariantGenerator(random_state=search.random_seed)
+
+
+def _scheduler(spec: SweepSpec):
+    if spec.search.asha is None:
+        return None
+    return tune.schedulers.ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=spec.epochs,
+        grace_period=spec.search.asha.grace_period,
+        reduction_factor=spec.search.asha.reduction_factor,
+    )
+
+
+class Progress(tune.Callback):
+    """One line per trial start and end, so a user sees a sweep move without Tune's status tables."""
+
+    def __init__(self, describer: TrialDescriber) -> None:
+        self.describer = describer
+        self.total, self.started_at = 0, time.monotonic()
+
+    def setup(self, total_num_samples: int = 0, **info) -> None:
+        self.total, self.started_at = total_num_samples, time.monotonic()
+
+    def _line(self, verb: str, trials: list, trial, extra: str = "") -> None:
+        ended = {t.trial_id for t in trials if t.status in (t.TERMINATED, t.ERROR)}
+        done = len(ended | {trial.trial_id}) if verb != "started" else len(ended)
+        name = run_name(self.describer.config(trial.config))
+        elapsed = time.monotonic() - self.started_at
+        print(f"[{elapsed:6.0f} s] {done:>3}/{self.total} done | {verb:<8} {name}{extra}", flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._line("started", trials, trial)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        last = trial.last_result or {}
+        state = "diverged" if last.get("diverged") == 1 else f"{METRIC} {last.get(METRIC, float('nan')):.4f}"
+        self._line("finished", trials, trial, f" ({state} at epoch {last.get('epoch', 0)})")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._line("FAILED", trials, trial, f" (logs in {trial.path})")
+
+
+@dataclass
+class SweepOutcome:
+    runs: SweepRuns
+    results: tune.ResultGrid
+    unfinished: int  # trials not run to an end (the sweep was interrupted): rerun to resume
+
+
+def experiment_dir(spec: SweepSpec) -> Path:
+    return (spec.storage_path / spec.name).resolve()
+
+
+def run_sweep(spec: SweepSpec) -> SweepOutcome:
+    """Runs (or resumes) a sweep on the Ray already initialised; returns its MLflow runs and Tune results."""
+    # Tune runs each trial in its own working directory: relative paths must be fixed here, in the driver.
+    spec = spec.model_copy(update={"storage_path": spec.storage_path.resolve(), "data_dir": spec.data_dir and spec.data_dir.resolve()})
+    runs = SweepRuns(spec.tracking.uri, spec.tracking.experiment, spec.name)
+    runs.log_sweep_params({"dataset": spec.dataset, "model": spec.model, "epochs": spec.epochs, "method": spec.search.method, "seeds": spec.seeds})
+    trainable = make_trainable(spec)
+    path = experiment_dir(spec)
+    if tune.Tuner.can_restore(str(path)):
+        print(f"Resuming the sweep in {path}: finished trials are kept, unfinished ones continue.", flush=True)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space(spec), resume_unfinished=True)
+    else:
+        describer = TrialDescriber(spec)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(spec),
+            tune_config=tune.TuneConfig(
+                metric=METRIC,
+                mode=MODE,
+                search_alg=_search_alg(spec),
+                scheduler=_scheduler(spec),
+                num_samples=spec.search.num_samples,
+                max_concurrent_trials=_max_concurrent(spec),
+                reuse_actors=spec.resources.workers == 1,
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=str(path.parent),
+                callbacks=[
+                    MlflowTrialLogger(spec.tracking.uri, spec.tracking.experiment, spec.name, describer),
+                    Progress(describer),
+                ],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=0),  # errors are reported, never retried
+                verbose=0,
+            ),
+        )
+    try:
+        results = tuner.fit()
+    except BaseException:
+        runs.end("KILLED")
+        raise
+    unfinished = expected_trials(spec) - sum(STATUS_TAG in c.data.tags for c in runs.children())
+    runs.end("KILLED" if unfinished > 0 else "FAILED" if results.errors else "FINISHED")
+    return SweepOutcome(runs, results, max(unfinished, 0))

@@ -1,0 +1,177 @@
+"""One trial's training loop: plain PyTorch that reports each epoch through a callback.
+
+It knows nothing of Ray or MLflow. Under torch.distributed it trains with DDP, each rank on its own
+shard of every epoch's shuffle; the same code runs in a notebook, a Tune trial or a Ray Train worker.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from fixray import metrics
+from fixray.config import TrialConfig
+from fixray.data import Splits
+from fixray.models import Classifier, build_classifier
+
+EVAL_BATCH = 1024  # images per forward pass when measuring the test split
+
+# report(metrics, state): state is a checkpoint to keep (model, optimiser, scheduler, epoch) or None.
+Report = Callable[[dict[str, float], dict[str, Any] | None], None]
+
+
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_ranks_finite(finite: bool, device: torch.device) -> bool:
+    """Every rank must agree to stop, or the ones that go on wait forever in the gradient all-reduce."""
+    if _distributed()[1] == 1:
+        return finite
+    flag = torch.tensor([0.0 if finite else 1.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return flag.item() == 0.0
+
+
+def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.tolist()
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    """Gives every rank rank 0's BatchNorm statistics, as DDP does before each forward, so all ranks evaluate one model."""
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def _max_weight_difference(model: nn.Module, device: torch.device) -> float:
+    """Largest |w_rank - w_rank0| over all weights and buffers; 0 means the DDP replicas agree."""
+    flat = torch.cat([t.detach().flatten().double() for t in model.state_dict().values() if t.is_floating_point()]).to(device)
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    gap = (flat - reference).abs().max()
+    dist.all_reduce(gap, op=dist.ReduceOp.MAX)
+    return gap.item()
+
+
+def _make_optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+
+
+def _make_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return None
+
+
+@torch.no_grad()
+def evaluate(model: Classifier, x: torch.Tensor, y: torch.Tensor, prefix: str = "val") -> dict[str, float]:
+    """Accuracy, loss and the paper's geometry measurements on one split."""
+    model.eval()
+    features, logits = zip(*(model.embed_and_classify(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)))
+    features, logits = torch.cat(features), torch.cat(logits)
+    predictions = logits.argmax(dim=1)
+    vectors = model.head.class_vectors
+    sep_mean, sep_max = metrics.separability(vectors)
+    confusion = metrics.confusion_matrix(y, predictions, vectors.shape[0])
+    return {
+        f"{prefix}/loss": F.cross_entropy(logits, y).item(),
+        f"{prefix}/acc": metrics.accuracy(logits, y),
+        f"{prefix}/compactness": metrics.compactness(features, vectors, predictions),
+        f"{prefix}/separability_mean": sep_mean,
+        f"{prefix}/separability_max": sep_max,
+        f"{prefix}/confusion_spearman": metrics.confusion_correlation(vectors, confusion),
+    }
+
+
+def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
+    """This rank's share of the epoch's shuffle; every rank gets the same number of images."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=generator)
+    return order[: n - n % world][rank::world]
+
+
+def train(
+    cfg: TrialConfig,
+    splits: Splits,
+    report: Report,
+    start: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Trains one model for cfg.epochs epochs (from `start`, a state this loop reported); returns the last metrics."""
+    device = torch.device(device)
+    rank, world = _distributed()
+    model = build_classifier(
+        cfg.model, splits.input_spec, splits.num_classes, kind=cfg.kind, fixed=cfg.fixed, scale=cfg.S or 1.0, bias=cfg.bias, seed=cfg.seed
+    ).to(device)
+    optimizer = _make_optimizer(cfg, model)
+    scheduler = _make_scheduler(cfg, optimizer)
+    first_epoch = 1
+    if start is not None:
+        model.load_state_dict(start["model"])
+        optimizer.load_state_dict(start["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(start["scheduler"])
+        first_epoch = start["epoch"] + 1
+    net = DistributedDataParallel(model) if world > 1 else model
+    train_x, train_y = splits.train_x.to(device), splits.train_y.to(device)
+    test_x, test_y = splits.test_x.to(device), splits.test_y.to(device)
+
+    last: dict[str, float] = {}
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        net.train()
+        loss_sum, correct, seen, finite = 0.0, 0, 0, True
+        order = _epoch_order(len(train_x), cfg.seed, epoch, rank, world).to(device)
+        for i in range(0, len(order), cfg.batch_size):
+            batch = order[i : i + cfg.batch_size]
+            logits = net(train_x[batch])
+            loss = F.cross_entropy(logits, train_y[batch])
+            if not torch.isfinite(loss):
+                finite = False
+                if world == 1:
+                    break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(batch)
+            correct += (logits.argmax(1) == train_y[batch]).sum().item()
+            seen += len(batch)
+        lr = optimizer.param_groups[0]["lr"]
+        if not _all_ranks_finite(finite, device):
+            last = {"epoch": epoch, "train/loss": math.nan, "val/acc": math.nan, "lr": lr, "diverged": 1.0}
+            report(last, None)
+            return last
+        if world > 1:
+            _broadcast_buffers(model)
+            loss_sum, correct, seen = _sum_over_ranks([loss_sum, correct, seen], device)
+        last = {"epoch": epoch, "train/loss": loss_sum / seen, "train/acc": correct / seen, "lr": lr, "diverged": 0.0}
+        last.update(evaluate(model, test_x, test_y))
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(last["val/acc"])
+        elif scheduler is not None:
+            scheduler.step()
+        if world > 1 and epoch == cfg.epochs:
+            last["ddp/max_weight_diff"] = _max_weight_difference(model, device)
+        state = None
+        if rank == 0:
+            state = copy.deepcopy({  # a snapshot: state_dict() tensors alias the live, still-training ones
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            })
+        report(last, state)
+    return last

@@ -1,0 +1,109 @@
+"""ClassHead: what 'fixed' and 'cosine' promise, checked as properties."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fixray.heads import ClassHead, draw_class_vectors
+from fixray.models import InputSpec, build_classifier
+
+
+def _model(kind: str, fixed: bool, seed: int = 0):
+    return build_classifier("small_cnn", InputSpec(1, 8), 10, kind=kind, fixed=fixed, scale=10.0, bias=True, seed=seed)
+
+
+def _sgd_steps(model, steps: int = 100) -> None:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(16, 1, 8, 8, generator=generator)
+        y = torch.randint(0, 10, (16,), generator=generator)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("kind", ["dot", "cosine"])
+def test_fixed_head_is_bit_identical_after_100_optimiser_steps(kind):
+    model = _model(kind, fixed=True)
+    weight, bias = model.head.weight.clone(), model.head.bias.clone()
+    backbone_before = [p.clone() for p in model.backbone.parameters()]
+    _sgd_steps(model)
+    assert torch.equal(model.head.weight, weight)
+    assert torch.equal(model.head.bias, bias)
+    assert any(not torch.equal(a, b) for a, b in zip(backbone_before, model.backbone.parameters())), "the backbone must train"
+
+
+@pytest.mark.parametrize("kind", ["dot", "cosine"])
+def test_fixed_head_tensors_are_buffers_never_given_to_an_optimiser(kind):
+    model = _model(kind, fixed=True)
+    names = dict(model.named_parameters())
+    assert "head.weight" not in names and "head.bias" not in names
+    assert {"head.weight", "head.bias"} <= set(dict(model.named_buffers()))
+    assert {"head.weight", "head.bias"} <= set(model.state_dict())
+    head_ids = {id(model.head.weight), id(model.head.bias)}
+    assert not head_ids & {id(p) for p in model.parameters()}
+
+
+@pytest.mark.parametrize("kind", ["dot", "cosine"])
+def test_learned_head_trains_from_the_same_initial_vectors(kind):
+    fixed, learned = _model(kind, fixed=True), _model(kind, fixed=False)
+    assert torch.equal(fixed.head.weight, learned.head.weight.detach())
+    start = learned.head.weight.detach().clone()
+    _sgd_steps(learned, steps=5)
+    assert not torch.equal(start, learned.head.weight.detach())
+
+
+def test_class_vectors_are_unit_rows_and_reproducible_from_the_seed():
+    a, b, c = draw_class_vectors(100, 64, seed=3), draw_class_vectors(100, 64, seed=3), draw_class_vectors(100, 64, seed=4)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert torch.allclose(a.norm(dim=1), torch.ones(100), atol=1e-6)
+    assert torch.equal(ClassHead(64, 100, fixed=True, seed=3).class_vectors, a)
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0, 64.0])
+def test_cosine_logits_lie_within_plus_minus_S(scale):
+    head = ClassHead(32, 50, kind="cosine", fixed=False, scale=scale, bias=False)
+    features = torch.randn(256, 32) * torch.logspace(-3, 3, 256).unsqueeze(1)
+    logits = head(features)
+    assert logits.abs().max() <= scale * (1 + 1e-5)
+    assert logits.max() > 0.5 * scale * 0.1  # not trivially zero
+
+
+def test_cosine_head_reproduces_the_best_softmax_probability_of_paper_eq4():
+    """m = 200 classes, S = 1: p_max = e / (e + 199/e) ~ 0.036, reached when the others point away."""
+    m, bound = 200, math.e / (math.e + 199 / math.e)
+    head = ClassHead(4, m, kind="cosine", fixed=True, scale=1.0, bias=False)
+    direction = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    head.weight.copy_(-direction.expand(m, 4))
+    head.weight[0] = direction
+    best = head(direction.unsqueeze(0) * 5).softmax(dim=1)[0, 0].item()
+    assert best == pytest.approx(bound, rel=1e-5)
+    assert bound == pytest.approx(0.036, abs=5e-4)
+
+
+def test_no_training_beats_the_eq4_bound_with_S_1():
+    m, bound = 200, math.e / (math.e + 199 / math.e)
+    head = ClassHead(16, m, kind="cosine", fixed=False, scale=1.0, bias=False)
+    features = torch.randn(8, 16, requires_grad=True)
+    optimizer = torch.optim.Adam([features, *head.parameters()], lr=0.05)
+    target = torch.zeros(8, dtype=torch.long)
+    for _ in range(300):
+        loss = F.cross_entropy(head(features), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    probability = head(features).softmax(dim=1)[:, 0]
+    assert probability.max().item() <= bound + 1e-6
+    assert probability.min().item() > 0.9 * bound  # training did push towards the bound
+
+
+def test_bad_head_settings_are_refused():
+    with pytest.raises(ValueError, match="S must be > 0"):
+        ClassHead(8, 3, kind="cosine", scale=0.0)
+    with pytest.raises(ValueError, match="'dot' or 'cosine'"):
+        ClassHead(8, 3, kind="arc")

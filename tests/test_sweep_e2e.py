@@ -1,0 +1,180 @@
+"""`fixray sweep` end to end: real local Ray, real MLflow (SQLite), bundled digits; no mocks."""
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fixray.tracking import ROLE_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_TAG
+
+pytestmark = pytest.mark.slow
+FIXRAY = [os.path.join(os.path.dirname(sys.executable), "fixray")]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(FIXRAY + args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def store(cwd: Path):
+    """(client, parent run, child runs) of the one sweep in cwd's default SQLite store."""
+    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fixray")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"]
+    children = [r for r in runs if r.data.tags.get(ROLE_TAG) == "trial"]
+    return client, parents, children
+
+
+def steps(client, run, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+
+
+FOUR_TRIALS = """\
+name: four
+dataset: digits
+model: small_cnn
+epochs: 3
+batch_size: 64
+seeds: [0]
+search:
+  space:
+    kind: [dot, cosine]
+    fixed: [true, false]
+"""
+
+
+def test_sweep_records_one_parent_and_one_child_per_trial_then_resume_adds_nothing(tmp_path):
+    (tmp_path / "four.yaml").write_text(FOUR_TRIALS)
+    done = run(["sweep", "four.yaml"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in done.stdout
+    client, parents, children = store(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4
+    parent_id = parents[0].info.run_id
+    seen = set()
+    for child in children:
+        tags, params, metrics = child.data.tags, child.data.params, child.data.metrics
+        assert tags["mlflow.parentRunId"] == parent_id and tags[SWEEP_TAG] == "four"
+        assert tags[STATUS_TAG] == "finished" and child.info.status == "FINISHED"
+        assert {"kind", "fixed", "S", "lr", "seed", "epochs", "batch_size", "model", "dataset"} <= set(params)
+        assert (params["S"] == "none") == (params["kind"] == "dot")
+        seen.add((params["kind"], params["fixed"]))
+        for key in ("train/loss", "val/acc", "val/compactness", "val/separability_mean", "val/confusion_spearman", "lr"):
+            assert steps(client, child, key) == [1, 2, 3], key
+        assert metrics["val/acc"] > 0.8
+        assert not {"time_this_iter_s", "pid", "timestamp", "training_iteration", "done"} & set(metrics)
+    assert seen == {("dot", "True"), ("dot", "False"), ("cosine", "True"), ("cosine", "False")}
+
+    # The printed table's numbers are the MLflow values (one seed: mean = the value, std 0).
+    for child in children:
+        head, vectors = child.data.params["kind"], "fixed" if child.data.params["fixed"] == "True" else "learned"
+        row = next(line for line in done.stdout.splitlines() if line.startswith(f"| {head} | {vectors} |"))
+        assert f"{child.data.metrics['val/acc'] * 100:.2f} ± 0.00" in row
+        assert f"{child.data.metrics['val/compactness']:.3f} ± 0.000" in row
+
+    again = run(["sweep", "four.yaml"], tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Resuming" in again.stdout
+    client, parents, after = store(tmp_path)
+    assert len(parents) == 1
+    assert sorted(c.info.run_id for c in after) == sorted(c.info.run_id for c in children)
+    assert all(steps(client, c, "val/acc") == [1, 2, 3] for c in after)
+
+    report = run(["report", "four"], tmp_path)
+    assert report.returncode == 0 and report.stdout.strip() in done.stdout
+
+
+INTERRUPTIBLE = """\
+name: interrupted
+dataset: digits
+model: small_cnn
+epochs: 40
+batch_size: 64
+seeds: [0]
+search:
+  max_concurrent_trials: 1
+  space:
+    fixed: [true, false]
+    lr: [0.1, 1.0e+6]   # 1e6 diverges: recorded as diverged, not as a crash
+"""
+
+
+def test_interrupted_sweep_resumes_without_redoing_trials_or_duplicating_runs(tmp_path):
+    (tmp_path / "s.yaml").write_text(INTERRUPTIBLE)
+    first = subprocess.Popen(FIXRAY + ["sweep", "s.yaml"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = []
+    deadline = time.monotonic() + 240
+    for line in first.stdout:
+        output.append(line)
+        if "finished" in line and "done |" in line:
+            break
+        assert time.monotonic() < deadline, "no trial finished"
+    time.sleep(1.5)  # let the next trial get a few epochs in
+    first.send_signal(signal.SIGINT)
+    output += first.stdout.readlines()
+    assert first.wait(timeout=120) == 130, "".join(output)
+    assert "run the same command again to resume" in "".join(output)
+
+    client, parents, children = store(tmp_path)
+    assert parents[0].info.status == "KILLED"
+    ended_before = {c.info.run_id: c.info.end_time for c in children if STATUS_TAG in c.data.tags}
+    assert 1 <= len(ended_before) < 4
+
+    second = run(["sweep", "s.yaml"], tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    client, parents, children = store(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4 and len({c.data.tags[TRIAL_TAG] for c in children}) == 4
+    for child in children:
+        if child.info.run_id in ended_before:  # finished before the interrupt: not run again
+            assert child.info.end_time == ended_before[child.info.run_id]
+        history = steps(client, child, "train/loss")
+        assert len(history) == len(set(history)), "an epoch was logged twice"
+        if child.data.params["lr"] == "1000000.0":
+            assert child.data.tags[STATUS_TAG] == "diverged" and history == [1]
+            assert math.isnan(child.data.metrics["val/acc"])
+        else:
+            assert child.data.tags[STATUS_TAG] == "finished" and history == list(range(1, 41))
+    assert re.search(r"\| dot \| learned \| none \| 1000000.0 \| 1 \(1 diverged\) \| NaN", second.stdout)
+
+
+DDP_WITH_ASHA = """\
+name: ddp
+dataset: digits
+model: small_cnn
+epochs: 3
+batch_size: 32
+seeds: [0]
+search:
+  asha: {grace_period: 1, reduction_factor: 2}
+  space:
+    kind: cosine
+    fixed: false
+    S: 10
+    lr: [0.1, 1.0e-6]   # the second barely learns: ASHA must stop it at its first rung
+resources: {workers: 2, cpus_per_trial: 1}
+"""
+
+
+def test_two_worker_ddp_trials_keep_identical_weights_and_their_reports_reach_asha(tmp_path):
+    (tmp_path / "ddp.yaml").write_text(DDP_WITH_ASHA)
+    done = run(["sweep", "ddp.yaml"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    client, _, children = store(tmp_path)
+    by_lr = {c.data.params["lr"]: c for c in children}
+    good, slow = by_lr["0.1"], by_lr["1e-06"]
+    assert good.data.params["workers"] == "2"
+    assert steps(client, good, "val/acc") == [1, 2, 3]
+    assert good.data.metrics["ddp/max_weight_diff"] == 0.0  # both workers hold the same weights at the end
+    assert good.data.metrics["val/acc"] > 0.8
+    assert slow.data.tags[STATUS_TAG] == "stopped_early"
+    assert steps(client, slow, "val/acc") == [1]

@@ -1,0 +1,86 @@
+"""The plain training loop on bundled digits: it learns, it stops on divergence, it resumes exactly."""
+
+import math
+
+import pytest
+import torch
+
+from fixray.config import TrialConfig
+from fixray.data import load_dataset
+from fixray.train import train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _cfg(**changes) -> TrialConfig:
+    base = dict(
+        dataset="digits", data_dir=None, model="small_cnn", epochs=3, batch_size=64, lr=0.1, momentum=0.9, nesterov=True,
+        weight_decay=5e-4, schedule="plateau", plateau_factor=0.2, plateau_patience=3, kind="cosine", fixed=True, S=10.0,
+        bias=False, seed=0,
+    )
+    return TrialConfig(**{**base, **changes})
+
+
+class Recorder:
+    def __init__(self):
+        self.metrics, self.states = [], []
+
+    def __call__(self, metrics, state):
+        self.metrics.append(metrics)
+        self.states.append(state)
+
+
+def test_digits_split_is_fixed_and_normalised(digits):
+    again = load_dataset("digits")
+    assert digits.train_x.shape == (1437, 1, 8, 8) and digits.test_x.shape == (360, 1, 8, 8)
+    assert torch.equal(digits.test_y, again.test_y)
+    assert digits.class_names == tuple("0123456789")
+    assert abs(digits.train_x.mean().item()) < 1e-4 and digits.train_x.std().item() == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("kind,fixed", [("dot", True), ("dot", False), ("cosine", True), ("cosine", False)])
+def test_every_head_learns_digits_and_reports_each_epoch(digits, kind, fixed):
+    record = Recorder()
+    final = train(_cfg(kind=kind, fixed=fixed, S=10.0 if kind == "cosine" else None, bias=kind == "dot"), digits, record)
+    assert [m["epoch"] for m in record.metrics] == [1, 2, 3]
+    assert final["val/acc"] > 0.9
+    assert record.metrics[-1]["train/loss"] < record.metrics[0]["train/loss"]
+    for key in ("val/compactness", "val/separability_mean", "val/separability_max", "val/confusion_spearman", "lr"):
+        assert key in final
+    assert all(m["diverged"] == 0.0 for m in record.metrics)
+
+
+def test_fixed_head_is_untouched_by_the_whole_loop(digits):
+    record = Recorder()
+    train(_cfg(kind="dot", fixed=True, S=None, bias=True), digits, record)
+    from fixray.models import build_classifier
+
+    fresh = build_classifier("small_cnn", digits.input_spec, 10, kind="dot", fixed=True, scale=1.0, bias=True, seed=0)
+    trained = record.states[-1]["model"]
+    assert torch.equal(trained["head.weight"], fresh.head.weight)
+    assert torch.equal(trained["head.bias"], fresh.head.bias)
+    assert not torch.equal(trained["backbone.body.0.0.weight"], fresh.backbone.body[0][0].weight)
+
+
+def test_a_nan_loss_is_reported_as_diverged_not_raised(digits):
+    record = Recorder()
+    final = train(_cfg(kind="dot", fixed=False, S=None, bias=True, lr=1e6, epochs=5), digits, record)
+    assert final["diverged"] == 1.0
+    assert math.isnan(final["val/acc"])
+    assert len(record.metrics) < 5 and record.states[-1] is None
+
+
+def test_resuming_from_a_reported_state_gives_bit_identical_weights(digits):
+    straight = Recorder()
+    train(_cfg(epochs=4, fixed=False), digits, straight)
+    first_half = Recorder()
+    train(_cfg(epochs=4, fixed=False), digits, lambda m, s: first_half(m, s) if m["epoch"] <= 2 else None)
+    resumed = Recorder()
+    train(_cfg(epochs=4, fixed=False), digits, resumed, start=first_half.states[1])
+    assert [m["epoch"] for m in resumed.metrics] == [3, 4]
+    for key, value in straight.states[-1]["model"].items():
+        assert torch.equal(value, resumed.states[-1]["model"][key]), key
+    assert resumed.metrics[-1]["val/acc"] == straight.metrics[-1]["val/acc"]
