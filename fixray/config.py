@@ -54,7 +54,7 @@ class AshaSpec(Strict):
 
 class SearchSpec(Strict):
     method: Literal["grid", "random", "tpe"] = "grid"
-    num_samples: int = Field(1, ge=1)  # grid: repeats of the grid; random/tpe: configurations drawn
+    num_samples: int = Field(1, ge=1)  # random/tpe: configurations drawn from the ranges (each runs once per seed)
     space: dict[str, Any]  # parameter -> value | [grid values] | {loguniform|uniform: [lo, hi]} | {choice: [...]}
     asha: AshaSpec | None = None
     max_concurrent_trials: int | None = Field(None, ge=1)  # None: as many as the resources allow
@@ -194,7 +194,7 @@ def _check_value(name: str, value: Any, path: str) -> list[Problem]:
     return [] if check(value) else [Problem(path, value, expected)]
 
 
-def _space_problems(space: dict[str, Any], head: HeadSpec) -> list[Problem]:
+def _space_problems(space: dict[str, Any], head: HeadSpec, method: str) -> list[Problem]:
     base = "search.space"
     if not space:
         return [Problem(base, space, f"at least one parameter to search, from: {', '.join(SEARCHABLE)}")]
@@ -210,6 +210,8 @@ def _space_problems(space: dict[str, Any], head: HeadSpec) -> list[Problem]:
                 problems += _check_value(name, item, f"{path}[{i}]")
         elif isinstance(value, dict):
             problems += _distribution_problems(name, value, path)
+            if method == "grid" and "choice" not in value:
+                problems.append(Problem(path, value, "a list of grid values (ranges need search.method random or tpe)"))
         else:
             problems += _check_value(name, value, path)
     kinds = _values_of(space.get("kind", head.kind))
@@ -264,9 +266,10 @@ def parse_sweep(raw: Any, file: Path) -> SweepSpec:
         search = raw.get("search")
         if isinstance(search, dict) and isinstance(search.get("space"), dict):
             head = raw.get("head") if isinstance(raw.get("head"), dict) else {}
-            problems += _space_problems(search["space"], HeadSpec.model_construct(**{"kind": "dot", **head}))
+            head_spec = HeadSpec.model_construct(**{"kind": "dot", **head})
+            problems += _space_problems(search["space"], head_spec, search.get("method", "grid"))
         raise SweepFileError(file, problems) from None
-    problems = _space_problems(spec.search.space, spec.head) + _registry_problems(raw)
+    problems = _space_problems(spec.search.space, spec.head, spec.search.method) + _registry_problems(raw)
     if problems:
         raise SweepFileError(file, problems)
     if spec.name is None:

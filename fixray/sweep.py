@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 from ray import tune
-from ray.tune.search import BasicVariantGenerator, Repeater
+from ray.tune.search import Repeater
 from ray.tune.search.repeater import TRIAL_INDEX
 
 from fixray.config import SweepSpec, TrialConfig, trial_config
@@ -32,45 +33,59 @@ DRIVER_MEMORY = 64 * 2**20  # bytes reserved for a DDP trial's driver function; 
 
 
 def _domain(value: dict[str, Any]):
-    (dist, args), = value.items()
-    return {"loguniform": tune.loguniform, "uniform": tune.uniform}[dist](*args) if dist != "choice" else tune.choice(args)
+    """A range or choice as a Ray Tune domain, for searchers that draw configurations themselves (TPE)."""
+    ((dist, args),) = value.items()
+    return {"loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice}[dist](*([args] if dist == "choice" else args))
+
+
+def _draw(value: dict[str, Any], rng: np.random.Generator) -> Any:
+    ((dist, args),) = value.items()
+    if dist == "choice":
+        return args[rng.integers(len(args))]
+    if dist == "loguniform":
+        return float(np.exp(rng.uniform(np.log(args[0]), np.log(args[1]))))
+    return float(rng.uniform(*args))
 
 
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The grid's configurations (seeds included), with S dropped where the head is dot-product.
+    """Every trial's parameters for grid and random search, seeds included.
 
-    Points that then coincide are merged, so a dot-product head is not trained once per S value.
+    Random search draws `num_samples` configurations from the ranges (seeded by search.random_seed),
+    crossed with the grid lists; every configuration then runs once per seed, so seeds share it.
+    S is dropped where the head is dot-product, and points that then coincide are merged, so a
+    dot-product head is not trained once per S value.
     """
-    space = spec.search.space
+    space = dict(spec.search.space)
+    if spec.search.method == "grid":  # a choice is a grid list there
+        space = {k: v["choice"] if isinstance(v, dict) else v for k, v in space.items()}
     grids = {k: v if isinstance(v, list) else [v] for k, v in space.items() if not isinstance(v, dict)}
-    if spec.search.method != "tpe":
-        grids["seed"] = spec.seeds
+    ranges = {k: v for k, v in space.items() if isinstance(v, dict)}
+    rng = np.random.default_rng(spec.search.random_seed)
+    draws = [{k: _draw(v, rng) for k, v in ranges.items()} for _ in range(spec.search.num_samples if ranges else 1)]
     points, seen = [], set()
-    for values in itertools.product(*grids.values()):
-        point = dict(zip(grids, values))
-        if point.get("kind", spec.head.kind) == "dot":
-            point.pop("S", None)
-        key = tuple(sorted(point.items()))
-        if key not in seen:
-            seen.add(key)
-            points.append(point)
+    for draw in draws:
+        for values in itertools.product(*grids.values(), spec.seeds):
+            point = {**dict(zip(grids, values)), **draw, "seed": values[-1]}
+            if point.get("kind", spec.head.kind) == "dot":
+                point.pop("S", None)
+            key = tuple(sorted(point.items()))
+            if key not in seen:
+                seen.add(key)
+                points.append(point)
     return points
 
 
 def param_space(spec: SweepSpec) -> dict[str, Any]:
-    """Tune's param space: grid values as one grid_search over points, ranges as Tune domains."""
-    space = spec.search.space
-    domains = {k: _domain(v) for k, v in space.items() if isinstance(v, dict)}
+    """Tune's param space: fixray's own points as one grid_search, or Tune domains for TPE to draw from."""
     if spec.search.method == "tpe":
-        lists = {k: tune.choice(v) if isinstance(v, list) else v for k, v in space.items() if not isinstance(v, dict)}
-        return {**lists, **domains}
-    return {POINT: tune.grid_search(grid_points(spec)), **domains}
+        return {k: _domain(v) if isinstance(v, dict) else tune.choice(v) if isinstance(v, list) else v for k, v in spec.search.space.items()}
+    return {POINT: tune.grid_search(grid_points(spec))}
 
 
 def expected_trials(spec: SweepSpec) -> int:
     if spec.search.method == "tpe":
         return spec.search.num_samples * len(spec.seeds)
-    return spec.search.num_samples * len(grid_points(spec))
+    return len(grid_points(spec))
 
 
 def trial_params(config: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
@@ -223,7 +238,7 @@ def _search_alg(spec: SweepSpec):
 
         searcher = OptunaSearch(metric=METRIC, mode=MODE, seed=search.random_seed)
         return Repeater(searcher, repeat=len(spec.seeds)) if len(spec.seeds) > 1 else searcher
-    return BasicVariantGenerator(random_state=search.random_seed)
+    return None  # Tune's default generator walks fixray's grid of points
 
 
 def _scheduler(spec: SweepSpec):
@@ -298,7 +313,9 @@ def run_sweep(spec: SweepSpec) -> SweepOutcome:
                 mode=MODE,
                 search_alg=_search_alg(spec),
                 scheduler=_scheduler(spec),
-                num_samples=spec.search.num_samples,
+                # TPE: Repeater turns each Optuna suggestion into one trial per seed, and Tune counts them all.
+                # Grid and random: every trial is already one of fixray's points.
+                num_samples=expected_trials(spec) if spec.search.method == "tpe" else 1,
                 max_concurrent_trials=_max_concurrent(spec),
                 reuse_actors=spec.resources.workers == 1,
             ),

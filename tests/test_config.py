@@ -57,6 +57,7 @@ BAD_FILES = [
     ("S without a cosine head", _space(kind="dot", S=[1, 10]), "search.space.S", "[1, 10]"),
     ("two distributions at once", _space(lr={"uniform": [0.1, 0.2], "choice": [0.1]}), "search.space.lr", "'uniform'"),
     ("range on a boolean", _space(fixed={"uniform": [0, 1]}), "search.space.fixed.uniform", "[0, 1]"),
+    ("range in a grid search", _space(lr={"loguniform": [0.001, 0.1]}), "search.space.lr", "random or tpe"),
     ("no seeds", _with(seeds=[]), "seeds", "[]"),
     ("zero DDP workers", _with(resources={"workers": 0}), "resources.workers", "0"),
     ("ASHA grace period 0", _with(search={"space": {"fixed": [True]}, "asha": {"grace_period": 0}}), "search.asha.grace_period", "0"),
@@ -107,6 +108,19 @@ def test_console_script_exits_2_on_a_bad_file(write_sweep):
 def test_shipped_sweep_files_validate():
     for path in sorted((ROOT / "sweeps").glob("*.yaml")):
         assert main(["validate", str(path)]) == 0, path
+
+
+def test_random_search_draws_reproducibly_and_shares_draws_across_seeds(write_sweep):
+    text = _with(seeds=[0, 1, 2], search={"method": "random", "num_samples": 5, "space": {"lr": {"loguniform": [1e-3, 1e-1]}}})
+    spec = load_sweep(write_sweep(text))
+    points = grid_points(spec)
+    assert points == grid_points(load_sweep(write_sweep(text, "again.yaml")))
+    assert len(points) == expected_trials(spec) == 15
+    by_lr = {}
+    for point in points:
+        by_lr.setdefault(point["lr"], []).append(point["seed"])
+    assert len(by_lr) == 5 and all(sorted(seeds) == [0, 1, 2] for seeds in by_lr.values())
+    assert all(1e-3 <= lr <= 1e-1 for lr in by_lr)
 
 
 def test_quickstart_grid_has_24_trials_and_no_S_for_dot_heads():

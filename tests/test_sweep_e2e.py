@@ -178,3 +178,39 @@ def test_two_worker_ddp_trials_keep_identical_weights_and_their_reports_reach_as
     assert good.data.metrics["val/acc"] > 0.8
     assert slow.data.tags[STATUS_TAG] == "stopped_early"
     assert steps(client, slow, "val/acc") == [1]
+
+
+SEARCHED = """\
+name: searched
+dataset: digits
+model: small_cnn
+epochs: 2
+batch_size: 64
+seeds: [0, 1]
+head: {{kind: cosine}}
+search:
+  method: {method}
+  num_samples: 2
+  space:
+    fixed: {fixed}
+    S: {{loguniform: [1, 30]}}
+    lr: {{loguniform: [0.01, 0.2]}}
+"""
+
+
+@pytest.mark.parametrize("method,fixed", [("random", "[true, false]"), ("tpe", "{choice: [true, false]}")])
+def test_random_and_tpe_searches_draw_within_their_ranges_and_run_every_seed(tmp_path, method, fixed):
+    (tmp_path / "s.yaml").write_text(SEARCHED.format(method=method, fixed=fixed))
+    done = run(["sweep", "s.yaml"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    client, _, children = store(tmp_path)
+    expected = 8 if method == "random" else 4  # random: 2 draws x 2 grid values x 2 seeds; tpe: 2 suggestions x 2 seeds
+    assert len(children) == expected
+    configs = {}
+    for child in children:
+        params = child.data.params
+        assert 1 <= float(params["S"]) <= 30 and 0.01 <= float(params["lr"]) <= 0.2
+        configs.setdefault((params["fixed"], params["S"], params["lr"]), []).append(params["seed"])
+        assert steps(client, child, "val/acc") == [1, 2]
+    assert all(sorted(seeds) == ["0", "1"] for seeds in configs.values())  # every configuration ran once per seed
+    assert len(configs) == expected // 2
