@@ -19,7 +19,7 @@ from ray import tune
 
 from fixray.config import parse_sweep, trial_config
 from fixray.data import load_dataset
-from fixray.sweep import ddp_worker, grid_points, run_sweep
+from fixray.sweep import ddp_worker, grid_points, prepare_data, run_sweep
 from fixray.train import train
 
 
@@ -49,7 +49,7 @@ def bare(spec) -> float:
 
 def function_trials(spec) -> float:
     start = time.perf_counter()
-    run_sweep(spec)
+    run_sweep(spec, prepare_data(spec))
     return time.perf_counter() - start
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from fixray.config import SweepFileError, load_sweep
+from fixray.data import DataError
 
 EXIT_BAD_INPUT = 2  # a sweep file, dataset or option the user must fix; nothing was started
 EXIT_TRIALS_FAILED = 1  # the sweep ran but some trials raised errors
@@ -35,6 +36,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     updates = {}
     if args.tracking_uri:
         updates["tracking"] = spec.tracking.model_copy(update={"uri": args.tracking_uri})
+    if args.data_dir:
+        updates["data_dir"] = Path(args.data_dir)
     if args.fresh:
         updates["name"] = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     spec = spec.model_copy(update=updates)
@@ -43,12 +46,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     import ray
 
     from fixray.report import sweep_table
-    from fixray.sweep import expected_trials, run_sweep
+    from fixray.sweep import expected_trials, prepare_data, run_sweep
 
     print(f"Sweep {spec.name!r}: {expected_trials(spec)} trials ({spec.search.method} search) on {spec.dataset} with {spec.model}", flush=True)
+    splits = prepare_data(spec)  # DataError -> exit 2 before Ray or MLflow start
     ray.init(address=args.address, logging_level="ERROR", log_to_driver=True)
     try:
-        outcome = run_sweep(spec)
+        outcome = run_sweep(spec, splits)
     finally:
         ray.shutdown()
     print()
@@ -88,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("file", help="sweep file, e.g. sweeps/quickstart.yaml")
     sweep.add_argument("--address", default=None, help="Ray cluster to join (e.g. 'auto' on a `ray up` head node); default: start a local Ray")
     sweep.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; overrides the sweep file's tracking.uri")
+    sweep.add_argument("--data-dir", default=None, help="folder holding the datasets; overrides the sweep file's data_dir")
     sweep.add_argument("--fresh", action="store_true", help="start a new sweep (timestamped name) instead of resuming one of the same name")
     sweep.set_defaults(run=_cmd_sweep)
 
@@ -109,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except SweepFileError as error:
         print(error, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DataError as error:
+        print(f"fixray: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fixray.corruptions import MIN_SIZE
 from fixray.data import DATASETS
 from fixray.models import BACKBONES
 
@@ -45,6 +46,23 @@ class HeadSpec(Strict):
     bias: bool | None = None  # None: a bias for dot-product heads, none for cosine heads
 
 
+class AugmentationSpec(Strict):
+    """Training-time augmentation; left out, the dataset's standard one is used (none for digits)."""
+
+    crop_padding: int = Field(0, ge=0)  # pixels of zero padding before a random crop back to size
+    flip: bool = False  # random horizontal flips
+
+
+class RobustnessSpec(Strict):
+    """After training: accuracy on corrupted copies of the test set (paper Table 6), as robust/<name>/acc."""
+
+    corruptions: list[Literal["impulse_noise", "jpeg_compression", "defocus_blur"]] = Field(
+        default_factory=lambda: ["impulse_noise", "jpeg_compression", "defocus_blur"], min_length=1
+    )
+    severity: int = Field(3, ge=1, le=5)  # imagecorruptions severity; the paper does not state its own
+    seed: int = 0  # the corrupted sets are drawn from this seed once, then cached on disk
+
+
 class AshaSpec(Strict):
     """Ray Tune's ASHA early stopping on test accuracy, in epochs."""
 
@@ -75,7 +93,8 @@ class TrackingSpec(Strict):
 class SweepSpec(Strict):
     name: str | None = Field(None, min_length=1)  # None: the sweep file's stem
     dataset: str
-    data_dir: Path | None = None  # None: the dataset's default location
+    data_dir: Path | None = None  # None: $FIXRAY_DATA or ~/.cache/fixray/datasets
+    download: bool = True  # fetch missing dataset files (needs the internet); false: only use what is on disk
     model: str
     epochs: int = Field(ge=1)
     batch_size: int = Field(128, ge=1)  # images per optimiser step (per worker under DDP)
@@ -83,6 +102,9 @@ class SweepSpec(Strict):
     optimizer: OptimizerSpec = OptimizerSpec()
     schedule: ScheduleSpec = ScheduleSpec()
     head: HeadSpec = HeadSpec()
+    augmentation: AugmentationSpec | None = None  # None: the dataset's standard augmentation
+    robustness: RobustnessSpec | None = None
+    generalisation: str | None = None  # a registered set with the training set's classes (e.g. cifar10.1): gen/acc
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # each configuration runs once per seed
     search: SearchSpec
     resources: ResourcesSpec = ResourcesSpec()
@@ -113,6 +135,8 @@ class TrialConfig:
     seed: int
     workers: int = 1
     use_gpu: bool = False
+    crop_padding: int = 0
+    flip: bool = False
 
     def as_params(self) -> dict[str, Any]:
         return asdict(self)
@@ -249,9 +273,16 @@ def _distribution_problems(name: str, value: dict[str, Any], path: str) -> list[
 
 def _registry_problems(raw: dict[str, Any]) -> list[Problem]:
     problems = []
-    for key, registry, what in (("dataset", DATASETS, "dataset"), ("model", BACKBONES, "model")):
+    train_sets = {name for name, entry in DATASETS.items() if entry.train_set}
+    for key, registry, what in (("dataset", train_sets, "training dataset"), ("model", BACKBONES, "model")):
         if isinstance(raw.get(key), str) and raw[key] not in registry:
             problems.append(Problem(key, raw[key], f"a registered {what}: {', '.join(sorted(registry))}"))
+    gen = raw.get("generalisation")
+    if isinstance(gen, str) and gen not in DATASETS:
+        problems.append(Problem("generalisation", gen, f"a registered dataset: {', '.join(sorted(DATASETS))}"))
+    dataset = DATASETS.get(raw.get("dataset")) if isinstance(raw.get("dataset"), str) else None
+    if raw.get("robustness") is not None and dataset is not None and dataset.image_size < MIN_SIZE:
+        problems.append(Problem("robustness", raw["robustness"], f"no robustness test on {dataset.image_size}x{dataset.image_size} images (imagecorruptions needs at least {MIN_SIZE}x{MIN_SIZE})"))
     return problems
 
 
@@ -300,6 +331,7 @@ def trial_config(spec: SweepSpec, params: dict[str, Any]) -> TrialConfig:
     """One trial's settings: the sweep's defaults overridden by the searched parameters."""
     kind = params.get("kind", spec.head.kind)
     bias = params.get("bias", spec.head.bias)
+    augmentation = spec.augmentation or DATASETS[spec.dataset].augmentation
     return TrialConfig(
         dataset=spec.dataset,
         data_dir=str(spec.data_dir) if spec.data_dir else None,
@@ -320,4 +352,6 @@ def trial_config(spec: SweepSpec, params: dict[str, Any]) -> TrialConfig:
         seed=int(params["seed"]),
         workers=spec.resources.workers,
         use_gpu=spec.resources.gpus_per_trial > 0,
+        crop_padding=augmentation.crop_padding,
+        flip=augmentation.flip,
     )

@@ -1,76 +1,233 @@
-"""Dataset registry: each entry loads train and test splits as normalised image tensors."""
+"""Dataset registry: each entry finds (or downloads) its files and returns uint8 splits with class names.
+
+Images stay uint8 (N x C x H x W numpy arrays) until a batch is trained on: a quarter of float32's memory,
+and Ray's object store hands numpy arrays to every trial on a node without copying them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
-import torch
+import numpy as np
 
+from fixray import formats
 from fixray.models import InputSpec
 
 DIGITS_TEST_FRACTION = 0.2  # 360 of digits' 1,797 images are held out as the test split
 DIGITS_SPLIT_SEED = 0  # fixed, so every trial and every sweep sees the same split
 
 
+def default_data_dir() -> Path:
+    """Per-user cache folder: $FIXRAY_DATA, else $XDG_CACHE_HOME/fixray/datasets, else ~/.cache/fixray/datasets."""
+    if os.environ.get("FIXRAY_DATA"):
+        return Path(os.environ["FIXRAY_DATA"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fixray" / "datasets"
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Labelled images: x is N x C x H x W uint8, y is N int64 class indices."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
 @dataclass(frozen=True)
 class Splits:
-    """Train and test images (N x C x H x W float32, normalised) with integer labels."""
+    """A training set, its test set, and extra test sets evaluated after training (keyed by metric prefix)."""
 
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
+    train: ImageSet
+    test: ImageSet
     class_names: tuple[str, ...]
+    extra: dict[str, ImageSet] = field(default_factory=dict)  # e.g. "robust/impulse_noise", "gen"
 
     @property
     def input_spec(self) -> InputSpec:
-        return InputSpec(channels=self.train_x.shape[1], size=self.train_x.shape[2])
+        return InputSpec(channels=self.train.x.shape[1], size=self.train.x.shape[2])
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-
-DatasetLoader = Callable[[Path | None], Splits]
-DATASETS: dict[str, DatasetLoader] = {}
-
-
-def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
-    def add(loader: DatasetLoader) -> DatasetLoader:
-        DATASETS[name] = loader
-        return loader
-
-    return add
+    @cached_property
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std of the training images in [0, 1], for normalisation."""
+        pixels = self.train.x.transpose(1, 0, 2, 3).reshape(self.train.x.shape[1], -1)
+        mean = tuple(float(pixels[c].mean(dtype=np.float64)) / 255 for c in range(len(pixels)))
+        std = tuple(float(pixels[c].std(dtype=np.float64)) / 255 or 1.0 for c in range(len(pixels)))
+        return mean, std
 
 
-def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scales both splits by the train split's mean and std, so test data never leaks into it."""
-    mean, std = train.mean(), train.std()
-    return (train - mean) / std, (test - mean) / std
+@dataclass(frozen=True)
+class Augmentation:
+    """Training-time augmentation, applied per image to each batch."""
+
+    crop_padding: int = 0  # pixels of zero padding before a random crop back to size; 0 = no crop
+    flip: bool = False  # random horizontal flip with probability 1/2
 
 
-@register_dataset("digits")
-def load_digits(data_dir: Path | None = None) -> Splits:
+class DataError(Exception):
+    """A data problem the user must fix (files missing, classes that do not match); nothing was started."""
+
+
+class DatasetUnavailable(DataError):
+    """A dataset whose files are missing and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """How to get one dataset: files it needs under its folder, how to fetch them, how to read them."""
+
+    folder: str  # under data_dir
+    required: tuple[str, ...]  # relative to folder
+    read: Callable[[Path], Splits | tuple[ImageSet, tuple[str, ...]]]
+    fetch: Callable[[Path], None] | None  # downloads into data_dir; None: nothing to download
+    source: str  # what to get by hand, for the offline message
+    image_size: int  # side length in pixels
+    augmentation: Augmentation = Augmentation()
+    train_set: bool = True  # False: a test-only set (generalisation)
+
+
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, entry: DatasetEntry) -> None:
+    DATASETS[name] = entry
+
+
+def _ensure_files(name: str, entry: DatasetEntry, data_dir: Path, download: bool) -> Path:
+    folder = data_dir / entry.folder
+    missing = [f for f in entry.required if not (folder / f).exists()]
+    if not missing:
+        return folder
+    reason = "downloads are switched off (download: false)"
+    if download and entry.fetch is not None:
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            entry.fetch(data_dir)
+            missing = [f for f in entry.required if not (folder / f).exists()]
+            if not missing:
+                return folder
+            reason = "the download did not produce them"
+        except Exception as error:  # offline, a proxy, a checksum mismatch: all end in the same advice
+            reason = f"the download failed: {type(error).__name__}: {error}"
+    shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    raise DatasetUnavailable(
+        f"Dataset {name!r} is not in {folder} and {reason}.\n"
+        f"Missing: {shown}.\n"
+        f"Get {entry.source} and unpack it so that {folder} holds those files, or set `data_dir:` in the "
+        f"sweep file (or `fixray sweep --data-dir DIR`) to the folder that holds {entry.folder}/."
+    )
+
+
+def load_dataset(name: str, data_dir: Path | None = None, download: bool = True) -> Splits:
+    """A training set's splits; downloads missing files when `download` is on and the network allows."""
+    if name not in DATASETS or not DATASETS[name].train_set:
+        raise KeyError(f"unknown training dataset {name!r}; registered: {sorted(n for n, e in DATASETS.items() if e.train_set)}")
+    entry = DATASETS[name]
+    return entry.read(_ensure_files(name, entry, data_dir or default_data_dir(), download))
+
+
+def load_test_set(name: str, data_dir: Path | None = None, download: bool = True) -> tuple[ImageSet, tuple[str, ...]]:
+    """Any registered set's test images with class names: the test split of a training set, or a test-only set."""
+    entry = DATASETS[name]
+    folder = _ensure_files(name, entry, data_dir or default_data_dir(), download)
+    if entry.train_set:
+        splits = entry.read(folder)
+        return splits.test, splits.class_names
+    return entry.read(folder)
+
+
+# --- the registered datasets -------------------------------------------------------------------------
+
+
+def _read_digits(_: Path) -> Splits:
     """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes): needs no download."""
-    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    bunch = sk_load_digits()
-    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1)  # N x 1 x 8 x 8, values 0..16
-    labels = torch.tensor(bunch.target, dtype=torch.long)
-    train_idx, test_idx = train_test_split(
-        torch.arange(len(labels)).numpy(),
-        test_size=DIGITS_TEST_FRACTION,
-        random_state=DIGITS_SPLIT_SEED,
-        stratify=labels.numpy(),
-    )
-    train_x, test_x = _standardise(images[train_idx], images[test_idx])
-    return Splits(train_x, labels[train_idx], test_x, labels[test_idx], tuple(str(d) for d in range(10)))
+    bunch = load_digits()
+    images = (bunch.images * 15).astype(np.uint8)[:, None]  # values 0..16 -> 0..240, exact
+    labels = bunch.target.astype(np.int64)
+    train, test = train_test_split(np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED, stratify=labels)
+    names = tuple(str(d) for d in range(10))
+    return Splits(ImageSet(images[train], labels[train]), ImageSet(images[test], labels[test]), names)
 
 
-def load_dataset(name: str, data_dir: Path | None = None) -> Splits:
-    if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; registered: {sorted(DATASETS)}")
-    return DATASETS[name](data_dir)
+def _as_splits(read: Callable[[Path], tuple]) -> Callable[[Path], Splits]:
+    def to_splits(folder: Path) -> Splits:
+        train, test, names = read(folder)
+        return Splits(ImageSet(*train), ImageSet(*test), tuple(names))
+
+    return to_splits
+
+
+def _torchvision_fetch(cls_name: str, **kwargs) -> Callable[[Path], None]:
+    def fetch(data_dir: Path) -> None:
+        import torchvision.datasets as tvd
+
+        getattr(tvd, cls_name)(root=str(data_dir), download=True, **kwargs)  # downloads, verifies md5, extracts
+
+    return fetch
+
+
+TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
+CIFAR101_URL = "https://raw.githubusercontent.com/modestyachts/CIFAR-10.1/master/datasets/"
+
+
+def _fetch_tinyimagenet(data_dir: Path) -> None:
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    download_and_extract_archive(TINY_IMAGENET_URL, str(data_dir), md5=TINY_IMAGENET_MD5)
+
+
+def _cifar101_entry(version: str) -> DatasetEntry:
+    files = (f"cifar10.1_{version}_data.npy", f"cifar10.1_{version}_labels.npy")
+
+    def fetch(data_dir: Path) -> None:
+        from torchvision.datasets.utils import download_url
+
+        for file in files:
+            download_url(CIFAR101_URL + file, str(data_dir / "cifar10.1"), filename=file)
+
+    def read(folder: Path) -> tuple[ImageSet, tuple[str, ...]]:
+        return ImageSet(*formats.read_cifar101(folder, version)), CIFAR10_CLASSES
+
+    return DatasetEntry("cifar10.1", files, read, fetch, f"CIFAR-10.1 {version} ({', '.join(files)})", 32, train_set=False)
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR_AUGMENTATION = Augmentation(crop_padding=4, flip=True)
+
+register_dataset("digits", DatasetEntry("", (), _read_digits, None, "nothing (bundled with scikit-learn)", 8))
+register_dataset("cifar10", DatasetEntry(
+    "cifar-10-batches-py",
+    tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
+    _as_splits(formats.read_cifar10), _torchvision_fetch("CIFAR10"),
+    "the CIFAR-10 python version (cifar-10-python.tar.gz)", 32, CIFAR_AUGMENTATION,
+))
+register_dataset("cifar100", DatasetEntry(
+    "cifar-100-python", ("train", "test", "meta"),
+    _as_splits(formats.read_cifar100), _torchvision_fetch("CIFAR100"),
+    "the CIFAR-100 python version (cifar-100-python.tar.gz)", 32, CIFAR_AUGMENTATION,
+))
+register_dataset("stl10", DatasetEntry(
+    "stl10_binary", ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "class_names.txt"),
+    _as_splits(formats.read_stl10), _torchvision_fetch("STL10", split="train"),
+    "the STL-10 binary files (stl10_binary.tar.gz)", 96, Augmentation(crop_padding=12, flip=True),
+))
+register_dataset("tinyimagenet", DatasetEntry(
+    "tiny-imagenet-200", ("wnids.txt", "words.txt", "train", "val/images", "val/val_annotations.txt"),
+    _as_splits(formats.read_tinyimagenet), _fetch_tinyimagenet,
+    "Tiny ImageNet (tiny-imagenet-200.zip)", 64, Augmentation(crop_padding=8, flip=True),
+))
+register_dataset("cifar10.1", _cifar101_entry("v6"))
+register_dataset("cifar10.1-v4", _cifar101_entry("v4"))

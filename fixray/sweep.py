@@ -10,7 +10,7 @@ import itertools
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ from ray.tune.search import Repeater
 from ray.tune.search.repeater import TRIAL_INDEX
 
 from fixray.config import SweepSpec, TrialConfig, trial_config
-from fixray.data import Splits, load_dataset
+from fixray.corruptions import corrupted_test_set
+from fixray.data import DataError, ImageSet, Splits, default_data_dir, load_dataset, load_test_set
 from fixray.train import train
 from fixray.tracking import STATUS_TAG, MlflowTrialLogger, SweepRuns
 
@@ -190,7 +191,29 @@ def _run_ddp(cfg: TrialConfig, splits: Splits, spec: SweepSpec) -> None:
     trainer.fit()
 
 
-def make_trainable(spec: SweepSpec):
+def prepare_data(spec: SweepSpec) -> Splits:
+    """Loads (or downloads) the data once, in the driver, with its extra test sets; Tune shares it with every trial."""
+    data_dir = spec.data_dir or default_data_dir()
+    splits = load_dataset(spec.dataset, data_dir, spec.download)
+    extra: dict[str, ImageSet] = {}
+    if spec.robustness is not None:
+        cache = data_dir / "fixray-corrupted"
+        for name in spec.robustness.corruptions:
+            extra[f"robust/{name}"] = corrupted_test_set(splits.test, spec.dataset, name, spec.robustness.severity, spec.robustness.seed, cache)
+    if spec.generalisation is not None:
+        test, names = load_test_set(spec.generalisation, data_dir, spec.download)
+        if tuple(names) != splits.class_names:
+            raise DataError(
+                f"generalisation set {spec.generalisation!r} has classes {list(names)[:5]}..., which are not "
+                f"{spec.dataset!r}'s {list(splits.class_names)[:5]}...: name a set with the training set's classes"
+            )
+        extra["gen"] = test
+    splits = replace(splits, extra=extra)
+    splits.channel_stats  # computed once here and shipped with the data, not once per trial
+    return splits
+
+
+def make_trainable(spec: SweepSpec, splits: Splits):
     describer = TrialDescriber(spec)
 
     def run_trial(config: dict[str, Any], splits: Splits) -> None:
@@ -209,7 +232,6 @@ def make_trainable(spec: SweepSpec):
         trial_resources = {"cpu": 0, "memory": DRIVER_MEMORY}
     else:
         trial_resources = {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial}
-    splits = load_dataset(spec.dataset, spec.data_dir)
     return tune.with_resources(tune.with_parameters(run_trial, splits=splits), trial_resources)
 
 
@@ -292,13 +314,13 @@ def experiment_dir(spec: SweepSpec) -> Path:
     return (spec.storage_path / spec.name).resolve()
 
 
-def run_sweep(spec: SweepSpec) -> SweepOutcome:
+def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
     """Runs (or resumes) a sweep on the Ray already initialised; returns its MLflow runs and Tune results."""
     # Tune runs each trial in its own working directory: relative paths must be fixed here, in the driver.
-    spec = spec.model_copy(update={"storage_path": spec.storage_path.resolve(), "data_dir": spec.data_dir and spec.data_dir.resolve()})
+    spec = spec.model_copy(update={"storage_path": spec.storage_path.resolve()})
     runs = SweepRuns(spec.tracking.uri, spec.tracking.experiment, spec.name)
     runs.log_sweep_params({"dataset": spec.dataset, "model": spec.model, "epochs": spec.epochs, "method": spec.search.method, "seeds": spec.seeds})
-    trainable = make_trainable(spec)
+    trainable = make_trainable(spec, splits)
     path = experiment_dir(spec)
     if tune.Tuner.can_restore(str(path)):
         print(f"Resuming the sweep in {path}: finished trials are kept, unfinished ones continue.", flush=True)

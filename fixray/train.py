@@ -10,6 +10,9 @@ import copy
 import math
 from typing import Any, Callable
 
+import warnings
+
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -18,7 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fixray import metrics
 from fixray.config import TrialConfig
-from fixray.data import Splits
+from fixray.augment import augment, normalise
+from fixray.data import Augmentation, Splits
 from fixray.models import Classifier, build_classifier
 
 EVAL_BATCH = 1024  # images per forward pass when measuring the test split
@@ -78,23 +82,34 @@ def _make_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
 
 
 @torch.no_grad()
-def evaluate(model: Classifier, x: torch.Tensor, y: torch.Tensor, prefix: str = "val") -> dict[str, float]:
-    """Accuracy, loss and the paper's geometry measurements on one split."""
+def _embed(model: Classifier, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
-    features, logits = zip(*(model.embed_and_classify(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)))
-    features, logits = torch.cat(features), torch.cat(logits)
+    batches = (model.embed_and_classify(normalise(images[i : i + EVAL_BATCH], mean, std)) for i in range(0, len(images), EVAL_BATCH))
+    features, logits = zip(*batches)
+    return torch.cat(features), torch.cat(logits)
+
+
+def evaluate(model: Classifier, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> dict[str, float]:
+    """Accuracy, loss and the paper's geometry measurements on the test split (uint8 images)."""
+    features, logits = _embed(model, images, mean, std)
     predictions = logits.argmax(dim=1)
     vectors = model.head.class_vectors
     sep_mean, sep_max = metrics.separability(vectors)
-    confusion = metrics.confusion_matrix(y, predictions, vectors.shape[0])
+    confusion = metrics.confusion_matrix(labels, predictions, vectors.shape[0])
     return {
-        f"{prefix}/loss": F.cross_entropy(logits, y).item(),
-        f"{prefix}/acc": metrics.accuracy(logits, y),
-        f"{prefix}/compactness": metrics.compactness(features, vectors, predictions),
-        f"{prefix}/separability_mean": sep_mean,
-        f"{prefix}/separability_max": sep_max,
-        f"{prefix}/confusion_spearman": metrics.confusion_correlation(vectors, confusion),
+        "val/loss": F.cross_entropy(logits, labels).item(),
+        "val/acc": metrics.accuracy(logits, labels),
+        "val/compactness": metrics.compactness(features, vectors, predictions),
+        "val/separability_mean": sep_mean,
+        "val/separability_max": sep_max,
+        "val/confusion_spearman": metrics.confusion_correlation(vectors, confusion),
     }
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    with warnings.catch_warnings():  # arrays from Ray's object store are read-only and shared: never written
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.as_tensor(array).to(device)
 
 
 def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
@@ -127,17 +142,20 @@ def train(
             scheduler.load_state_dict(start["scheduler"])
         first_epoch = start["epoch"] + 1
     net = DistributedDataParallel(model) if world > 1 else model
-    train_x, train_y = splits.train_x.to(device), splits.train_y.to(device)
-    test_x, test_y = splits.test_x.to(device), splits.test_y.to(device)
+    train_x, train_y = _tensor(splits.train.x, device), _tensor(splits.train.y, device)
+    test_x, test_y = _tensor(splits.test.x, device), _tensor(splits.test.y, device)
+    mean, std = (torch.tensor(v, device=device) for v in splits.channel_stats)
+    augmentation = Augmentation(cfg.crop_padding, cfg.flip)
 
     last: dict[str, float] = {}
     for epoch in range(first_epoch, cfg.epochs + 1):
         net.train()
         loss_sum, correct, seen, finite = 0.0, 0, 0, True
         order = _epoch_order(len(train_x), cfg.seed, epoch, rank, world).to(device)
+        generator = torch.Generator().manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank)
         for i in range(0, len(order), cfg.batch_size):
             batch = order[i : i + cfg.batch_size]
-            logits = net(train_x[batch])
+            logits = net(normalise(augment(train_x[batch], augmentation, generator), mean, std))
             loss = F.cross_entropy(logits, train_y[batch])
             if not torch.isfinite(loss):
                 finite = False
@@ -158,7 +176,11 @@ def train(
             _broadcast_buffers(model)
             loss_sum, correct, seen = _sum_over_ranks([loss_sum, correct, seen], device)
         last = {"epoch": epoch, "train/loss": loss_sum / seen, "train/acc": correct / seen, "lr": lr, "diverged": 0.0}
-        last.update(evaluate(model, test_x, test_y))
+        last.update(evaluate(model, test_x, test_y, mean, std))
+        if epoch == cfg.epochs:
+            for prefix, extra in splits.extra.items():
+                logits = _embed(model, _tensor(extra.x, device), mean, std)[1]
+                last[f"{prefix}/acc"] = metrics.accuracy(logits, _tensor(extra.y, device))
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(last["val/acc"])
         elif scheduler is not None:

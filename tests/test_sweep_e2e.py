@@ -19,8 +19,8 @@ FIXRAY = [os.path.join(os.path.dirname(sys.executable), "fixray")]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-def run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(FIXRAY + args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+def run(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(FIXRAY + args, cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=timeout)
 
 
 def store(cwd: Path):

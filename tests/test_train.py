@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,12 +34,14 @@ class Recorder:
         self.states.append(state)
 
 
-def test_digits_split_is_fixed_and_normalised(digits):
+def test_digits_split_is_fixed_and_uint8(digits):
     again = load_dataset("digits")
-    assert digits.train_x.shape == (1437, 1, 8, 8) and digits.test_x.shape == (360, 1, 8, 8)
-    assert torch.equal(digits.test_y, again.test_y)
+    assert digits.train.x.shape == (1437, 1, 8, 8) and digits.test.x.shape == (360, 1, 8, 8)
+    assert digits.train.x.dtype == np.uint8 and digits.train.x.max() == 240  # 0..16 scaled by 15, exact
+    assert np.array_equal(digits.test.y, again.test.y)
     assert digits.class_names == tuple("0123456789")
-    assert abs(digits.train_x.mean().item()) < 1e-4 and digits.train_x.std().item() == pytest.approx(1.0, abs=1e-4)
+    (mean,), (std,) = digits.channel_stats
+    assert mean == pytest.approx(digits.train.x.mean() / 255) and std == pytest.approx(digits.train.x.std() / 255)
 
 
 @pytest.mark.parametrize("kind,fixed", [("dot", True), ("dot", False), ("cosine", True), ("cosine", False)])
