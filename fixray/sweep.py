@@ -92,8 +92,7 @@ def expected_trials(spec: SweepSpec) -> int:
 def trial_params(config: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
     """Flattens a Tune trial config back into named parameters (seed included)."""
     params = {**config.get(POINT, {}), **{k: v for k, v in config.items() if k not in (POINT, TRIAL_INDEX)}}
-    if TRIAL_INDEX in config:
-        params["seed"] = seeds[config[TRIAL_INDEX]]
+    params.setdefault("seed", seeds[config.get(TRIAL_INDEX, 0)])  # TPE: Repeater numbers the copies of a suggestion
     return params
 
 
@@ -128,20 +127,17 @@ def _load_state(checkpoint) -> dict[str, Any] | None:
         return torch.load(Path(folder) / STATE_FILE, weights_only=False)
 
 
-def _tune_report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
-    if state is None:
-        tune.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        tune.report(metrics, checkpoint=_save_state(state, folder))
+def _checkpointing(report_fn):
+    """Adapts tune.report or ray.train.report to the loop's report(metrics, state) callback."""
 
+    def report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        if state is None:
+            report_fn(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            report_fn(metrics, checkpoint=_save_state(state, folder))
 
-def _train_report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
-    if state is None:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        ray.train.report(metrics, checkpoint=_save_state(state, folder))
+    return report
 
 
 def _quiet_checkpoint_logs() -> None:
@@ -162,10 +158,10 @@ def ddp_worker(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(loop_config["threads"])
     splits: Splits = ray.get(loop_config["splits"])
     start = _load_state(ray.train.get_checkpoint())
-    train(cfg, splits, _train_report, start, ray.train.torch.get_device())
+    train(cfg, splits, _checkpointing(ray.train.report), start, ray.train.torch.get_device())
 
 
-def _run_ddp(cfg: TrialConfig, splits: Splits, spec: SweepSpec) -> None:
+def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, spec: SweepSpec) -> None:
     from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -173,7 +169,7 @@ def _run_ddp(cfg: TrialConfig, splits: Splits, spec: SweepSpec) -> None:
     resources = spec.resources
     trainer = TorchTrainer(
         ddp_worker,
-        train_loop_config={"cfg": cfg, "splits": ray.put(splits), "threads": max(1, int(resources.cpus_per_trial))},
+        train_loop_config={"cfg": cfg, "splits": splits, "threads": max(1, int(resources.cpus_per_trial))},
         scaling_config=ScalingConfig(
             num_workers=cfg.workers,
             use_gpu=cfg.use_gpu,
@@ -216,15 +212,16 @@ def prepare_data(spec: SweepSpec) -> Splits:
 def make_trainable(spec: SweepSpec, splits: Splits):
     describer = TrialDescriber(spec)
 
-    def run_trial(config: dict[str, Any], splits: Splits) -> None:
+    def run_trial(config: dict[str, Any], data: list[ray.ObjectRef]) -> None:
+        # `data` holds the ref in a list, so Tune passes the ref on: DDP workers fetch it themselves.
         _quiet_checkpoint_logs()
         cfg = describer.config(config)
         if cfg.workers > 1:
-            _run_ddp(cfg, splits, spec)
+            _run_ddp(cfg, data[0], spec)
             return
         torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
         device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
-        train(cfg, splits, _tune_report, _load_state(tune.get_checkpoint()), device)
+        train(cfg, ray.get(data[0]), _checkpointing(tune.report), _load_state(tune.get_checkpoint()), device)
 
     resources = spec.resources
     if resources.workers > 1:
@@ -232,7 +229,8 @@ def make_trainable(spec: SweepSpec, splits: Splits):
         trial_resources = {"cpu": 0, "memory": DRIVER_MEMORY}
     else:
         trial_resources = {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(run_trial, splits=splits), trial_resources)
+    # One copy in the object store; every trial on a node maps the same uint8 arrays without copying.
+    return tune.with_resources(tune.with_parameters(run_trial, data=[ray.put(splits)]), trial_resources)
 
 
 def _max_concurrent(spec: SweepSpec) -> int | None:

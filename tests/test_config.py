@@ -132,3 +132,12 @@ def test_quickstart_grid_has_24_trials_and_no_S_for_dot_heads():
     assert {c.S for c in configs if c.kind == "cosine"} == {1.0, 10.0}
     assert len({c.as_params().values().__repr__() for c in configs}) == 24
     assert all(c.bias == (c.kind == "dot") for c in configs)
+
+
+def test_tpe_trial_configs_get_their_seed_from_the_repeat_index(write_sweep):
+    from fixray.sweep import trial_params
+
+    spec = load_sweep(write_sweep(_with(seeds=[5, 9], search={"method": "tpe", "num_samples": 3, "space": {"lr": {"loguniform": [1e-3, 1e-1]}}})))
+    assert expected_trials(spec) == 6
+    assert trial_params({"lr": 0.01, "__trial_index__": 1}, spec.seeds) == {"lr": 0.01, "seed": 9}
+    assert trial_params({"lr": 0.01}, [7]) == {"lr": 0.01, "seed": 7}  # one seed: no Repeater, no index
