@@ -44,6 +44,10 @@ class HeadSpec(Strict):
     fixed: bool = False
     S: float = Field(1.0, gt=0)  # cosine scale; ignored by dot-product heads
     bias: bool | None = None  # None: a bias for dot-product heads, none for cosine heads
+    init: Literal["normal", "uniform_int", "hadamard"] = "normal"  # how class vectors are drawn (fixed or initial)
+    learn_S: bool = False  # cosine heads: S becomes a trained parameter starting at S
+    margin: Literal["none", "cosface", "arcface"] = "none"  # cosine heads: additive margin on the true class
+    m: float = Field(0.0, ge=0)  # the margin: cosine units (cosface) or radians (arcface)
 
 
 class AugmentationSpec(Strict):
@@ -133,6 +137,10 @@ class TrialConfig:
     S: float | None  # None for dot-product heads, which have no scale
     bias: bool
     seed: int
+    init: str = "normal"
+    learn_S: bool = False
+    margin: str = "none"
+    m: float = 0.0
     workers: int = 1
     use_gpu: bool = False
     crop_padding: int = 0
@@ -151,8 +159,12 @@ SEARCHABLE: dict[str, tuple[Any, str]] = {
     "fixed": (lambda v: isinstance(v, bool), "true or false"),
     "bias": (lambda v: isinstance(v, bool), "true or false"),
     "kind": (lambda v: v in ("dot", "cosine"), "'dot' or 'cosine'"),
+    "init": (lambda v: v in ("normal", "uniform_int", "hadamard"), "'normal', 'uniform_int' or 'hadamard'"),
+    "margin": (lambda v: v in ("none", "cosface", "arcface"), "'none', 'cosface' or 'arcface'"),
+    "m": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
 }
-NUMERIC = {"lr", "S", "weight_decay", "momentum"}
+NUMERIC = {"lr", "S", "weight_decay", "momentum", "m"}
+COSINE_ONLY = ("S", "margin", "m")  # meaningless for dot-product heads
 DISTRIBUTIONS = ("loguniform", "uniform", "choice")
 
 
@@ -238,9 +250,12 @@ def _space_problems(space: dict[str, Any], head: HeadSpec, method: str) -> list[
                 problems.append(Problem(path, value, "a list of grid values (ranges need search.method random or tpe)"))
         else:
             problems += _check_value(name, value, path)
-    kinds = _values_of(space.get("kind", head.kind))
-    if "S" in space and "cosine" not in kinds:
-        problems.append(Problem(f"{base}.S", space["S"], "no S search unless a cosine head is swept (S scales cosine logits only)"))
+    if "cosine" not in _values_of(space.get("kind", head.kind)):
+        for name in COSINE_ONLY:
+            if name in space:
+                problems.append(Problem(f"{base}.{name}", space[name], f"no {name} search unless a cosine head is swept ({name} applies to cosine heads only)"))
+        if getattr(head, "margin", "none") != "none" or getattr(head, "learn_S", False):
+            problems.append(Problem("head", {"margin": getattr(head, "margin", None), "learn_S": getattr(head, "learn_S", None)}, "margin 'none' and learn_S false for dot-product heads (both need a cosine head)"))
     return problems
 
 
@@ -350,6 +365,10 @@ def trial_config(spec: SweepSpec, params: dict[str, Any]) -> TrialConfig:
         S=float(params.get("S", spec.head.S)) if kind == "cosine" else None,
         bias=(kind == "dot") if bias is None else bool(bias),
         seed=int(params["seed"]),
+        init=params.get("init", spec.head.init),
+        learn_S=spec.head.learn_S and kind == "cosine",
+        margin=params.get("margin", spec.head.margin) if kind == "cosine" else "none",
+        m=float(params.get("m", spec.head.m)) if kind == "cosine" else 0.0,
         workers=spec.resources.workers,
         use_gpu=spec.resources.gpus_per_trial > 0,
         crop_padding=augmentation.crop_padding,

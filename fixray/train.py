@@ -130,7 +130,8 @@ def train(
     device = torch.device(device)
     rank, world = _distributed()
     model = build_classifier(
-        cfg.model, splits.input_spec, splits.num_classes, kind=cfg.kind, fixed=cfg.fixed, scale=cfg.S or 1.0, bias=cfg.bias, seed=cfg.seed
+        cfg.model, splits.input_spec, splits.num_classes, seed=cfg.seed, kind=cfg.kind, fixed=cfg.fixed, scale=cfg.S or 1.0,
+        bias=cfg.bias, draw=cfg.init, learn_scale=cfg.learn_S, margin=cfg.margin, m=cfg.m,
     ).to(device)
     optimizer = _make_optimizer(cfg, model)
     scheduler = _make_scheduler(cfg, optimizer)
@@ -155,8 +156,9 @@ def train(
         generator = torch.Generator().manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank)
         for i in range(0, len(order), cfg.batch_size):
             batch = order[i : i + cfg.batch_size]
-            logits = net(normalise(augment(train_x[batch], augmentation, generator), mean, std))
-            loss = F.cross_entropy(logits, train_y[batch])
+            labels = train_y[batch]
+            logits = net(normalise(augment(train_x[batch], augmentation, generator), mean, std), labels)
+            loss = F.cross_entropy(logits, labels)
             if not torch.isfinite(loss):
                 finite = False
                 if world == 1:
@@ -165,7 +167,7 @@ def train(
             loss.backward()
             optimizer.step()
             loss_sum += loss.item() * len(batch)
-            correct += (logits.argmax(1) == train_y[batch]).sum().item()
+            correct += (logits.argmax(1) == labels).sum().item()
             seen += len(batch)
         lr = optimizer.param_groups[0]["lr"]
         if not _all_ranks_finite(finite, device):

@@ -59,6 +59,9 @@ BAD_FILES = [
     ("range on a boolean", _space(fixed={"uniform": [0, 1]}), "search.space.fixed.uniform", "[0, 1]"),
     ("range in a grid search", _space(lr={"loguniform": [0.001, 0.1]}), "search.space.lr", "random or tpe"),
     ("no seeds", _with(seeds=[]), "seeds", "[]"),
+    ("margin on a dot-product head", _with(head={"kind": "dot", "margin": "cosface", "m": 0.2}), "head", "'cosface'"),
+    ("unknown class-vector draw", _with(head={"init": "orthogonal"}), "head.init", "'orthogonal'"),
+    ("margin search without a cosine head", _space(kind="dot", m=[0.1]), "search.space.m", "[0.1]"),
     ("zero DDP workers", _with(resources={"workers": 0}), "resources.workers", "0"),
     ("ASHA grace period 0", _with(search={"space": {"fixed": [True]}, "asha": {"grace_period": 0}}), "search.asha.grace_period", "0"),
 ]

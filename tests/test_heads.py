@@ -107,3 +107,40 @@ def test_bad_head_settings_are_refused():
         ClassHead(8, 3, kind="cosine", scale=0.0)
     with pytest.raises(ValueError, match="'dot' or 'cosine'"):
         ClassHead(8, 3, kind="arc")
+
+
+def test_hadamard_vectors_are_mutually_orthogonal_when_the_feature_size_allows():
+    vectors = draw_class_vectors(10, 64, seed=0, draw="hadamard")
+    gram = vectors @ vectors.T
+    assert torch.allclose(gram, torch.eye(10), atol=1e-6)
+    assert torch.equal(vectors, draw_class_vectors(10, 64, seed=5, draw="hadamard"))  # no randomness in it
+
+
+def test_uniform_int_vectors_follow_the_authors_code():
+    generator = torch.Generator().manual_seed(3)
+    expected = F.normalize(torch.randint(-100, 100, (10, 32), generator=generator).float(), dim=1)
+    assert torch.equal(draw_class_vectors(10, 32, seed=3, draw="uniform_int"), expected)
+
+
+def test_learned_scale_is_a_parameter_and_trains():
+    head = ClassHead(8, 4, kind="cosine", fixed=True, scale=2.0, bias=False, learn_scale=True)
+    assert [name for name, _ in head.named_parameters()] == ["scale"]
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.5)
+    loss = F.cross_entropy(head(torch.randn(16, 8)), torch.randint(0, 4, (16,)))
+    loss.backward()
+    optimizer.step()
+    assert head.scale.item() != 2.0
+
+
+@pytest.mark.parametrize("margin,expected", [("cosface", lambda c, m: c - m), ("arcface", lambda c, m: math.cos(math.acos(c) + m))])
+def test_margins_move_only_the_true_class_logit_and_only_in_training(margin, expected):
+    head = ClassHead(4, 3, kind="cosine", fixed=True, scale=10.0, bias=False, margin=margin, m=0.3)
+    features = torch.randn(5, 4)
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    plain, trained = head(features), head(features, labels)
+    cosines = plain / 10
+    for i, label in enumerate(labels.tolist()):
+        for j in range(3):
+            want = 10 * expected(cosines[i, j].item(), 0.3) if j == label else plain[i, j].item()
+            assert trained[i, j].item() == pytest.approx(want, abs=1e-4)
+    assert torch.equal(head(features), plain)  # evaluation never sees the margin

@@ -87,3 +87,12 @@ def test_resuming_from_a_reported_state_gives_bit_identical_weights(digits):
     for key, value in straight.states[-1]["model"].items():
         assert torch.equal(value, resumed.states[-1]["model"][key]), key
     assert resumed.metrics[-1]["val/acc"] == straight.metrics[-1]["val/acc"]
+
+
+def test_learned_cosine_head_is_more_compact_with_S_1_than_with_S_20(digits):
+    """Paper Table 4's trend: a small scale pulls image vectors onto their class vectors."""
+    compact = {}
+    for scale in (1.0, 20.0):
+        final = train(_cfg(kind="cosine", fixed=False, S=scale, epochs=6), digits, Recorder())
+        compact[scale] = final["val/compactness"]
+    assert compact[1.0] > compact[20.0] + 0.1

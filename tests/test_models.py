@@ -1,0 +1,37 @@
+"""The paper's backbones: image vectors of the right size at every dataset's input size, known parameter counts."""
+
+import pytest
+import torch
+
+from fixray.models import BACKBONES, InputSpec, build_classifier
+
+FEATURES = {"resnet18": 512, "preact_resnet18": 512, "mobilenetv2": 1280, "small_cnn": 64}
+# Parameters with a learned 10-class dot-product head (weights and bias), as in the common CIFAR model zoo.
+PARAMETERS = {"resnet18": 11_173_962, "preact_resnet18": 11_172_170, "mobilenetv2": 2_296_922}
+
+
+@pytest.mark.parametrize("name", sorted(FEATURES))
+@pytest.mark.parametrize("size,classes", [(32, 10), (64, 200), (96, 10)])
+def test_every_backbone_gives_logits_and_image_vectors_at_every_input_size(name, size, classes):
+    model = build_classifier(name, InputSpec(3, size), classes, kind="cosine", fixed=True, scale=1.0, bias=False, seed=0).eval()
+    with torch.no_grad():
+        features, logits = model.embed_and_classify(torch.randn(2, 3, size, size))
+    assert features.shape == (2, FEATURES[name]) and model.backbone.feature_dim == FEATURES[name]
+    assert logits.shape == (2, classes)
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETERS))
+def test_parameter_counts_match_the_cifar_model_zoo(name):
+    learned = build_classifier(name, InputSpec(3, 32), 10, kind="dot", fixed=False, scale=1.0, bias=True, seed=0)
+    fixed = build_classifier(name, InputSpec(3, 32), 10, kind="dot", fixed=True, scale=1.0, bias=True, seed=0)
+    assert sum(p.numel() for p in learned.parameters()) == PARAMETERS[name]
+    # A fixed head's W and b are buffers: that many fewer parameters to train.
+    assert sum(p.numel() for p in fixed.parameters()) == PARAMETERS[name] - (FEATURES[name] * 10 + 10)
+
+
+def test_resnet18_is_about_11_2_million_parameters():
+    assert round(PARAMETERS["resnet18"] / 1e6, 1) == 11.2
+
+
+def test_registry_lists_the_papers_backbones():
+    assert {"resnet18", "preact_resnet18", "mobilenetv2", "small_cnn"} <= set(BACKBONES)
