@@ -25,7 +25,7 @@ from fixray.config import SweepSpec, TrialConfig, trial_config
 from fixray.corruptions import corrupted_test_set
 from fixray.data import DataError, ImageSet, Splits, default_data_dir, load_dataset, load_test_set
 from fixray.train import train
-from fixray.tracking import STATUS_TAG, MlflowTrialLogger, SweepRuns
+from fixray.tracking import FIGURES_DIR, STATUS_TAG, MlflowTrialLogger, SweepRuns
 
 METRIC, MODE = "val/acc", "max"  # what schedulers and searchers optimise: test accuracy
 POINT = "point"  # Tune config key holding one de-duplicated grid point
@@ -116,7 +116,13 @@ class TrialDescriber:
 
 
 def _save_state(state: dict[str, Any], folder: str) -> ray.tune.Checkpoint:
+    """The loop's state as a Ray checkpoint; its figures become PNG files that the driver logs to MLflow."""
+    figures = state.pop("figures", {})
     torch.save(state, Path(folder) / STATE_FILE)
+    if figures:
+        (Path(folder) / FIGURES_DIR).mkdir()
+        for name, png in figures.items():
+            (Path(folder) / FIGURES_DIR / name).write_bytes(png)
     return ray.tune.Checkpoint.from_directory(folder)
 
 

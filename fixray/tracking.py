@@ -7,18 +7,21 @@ an interrupted sweep never gets a second parent or a second child for the same t
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray.tune.experiment import Trial
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from ray.tune.logger import LoggerCallback
 
 SWEEP_TAG = "fixray.sweep"  # on the parent and every child: the sweep's name
 ROLE_TAG = "fixray.role"  # "sweep" on the parent, "trial" on children
 TRIAL_TAG = "fixray.trial_id"  # Ray Tune's trial id, stable across resumes
 STATUS_TAG = "fixray.status"  # finished | diverged | stopped_early | error
+FIGURES_DIR = "figures"  # in a trial's last checkpoint, and the artifact folder of its child run
 UNTRACKED_SCALARS = {"lr", "diverged"}  # metric keys without a '/' section that are still logged
 
 
@@ -132,7 +135,19 @@ class MlflowTrialLogger(LoggerCallback):
             status = "stopped_early"
         else:
             status = "finished"
+        figures = _figures_folder(trial, last)
+        if figures is not None:
+            self.runs.client.log_artifacts(run_id, str(figures), artifact_path=FIGURES_DIR)
         self.runs.client.set_tag(run_id, STATUS_TAG, status)
         self.runs.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def _figures_folder(trial: Trial, last: dict) -> Path | None:
+    """The figures of a trial's last checkpoint: Tune's own checkpoint, or a DDP trainer's (reported by path)."""
+    checkpoint = trial.checkpoint.path if trial.checkpoint is not None else last.get(CHECKPOINT_PATH_KEY)
+    if checkpoint is None:
+        return None
+    folder = Path(checkpoint) / FIGURES_DIR
+    return folder if folder.is_dir() else None
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from fixray import metrics
+from fixray import metrics, plots
 from fixray.config import TrialConfig
 from fixray.augment import augment, normalise
 from fixray.data import Augmentation, Splits
@@ -27,7 +27,8 @@ from fixray.models import Classifier, build_classifier
 
 EVAL_BATCH = 1024  # images per forward pass when measuring the test split
 
-# report(metrics, state): state is a checkpoint to keep (model, optimiser, scheduler, epoch) or None.
+# report(metrics, state): state is a checkpoint to keep (model, optimiser, scheduler, epoch; after the
+# last epoch also "figures": PNG bytes by file name) or None.
 Report = Callable[[dict[str, float], dict[str, Any] | None], None]
 
 
@@ -89,11 +90,9 @@ def _embed(model: Classifier, images: torch.Tensor, mean: torch.Tensor, std: tor
     return torch.cat(features), torch.cat(logits)
 
 
-def evaluate(model: Classifier, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> dict[str, float]:
-    """Accuracy, loss and the paper's geometry measurements on the test split (uint8 images)."""
-    features, logits = _embed(model, images, mean, std)
+def measure(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor) -> dict[str, float]:
+    """Accuracy, loss and the paper's geometry measurements on the test split."""
     predictions = logits.argmax(dim=1)
-    vectors = model.head.class_vectors
     sep_mean, sep_max = metrics.separability(vectors)
     confusion = metrics.confusion_matrix(labels, predictions, vectors.shape[0])
     return {
@@ -103,6 +102,17 @@ def evaluate(model: Classifier, images: torch.Tensor, labels: torch.Tensor, mean
         "val/separability_mean": sep_mean,
         "val/separability_max": sep_max,
         "val/confusion_spearman": metrics.confusion_correlation(vectors, confusion),
+    }
+
+
+def draw_figures(cfg: TrialConfig, features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor, names: tuple[str, ...]) -> dict[str, bytes]:
+    """The paper's three figures for this trial, as PNG files by name."""
+    head = f"{cfg.kind} head, {'fixed' if cfg.fixed else 'learned'}" + (f", S={cfg.S:g}" if cfg.S is not None else "")
+    confusion = metrics.confusion_matrix(labels, logits.argmax(dim=1), vectors.shape[0])
+    return {
+        "class_vector_cosines.png": plots.class_cosine_png(vectors, names, f"class-vector cosines ({head})"),
+        "mistakes_vs_cosine.png": plots.mistakes_vs_cosine_png(vectors, confusion, f"mistakes vs class-vector cosine ({head})"),
+        "image_vectors_2d.png": plots.image_vectors_png(features, labels, names, head),
     }
 
 
@@ -178,7 +188,8 @@ def train(
             _broadcast_buffers(model)
             loss_sum, correct, seen = _sum_over_ranks([loss_sum, correct, seen], device)
         last = {"epoch": epoch, "train/loss": loss_sum / seen, "train/acc": correct / seen, "lr": lr, "diverged": 0.0}
-        last.update(evaluate(model, test_x, test_y, mean, std))
+        features, logits = _embed(model, test_x, mean, std)
+        last.update(measure(features, logits, test_y, model.head.class_vectors))
         if epoch == cfg.epochs:
             for prefix, extra in splits.extra.items():
                 logits = _embed(model, _tensor(extra.x, device), mean, std)[1]
@@ -197,5 +208,7 @@ def train(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
             })
+            if epoch == cfg.epochs:
+                state["figures"] = draw_figures(cfg, features, logits, test_y, model.head.class_vectors, splits.class_names)
         report(last, state)
     return last
