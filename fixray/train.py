@@ -192,8 +192,8 @@ def train(
         last.update(measure(features, logits, test_y, model.head.class_vectors))
         if epoch == cfg.epochs:
             for prefix, extra in splits.extra.items():
-                logits = _embed(model, _tensor(extra.x, device), mean, std)[1]
-                last[f"{prefix}/acc"] = metrics.accuracy(logits, _tensor(extra.y, device))
+                extra_logits = _embed(model, _tensor(extra.x, device), mean, std)[1]
+                last[f"{prefix}/acc"] = metrics.accuracy(extra_logits, _tensor(extra.y, device))
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(last["val/acc"])
         elif scheduler is not None:
