@@ -27,7 +27,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(error, file=sys.stderr)
             status = EXIT_BAD_INPUT
             continue
-        print(f"{file}: ok ({expected_trials(spec)} trials of {spec.epochs} epochs on {spec.dataset} with {spec.model})")
+        models = spec.search.space.get("model", spec.model)
+        print(f"{file}: ok ({expected_trials(spec)} trials of {spec.epochs} epochs on {spec.dataset} with {models})")
     return status
 
 
@@ -70,14 +71,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from fixray import paper
     from fixray.report import sweep_table
 
-    uri, experiment, sweep = args.tracking_uri, args.experiment, args.sweep
+    uri = args.tracking_uri or "sqlite:///mlflow.db"
+    if args.sweep in paper.TABLES:
+        print(paper.render(args.sweep, uri, args.experiment or paper.PAPER_EXPERIMENT, with_paper=args.paper))
+        return 0
+    experiment, sweep = args.experiment or "fixray", args.sweep
     if Path(args.sweep).is_file():
         spec = load_sweep(args.sweep)
         uri, experiment, sweep = args.tracking_uri or spec.tracking.uri, spec.tracking.experiment, spec.name
     try:
-        print(sweep_table(uri or "sqlite:///mlflow.db", experiment, sweep))
+        print(sweep_table(uri, experiment, sweep))
     except LookupError as error:
         print(f"fixray report: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -100,10 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+")
     validate.set_defaults(run=_cmd_validate)
 
-    report = commands.add_parser("report", help="print a sweep's results table from MLflow")
-    report.add_argument("sweep", help="sweep name, or the sweep file that names it")
+    report = commands.add_parser("report", help="print a sweep's table, or one of the paper's tables, from MLflow")
+    report.add_argument("sweep", help="a sweep name, the sweep file that names it, or a paper table: table1-table4, table7-table9")
     report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the sweep file's, else sqlite:///mlflow.db)")
-    report.add_argument("--experiment", default="fixray", help="MLflow experiment name")
+    report.add_argument("--experiment", default=None, help="MLflow experiment (default: fixray; fixray-paper for paper tables)")
+    report.add_argument("--paper", action="store_true", help="paper tables: put the published number beside each cell")
     report.set_defaults(run=_cmd_report)
     return parser
 

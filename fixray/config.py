@@ -160,6 +160,7 @@ SEARCHABLE: dict[str, tuple[Any, str]] = {
     "bias": (lambda v: isinstance(v, bool), "true or false"),
     "kind": (lambda v: v in ("dot", "cosine"), "'dot' or 'cosine'"),
     "init": (lambda v: v in ("normal", "uniform_int", "hadamard"), "'normal', 'uniform_int' or 'hadamard'"),
+    "model": (lambda v: v in BACKBONES, "a registered model: " + ", ".join(sorted(BACKBONES))),
     "margin": (lambda v: v in ("none", "cosface", "arcface"), "'none', 'cosface' or 'arcface'"),
     "m": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
 }
@@ -350,7 +351,7 @@ def trial_config(spec: SweepSpec, params: dict[str, Any]) -> TrialConfig:
     return TrialConfig(
         dataset=spec.dataset,
         data_dir=str(spec.data_dir) if spec.data_dir else None,
-        model=spec.model,
+        model=params.get("model", spec.model),
         epochs=spec.epochs,
         batch_size=spec.batch_size,
         lr=float(params.get("lr", spec.lr)),

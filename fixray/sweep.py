@@ -96,9 +96,10 @@ def trial_params(config: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
     return params
 
 
-def run_name(cfg: TrialConfig) -> str:
+def run_name(cfg: TrialConfig, spec: SweepSpec) -> str:
+    model = f"{cfg.model}-" if "model" in spec.search.space else ""
     head = f"{cfg.kind}-{'fixed' if cfg.fixed else 'learned'}" + (f"-S{cfg.S:g}" if cfg.S is not None else "")
-    return f"{head}-lr{cfg.lr:g}-seed{cfg.seed}"
+    return f"{model}{head}-lr{cfg.lr:g}-seed{cfg.seed}"
 
 
 class TrialDescriber:
@@ -112,7 +113,7 @@ class TrialDescriber:
 
     def __call__(self, tune_config: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
         cfg = self.config(tune_config)
-        return run_name(cfg), cfg.as_params(), cfg.epochs
+        return run_name(cfg, self.spec), cfg.as_params(), cfg.epochs
 
 
 def _save_state(state: dict[str, Any], folder: str) -> ray.tune.Checkpoint:
@@ -291,7 +292,7 @@ class Progress(tune.Callback):
     def _line(self, verb: str, trials: list, trial, extra: str = "") -> None:
         ended = {t.trial_id for t in trials if t.status in (t.TERMINATED, t.ERROR)}
         done = len(ended | {trial.trial_id}) if verb != "started" else len(ended)
-        name = run_name(self.describer.config(trial.config))
+        name = run_name(self.describer.config(trial.config), self.describer.spec)
         elapsed = time.monotonic() - self.started_at
         print(f"[{elapsed:6.0f} s] {done:>3}/{self.total} done | {verb:<8} {name}{extra}", flush=True)
 

@@ -109,7 +109,7 @@ def test_console_script_exits_2_on_a_bad_file(write_sweep):
 
 
 def test_shipped_sweep_files_validate():
-    for path in sorted((ROOT / "sweeps").glob("*.yaml")):
+    for path in sorted((ROOT / "sweeps").rglob("*.yaml")):
         assert main(["validate", str(path)]) == 0, path
 
 

@@ -1,0 +1,155 @@
+"""The paper's tables rebuilt from MLflow, in its layout, optionally beside its published numbers.
+
+Each table is a grid of cells; a cell names the sweep (from sweeps/paper/) and the parameter values of
+the runs it summarises, and, for "best" tables, the parameter over which the best mean is taken.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+
+import yaml
+
+from fixray.report import mean_std
+from fixray.tracking import STATUS_TAG, SweepRuns
+
+PAPER_EXPERIMENT = "fixray-paper"  # the MLflow experiment the paper's sweep files write to
+BACKBONES = ("preact_resnet18", "resnet18", "mobilenetv2")
+DATASET_ORDER = ("stl10", "cifar10", "cifar100", "tinyimagenet")
+
+
+def published() -> dict:
+    """The paper's numbers (Tables 1-9, Spearman), shipped inside the package."""
+    return yaml.safe_load(resources.files("fixray").joinpath("paper_tables.yaml").read_text())
+
+
+@dataclass(frozen=True)
+class Cell:
+    sweep: str  # MLflow parent run name
+    where: dict[str, str] = field(default_factory=dict)  # child params that select the runs
+    best_over: str | None = None  # the parameter whose best mean (by test accuracy) the cell reports
+
+
+@dataclass(frozen=True)
+class Layout:
+    title: str
+    metric: str  # MLflow metric the cells show
+    scale: float  # 100 for accuracies in percent
+    rows: list[str]
+    columns: list[str]
+    cells: dict[tuple[str, str], Cell]
+    published: dict[tuple[str, str], float | None]
+
+
+def _fixed(flag: str) -> str:
+    return "True" if flag == "F" else "False"
+
+
+def layout(table: str) -> Layout:
+    """The grid of one of the paper's tables: table1-4 and table7-9."""
+    paper = published()[table]
+    if table == "table4":
+        rows = ["S1", "S20", "S40"]
+        columns = paper["columns"]
+        cells = {(r, c): Cell(f"paper-compactness-{c}", {"S": f"{float(r[1:])}"}) for r in rows for c in columns}
+        numbers = {(r, c): paper[r][i] for r in rows for i, c in enumerate(columns)}
+        return Layout("Table 4: compactness of learned cosine heads", "val/compactness", 1.0, rows, columns, cells, numbers)
+    rows = [d for d in DATASET_ORDER if d in paper]
+    columns = paper["columns"]
+    sweeps = {"table1": "paper-dot-{}", "table2": "paper-cosine-s1-{}", "table3": "paper-cosine-best-s-{}"}
+    cells = {}
+    for row in rows:
+        for column in columns:
+            left, flag = column.split("/")
+            if table in sweeps:  # columns: backbone / F|NF
+                best = {"table1": "lr", "table3": "S"}.get(table)
+                cells[row, column] = Cell(sweeps[table].format(row), {"model": left, "fixed": _fixed(flag)}, best)
+            else:  # tables 7-9: one backbone, columns lr / F|NF
+                backbone = {"table7": "preact_resnet18", "table8": "resnet18", "table9": "mobilenetv2"}[table]
+                cells[row, column] = Cell(f"paper-dot-{row}", {"model": backbone, "fixed": _fixed(flag), "lr": left.removeprefix("lr")})
+    numbers = {(r, c): paper[r][i] for r in rows for i, c in enumerate(columns)}
+    titles = {
+        "table1": "Table 1: dot-product head, fixed (F) vs learned (NF), best learning rate",
+        "table2": "Table 2: cosine head, S = 1",
+        "table3": "Table 3: cosine head, best S",
+        "table7": "Table 7: dot-product head, PreActResNet18, per learning rate",
+        "table8": "Table 8: dot-product head, ResNet18, per learning rate",
+        "table9": "Table 9: dot-product head, MobileNetV2, per learning rate",
+    }
+    return Layout(titles[table], "val/acc", 100.0, rows, columns, cells, numbers)
+
+
+TABLES = ("table1", "table2", "table3", "table4", "table7", "table8", "table9")
+
+
+def _matches(params: dict[str, str], where: dict[str, str]) -> bool:
+    return all(_same(params.get(k), v) for k, v in where.items())
+
+
+def _same(logged: str | None, wanted: str) -> bool:
+    if logged == wanted:
+        return True
+    try:
+        return logged is not None and math.isclose(float(logged), float(wanted))
+    except ValueError:
+        return False
+
+
+def _values(runs: list, metric: str) -> tuple[list[float], int]:
+    """Per-seed values of the runs that did not diverge, and how many diverged."""
+    diverged = sum(r.data.tags.get(STATUS_TAG) == "diverged" for r in runs)
+    values = [r.data.metrics[metric] for r in runs if r.data.tags.get(STATUS_TAG) != "diverged" and metric in r.data.metrics]
+    return [v for v in values if math.isfinite(v)], diverged
+
+
+def cell_value(runs: list, cell: Cell, metric: str) -> tuple[list[float], int] | None:
+    """The per-seed values a cell summarises (None: no runs); for best-of cells, the best group's."""
+    chosen = [r for r in runs if _matches(r.data.params, cell.where)]
+    if not chosen:
+        return None
+    if cell.best_over is None:
+        return _values(chosen, metric)
+    groups: dict[str, list] = {}
+    for run in chosen:
+        groups.setdefault(run.data.params.get(cell.best_over, ""), []).append(run)
+    scored = [(mean_std(_values(g, "val/acc")[0])[0], key) for key, g in groups.items()]
+    finite = [(score, key) for score, key in scored if not math.isnan(score)]
+    if not finite:
+        return [], len(chosen)
+    return _values(groups[max(finite)[1]], metric)
+
+
+def render(table: str, tracking_uri: str, experiment: str = PAPER_EXPERIMENT, with_paper: bool = False) -> str:
+    """The table as Markdown; cells are mean ± std over seeds, NaN where every seed diverged, '—' where not run."""
+    grid = layout(table)
+    runs_of: dict[str, list] = {}
+    for cell in grid.cells.values():
+        if cell.sweep not in runs_of:
+            try:
+                runs_of[cell.sweep] = SweepRuns(tracking_uri, experiment, cell.sweep, create=False).children()
+            except LookupError:
+                runs_of[cell.sweep] = []
+    lines = [f"**{grid.title}** ({grid.metric}{' in %' if grid.scale == 100 else ''}, mean ± std over seeds)", ""]
+    lines += ["| | " + " | ".join(grid.columns) + " |", "|---|" + "---|" * len(grid.columns)]
+    for row in grid.rows:
+        cells = []
+        for column in grid.columns:
+            found = cell_value(runs_of[grid.cells[row, column].sweep], grid.cells[row, column], grid.metric)
+            text = "—" if found is None else _format(*found, grid.scale)
+            if with_paper:
+                number = grid.published[row, column]
+                text += f" (paper {'—' if number is None else 'NaN' if math.isnan(number) else f'{number:g}'})"
+            cells.append(text)
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _format(values: list[float], diverged: int, scale: float) -> str:
+    if not values:
+        return "NaN"
+    mean, std = mean_std(values)
+    decimals = 1 if scale == 100 else 2
+    text = f"{mean * scale:.{decimals}f} ± {std * scale:.{decimals}f}"
+    return text + (f" ({diverged} diverged)" if diverged else "")

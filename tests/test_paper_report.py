@@ -1,0 +1,59 @@
+"""`fixray report tableN`: the paper's layout, cells equal to the MLflow values they summarise."""
+
+import statistics
+
+import pytest
+from mlflow.entities import Metric
+
+from fixray.cli import main
+from fixray.paper import TABLES, layout, published
+from fixray.tracking import STATUS_TAG, SweepRuns
+
+
+def _store(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _child(runs: SweepRuns, trial: str, params: dict, acc: float | None, compactness: float = 0.5):
+    run_id, _ = runs.child_for_trial(trial, trial, params)
+    if acc is None:
+        runs.client.set_tag(run_id, STATUS_TAG, "diverged")
+        runs.client.log_batch(run_id, metrics=[Metric("val/acc", float("nan"), 0, 1), Metric("diverged", 1.0, 0, 1)])
+    else:
+        runs.client.set_tag(run_id, STATUS_TAG, "finished")
+        runs.client.log_batch(run_id, metrics=[Metric("val/acc", acc, 0, 1), Metric("val/compactness", compactness, 0, 1)])
+
+
+def test_table1_cells_take_the_best_learning_rate_and_match_mlflow(tmp_path, capsys):
+    runs = SweepRuns(_store(tmp_path), "fixray-paper", "paper-dot-cifar10")
+    values = {("0.1", 0): 0.90, ("0.1", 1): 0.92, ("0.01", 0): 0.95, ("0.01", 1): 0.93}
+    for (lr, seed), acc in values.items():
+        _child(runs, f"r-fixed-{lr}-{seed}", {"model": "resnet18", "fixed": "True", "lr": lr, "seed": str(seed)}, acc)
+    _child(runs, "r-learned-0", {"model": "resnet18", "fixed": "False", "lr": "0.1", "seed": "0"}, None)
+    _child(runs, "r-learned-1", {"model": "resnet18", "fixed": "False", "lr": "0.1", "seed": "1"}, None)
+
+    assert main(["report", "table1", "--tracking-uri", _store(tmp_path), "--paper"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| cifar10 |")).split(" | ")
+    best = [0.95, 0.93]  # lr 0.01 has the better mean
+    assert row[3] == f"{statistics.fmean(best) * 100:.1f} ± {statistics.stdev(best) * 100:.1f} (paper 94.2)"
+    assert row[4] == "NaN (paper 93.4)"  # every seed diverged: NaN, as the paper prints it
+    assert row[1].startswith("— (paper 94.1)")  # not run
+    assert "| stl10 | — (paper 79.7)" in out
+
+
+def test_table4_reads_compactness_per_S(tmp_path, capsys):
+    runs = SweepRuns(_store(tmp_path), "fixray-paper", "paper-compactness-stl10")
+    _child(runs, "s1", {"S": "1.0", "fixed": "False", "seed": "0"}, 0.8, compactness=0.97)
+    _child(runs, "s20", {"S": "20.0", "fixed": "False", "seed": "0"}, 0.8, compactness=0.70)
+    assert main(["report", "table4", "--tracking-uri", _store(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert next(line for line in out.splitlines() if line.startswith("| S1 |")).split(" | ")[3] == "0.97 ± 0.00"
+    assert next(line for line in out.splitlines() if line.startswith("| S20 |")).split(" | ")[3] == "0.70 ± 0.00"
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_table_layout_has_a_cell_and_a_published_number_per_position(table):
+    grid = layout(table)
+    assert set(grid.cells) == set(grid.published) == {(r, c) for r in grid.rows for c in grid.columns}
+    assert len(grid.columns) == len(published()[table]["columns"])
