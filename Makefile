@@ -13,6 +13,7 @@ quickstart: $(STAMP)
 	$(VENV)/bin/fixray sweep sweeps/quickstart.yaml
 
 test: $(STAMP)
+	scripts/ensure-chromium
 	$(VENV)/bin/python -m pytest -q
 
 benchmark: $(STAMP)

@@ -71,22 +71,33 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
     from fixray import paper
-    from fixray.report import sweep_table
+    from fixray.html_report import html_page, run_figures
+    from fixray.report import sweep_rows
 
     uri = args.tracking_uri or "sqlite:///mlflow.db"
     if args.sweep in paper.TABLES:
-        print(paper.render(args.sweep, uri, args.experiment or paper.PAPER_EXPERIMENT, with_paper=args.paper))
-        return 0
-    experiment, sweep = args.experiment or "fixray", args.sweep
-    if Path(args.sweep).is_file():
-        spec = load_sweep(args.sweep)
-        uri, experiment, sweep = args.tracking_uri or spec.tracking.uri, spec.tracking.experiment, spec.name
-    try:
-        print(sweep_table(uri, experiment, sweep))
-    except LookupError as error:
-        print(f"fixray report: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        grid, groups = paper.collect(args.sweep, uri, args.experiment or paper.PAPER_EXPERIMENT)
+        markdown = paper.render(grid, groups, with_paper=args.paper)
+        figure_runs = [(f"{row} · {column}", groups[row, column][0]) for row in grid.rows for column in grid.columns if groups[row, column]]
+    else:
+        experiment, sweep = args.experiment or "fixray", args.sweep
+        if Path(args.sweep).is_file():
+            spec = load_sweep(args.sweep)
+            uri, experiment, sweep = args.tracking_uri or spec.tracking.uri, spec.tracking.experiment, spec.name
+        try:
+            markdown, figure_runs = sweep_rows(uri, experiment, sweep)
+        except LookupError as error:
+            print(f"fixray report: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    print(markdown)
+    if args.html:
+        client = MlflowClient(uri)
+        sections = [(f"{caption} (run {run.info.run_name})", run_figures(client, run)) for caption, run in figure_runs]
+        Path(args.html).write_text(html_page(markdown, sections))
+        print(f"\nHTML report with figures: {args.html}")
     return 0
 
 
@@ -111,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the sweep file's, else sqlite:///mlflow.db)")
     report.add_argument("--experiment", default=None, help="MLflow experiment (default: fixray; fixray-paper for paper tables)")
     report.add_argument("--paper", action="store_true", help="paper tables: put the published number beside each cell")
+    report.add_argument("--html", default=None, metavar="FILE", help="also write the table with each cell's figures embedded")
     report.set_defaults(run=_cmd_report)
     return parser
 

@@ -104,25 +104,21 @@ def _values(runs: list, metric: str) -> tuple[list[float], int]:
     return [v for v in values if math.isfinite(v)], diverged
 
 
-def cell_value(runs: list, cell: Cell, metric: str) -> tuple[list[float], int] | None:
-    """The per-seed values a cell summarises (None: no runs); for best-of cells, the best group's."""
+def cell_runs(runs: list, cell: Cell) -> list:
+    """The runs a cell summarises (one per seed); for best-of cells, the group with the best mean accuracy."""
     chosen = [r for r in runs if _matches(r.data.params, cell.where)]
-    if not chosen:
-        return None
-    if cell.best_over is None:
-        return _values(chosen, metric)
+    if not chosen or cell.best_over is None:
+        return chosen
     groups: dict[str, list] = {}
     for run in chosen:
         groups.setdefault(run.data.params.get(cell.best_over, ""), []).append(run)
     scored = [(mean_std(_values(g, "val/acc")[0])[0], key) for key, g in groups.items()]
     finite = [(score, key) for score, key in scored if not math.isnan(score)]
-    if not finite:
-        return [], len(chosen)
-    return _values(groups[max(finite)[1]], metric)
+    return groups[max(finite)[1]] if finite else chosen
 
 
-def render(table: str, tracking_uri: str, experiment: str = PAPER_EXPERIMENT, with_paper: bool = False) -> str:
-    """The table as Markdown; cells are mean ± std over seeds, NaN where every seed diverged, '—' where not run."""
+def collect(table: str, tracking_uri: str, experiment: str = PAPER_EXPERIMENT) -> tuple[Layout, dict[tuple[str, str], list]]:
+    """A table's layout and, per cell, the MLflow runs it summarises (empty where its sweep has not run)."""
     grid = layout(table)
     runs_of: dict[str, list] = {}
     for cell in grid.cells.values():
@@ -131,13 +127,18 @@ def render(table: str, tracking_uri: str, experiment: str = PAPER_EXPERIMENT, wi
                 runs_of[cell.sweep] = SweepRuns(tracking_uri, experiment, cell.sweep, create=False).children()
             except LookupError:
                 runs_of[cell.sweep] = []
+    return grid, {position: cell_runs(runs_of[cell.sweep], cell) for position, cell in grid.cells.items()}
+
+
+def render(grid: Layout, groups: dict[tuple[str, str], list], with_paper: bool = False) -> str:
+    """The table as Markdown; cells are mean ± std over seeds, NaN where every seed diverged, '—' where not run."""
     lines = [f"**{grid.title}** ({grid.metric}{' in %' if grid.scale == 100 else ''}, mean ± std over seeds)", ""]
     lines += ["| | " + " | ".join(grid.columns) + " |", "|---|" + "---|" * len(grid.columns)]
     for row in grid.rows:
         cells = []
         for column in grid.columns:
-            found = cell_value(runs_of[grid.cells[row, column].sweep], grid.cells[row, column], grid.metric)
-            text = "—" if found is None else _format(*found, grid.scale)
+            group = groups[row, column]
+            text = _format(*_values(group, grid.metric), grid.scale) if group else "—"
             if with_paper:
                 number = grid.published[row, column]
                 text += f" (paper {'—' if number is None else 'NaN' if math.isnan(number) else f'{number:g}'})"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fixray.config import SEARCHABLE
 from fixray.tracking import STATUS_TAG, SweepRuns
 
 ROW_KEYS = ("kind", "fixed", "S", "lr")  # always shown: the paper's question is about these
+HEADERS = {"kind": "head", "fixed": "class vectors"}  # column titles where the param name says too little
 SUMMARY_COLUMNS = (  # (metric key, column title, multiplier, decimals)
     ("val/acc", "test acc (%)", 100.0, 2),
     ("val/compactness", "compactness", 1.0, 3),
@@ -25,6 +26,7 @@ class Row:
     values: dict[str, list[float]]  # metric -> one value per seed that did not diverge
     seeds: int
     diverged: int
+    runs: list = field(default_factory=list)  # the child runs of this configuration, one per seed
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -49,6 +51,7 @@ def summarise(children: list) -> list[Row]:
         group = tuple(params.get(k, "") for k in keys)
         row = rows.setdefault(group, Row(dict(zip(keys, group)), {m: [] for m, *_ in SUMMARY_COLUMNS}, 0, 0))
         row.seeds += 1
+        row.runs.append(child)
         if child.data.tags.get(STATUS_TAG) == "diverged" or child.data.metrics.get("diverged") == 1:
             row.diverged += 1
             continue
@@ -83,7 +86,7 @@ def markdown_table(rows: list[Row]) -> str:
     if not rows:
         return "(no finished trials)"
     keys = list(rows[0].key)
-    header = [{"kind": "head", "fixed": "class vectors"}.get(k, k) for k in keys] + ["seeds"] + [title for _, title, *_ in SUMMARY_COLUMNS]
+    header = [HEADERS.get(k, k) for k in keys] + ["seeds"] + [title for _, title, *_ in SUMMARY_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         seeds = f"{row.seeds}" + (f" ({row.diverged} diverged)" if row.diverged else "")
@@ -93,5 +96,12 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def sweep_rows(tracking_uri: str, experiment: str, sweep: str) -> tuple[str, list[tuple[str, object]]]:
+    """A sweep's table and, per row, one run whose figures illustrate it (for HTML reports)."""
+    rows = summarise(SweepRuns(tracking_uri, experiment, sweep, create=False).children())
+    captions = [(" · ".join(f"{HEADERS.get(k, k)}={_shown(k, v)}" for k, v in row.key.items()), row.runs[0]) for row in rows]
+    return markdown_table(rows), captions
+
+
 def sweep_table(tracking_uri: str, experiment: str, sweep: str) -> str:
-    return markdown_table(summarise(SweepRuns(tracking_uri, experiment, sweep, create=False).children()))
+    return sweep_rows(tracking_uri, experiment, sweep)[0]

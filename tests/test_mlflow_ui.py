@@ -1,0 +1,120 @@
+"""The MLflow UI in a real browser: a sweep's child runs nest under it and show S, lr and fixed.
+
+Needs Debian's chromium and chromium-driver (.ci/run installs them); the screenshots land in screenshots/.
+"""
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+from test_sweep_e2e import FIXRAY, run, store
+
+pytestmark = pytest.mark.slow
+SHOTS = ROOT / "screenshots"
+
+UI_SWEEP = """\
+name: ui
+dataset: digits
+model: small_cnn
+epochs: 2
+batch_size: 64
+seeds: [0]
+head: {kind: cosine}
+search:
+  space:
+    fixed: [true, false]
+    S: 10
+    lr: [0.1, 0.05]
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, "the UI test needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1600,1200"):
+        options.add_argument(flag)
+    session = webdriver.Chrome(options=options, service=Service(driver))
+    yield session
+    session.quit()
+
+
+@pytest.fixture
+def filled_server(tmp_path):
+    (tmp_path / "ui.yaml").write_text(UI_SWEEP)
+    done = run(["sweep", "ui.yaml"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    port = _free_port()
+    mlflow = FIXRAY[0].replace("/fixray", "/mlflow")
+    server = subprocess.Popen([mlflow, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
+        time.sleep(1)
+    yield url, tmp_path
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def _wait_for_text(browser, texts, seconds=60) -> str:
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + seconds
+    while True:
+        body = browser.find_element(By.TAG_NAME, "body").text
+        if all(t in body for t in texts) or time.monotonic() > deadline:
+            return body
+        time.sleep(1)
+
+
+def test_mlflow_ui_shows_the_sweep_with_its_child_runs_and_their_parameters(filled_server, browser):
+    url, folder = filled_server
+    client, parents, children = store(folder)
+    experiment = parents[0].info.experiment_id
+    SHOTS.mkdir(exist_ok=True)
+
+    browser.get(f"{url}/#/experiments/{experiment}/runs")
+    body = _wait_for_text(browser, ["ui", "5 matching runs"])
+    browser.save_screenshot(str(SHOTS / "mlflow_runs.png"))
+    assert "5 matching runs" in body  # one parent row; its 4 children nest under it
+
+    ids = [c.info.run_id for c in children]
+    compare = f"{url}/#/compare-runs?runs={urllib.parse.quote(json.dumps(ids))}&experiments={urllib.parse.quote(json.dumps([experiment]))}"
+    browser.get(compare)
+    names = [c.info.run_name for c in children]
+    body = _wait_for_text(browser, names + ["Parallel Coordinates Plot", "Parameters"])
+    browser.save_screenshot(str(SHOTS / "mlflow_compare.png"))
+    assert "Comparing 4 Runs" in body
+    for name in names:
+        assert name in body
+    lines = body.splitlines()
+    for param in ("S", "lr", "fixed"):
+        row = next((line for line in lines if line.split(" ")[0] == param and len(line.split(" ")) == 5), None)
+        assert row is not None, f"no row for parameter {param} in the compare page"
+        assert sorted(row.split(" ")[1:]) == sorted(c.data.params[param] for c in children)
