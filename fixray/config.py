@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fixray.corruptions import MIN_SIZE
+from fixray.corruptions import CORRUPTIONS, MIN_SIZE, Corruption
 from fixray.data import DATASETS
+from fixray.heads import HeadKind, Margin, VectorDraw
 from fixray.models import BACKBONES
 
 
@@ -40,13 +41,13 @@ class ScheduleSpec(Strict):
 class HeadSpec(Strict):
     """Head settings used where the search space does not set them."""
 
-    kind: Literal["dot", "cosine"] = "dot"
+    kind: HeadKind = "dot"
     fixed: bool = False
     S: float = Field(1.0, gt=0)  # cosine scale; ignored by dot-product heads
     bias: bool | None = None  # None: a bias for dot-product heads, none for cosine heads
-    init: Literal["normal", "uniform_int", "hadamard"] = "normal"  # how class vectors are drawn (fixed or initial)
+    init: VectorDraw = "normal"  # how class vectors are drawn (fixed or initial)
     learn_S: bool = False  # cosine heads: S becomes a trained parameter starting at S
-    margin: Literal["none", "cosface", "arcface"] = "none"  # cosine heads: additive margin on the true class
+    margin: Margin = "none"  # cosine heads: additive margin on the true class
     m: float = Field(0.0, ge=0)  # the margin: cosine units (cosface) or radians (arcface)
 
 
@@ -60,9 +61,7 @@ class AugmentationSpec(Strict):
 class RobustnessSpec(Strict):
     """After training: accuracy on corrupted copies of the test set (paper Table 6), as robust/<name>/acc."""
 
-    corruptions: list[Literal["impulse_noise", "jpeg_compression", "defocus_blur"]] = Field(
-        default_factory=lambda: ["impulse_noise", "jpeg_compression", "defocus_blur"], min_length=1
-    )
+    corruptions: list[Corruption] = Field(default_factory=lambda: list(CORRUPTIONS), min_length=1)
     severity: int = Field(3, ge=1, le=5)  # imagecorruptions severity; the paper does not state its own
     seed: int = 0  # the corrupted sets are drawn from this seed once, then cached on disk
 
@@ -150,6 +149,10 @@ class TrialConfig:
         return asdict(self)
 
 
+def _one_of(choices: tuple[str, ...]) -> tuple[Any, str]:
+    return (lambda v: v in choices, "one of: " + ", ".join(repr(c) for c in choices))
+
+
 # Parameters a sweep may search, with the check each value must pass and what that check expects.
 SEARCHABLE: dict[str, tuple[Any, str]] = {
     "lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
@@ -158,10 +161,10 @@ SEARCHABLE: dict[str, tuple[Any, str]] = {
     "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "fixed": (lambda v: isinstance(v, bool), "true or false"),
     "bias": (lambda v: isinstance(v, bool), "true or false"),
-    "kind": (lambda v: v in ("dot", "cosine"), "'dot' or 'cosine'"),
-    "init": (lambda v: v in ("normal", "uniform_int", "hadamard"), "'normal', 'uniform_int' or 'hadamard'"),
-    "model": (lambda v: v in BACKBONES, "a registered model: " + ", ".join(sorted(BACKBONES))),
-    "margin": (lambda v: v in ("none", "cosface", "arcface"), "'none', 'cosface' or 'arcface'"),
+    "kind": _one_of(get_args(HeadKind)),
+    "init": _one_of(get_args(VectorDraw)),
+    "model": _one_of(tuple(sorted(BACKBONES))),
+    "margin": _one_of(get_args(Margin)),
     "m": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
 }
 NUMERIC = {"lr", "S", "weight_decay", "momentum", "m"}

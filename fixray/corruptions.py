@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 from fixray.data import ImageSet
 
-CORRUPTIONS = ("impulse_noise", "jpeg_compression", "defocus_blur")  # the three the paper reports
+Corruption = Literal["impulse_noise", "jpeg_compression", "defocus_blur"]  # the three the paper reports
+CORRUPTIONS: tuple[str, ...] = get_args(Corruption)
 MIN_SIZE = 32  # imagecorruptions refuses images smaller than 32 x 32
 
 
