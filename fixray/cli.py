@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(run=_cmd_validate)
 
     report = commands.add_parser("report", help="print a sweep's table, or one of the paper's tables, from MLflow")
-    report.add_argument("sweep", help="a sweep name, the sweep file that names it, or a paper table: table1-table4, table7-table9")
+    report.add_argument("sweep", help="a sweep name, the sweep file that names it, or a paper table: table1 ... table9, spearman")
     report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the sweep file's, else sqlite:///mlflow.db)")
     report.add_argument("--experiment", default=None, help="MLflow experiment (default: fixray; fixray-paper for paper tables)")
     report.add_argument("--paper", action="store_true", help="paper tables: put the published number beside each cell")

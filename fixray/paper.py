@@ -30,6 +30,7 @@ class Cell:
     sweep: str  # MLflow parent run name
     where: dict[str, str] = field(default_factory=dict)  # child params that select the runs
     best_over: str | None = None  # the parameter whose best mean (by test accuracy) the cell reports
+    metric: str | None = None  # None: the table's metric
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,54 @@ def _fixed(flag: str) -> str:
     return "True" if flag == "F" else "False"
 
 
+UNSTATED_BACKBONE = "resnet18"  # Tables 5, 6 and the Spearman values do not name theirs
+
+
+def _head_cell(head: str, dataset: str, fixed: str, metric: str | None = None) -> Cell:
+    """A dot/F-style cell of Tables 5, 6 and the Spearman values: best lr for dot-product heads, S = 1 for cosine."""
+    where = {"model": UNSTATED_BACKBONE, "fixed": fixed}
+    if head == "dot":
+        return Cell(f"paper-dot-{dataset}", where, "lr", metric)
+    return Cell(f"paper-cosine-s1-{dataset}", where, None, metric)
+
+
+def _robustness_layout(table: str, paper: dict) -> Layout:
+    columns = paper["columns"]
+    cells, numbers, rows = {}, {}, []
+    if table == "table5":
+        for key, values in paper.items():
+            if key == "columns":
+                continue
+            dataset, target = key.split("->")
+            rows.append(key)
+            for i, column in enumerate(columns):
+                head, flag = column.split("/")
+                # Only CIFAR-10.1 is public; the paper's own STL-10 and CIFAR-100 sets have no sweep here.
+                cell = _head_cell(head, dataset, _fixed(flag), "gen/acc") if target == "cifar10.1" else Cell(f"unavailable-{target}")
+                cells[key, column], numbers[key, column] = cell, values[i]
+        return Layout(f"Table 5: generalisation, {UNSTATED_BACKBONE}", "gen/acc", 100.0, rows, columns, cells, numbers)
+    for corruption in ("impulse_noise", "jpeg_compression", "defocus_blur"):
+        for dataset in DATASET_ORDER:
+            row = f"{corruption} {dataset}"
+            rows.append(row)
+            for i, column in enumerate(columns):
+                head, flag = column.split("/")
+                cells[row, column] = _head_cell(head, dataset, _fixed(flag), f"robust/{corruption}/acc")
+                numbers[row, column] = paper[corruption][dataset][i]
+    return Layout(f"Table 6: accuracy under corruptions, {UNSTATED_BACKBONE}", "robust/*/acc", 100.0, rows, columns, cells, numbers)
+
+
 def layout(table: str) -> Layout:
-    """The grid of one of the paper's tables: table1-4 and table7-9."""
+    """The grid of one of the paper's tables (table1-9) or of its Spearman values (spearman)."""
     paper = published()[table]
+    if table in ("table5", "table6"):
+        return _robustness_layout(table, paper)
+    if table == "spearman":
+        rows, columns = ["dot_NF", "cosine_S1_NF"], paper["columns"]
+        cells = {(r, c): _head_cell(r.split("_")[0], c, "False") for r in rows for c in columns}
+        numbers = {(r, c): paper[r][i] for r in rows for i, c in enumerate(columns)}
+        title = f"Spearman correlation of class-vector cosine and mistakes, learned heads, {UNSTATED_BACKBONE}"
+        return Layout(title, "val/confusion_spearman", 1.0, rows, columns, cells, numbers)
     if table == "table4":
         rows = ["S1", "S20", "S40"]
         columns = paper["columns"]
@@ -81,7 +127,7 @@ def layout(table: str) -> Layout:
     return Layout(titles[table], "val/acc", 100.0, rows, columns, cells, numbers)
 
 
-TABLES = ("table1", "table2", "table3", "table4", "table7", "table8", "table9")
+TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "table9", "spearman")
 
 
 def _matches(params: dict[str, str], where: dict[str, str]) -> bool:
@@ -137,8 +183,8 @@ def render(grid: Layout, groups: dict[tuple[str, str], list], with_paper: bool =
     for row in grid.rows:
         cells = []
         for column in grid.columns:
-            group = groups[row, column]
-            text = _format(*_values(group, grid.metric), grid.scale) if group else "—"
+            group, cell = groups[row, column], grid.cells[row, column]
+            text = _format(*_values(group, cell.metric or grid.metric), grid.scale) if group else "—"
             if with_paper:
                 number = grid.published[row, column]
                 text += f" (paper {'—' if number is None else 'NaN' if math.isnan(number) else f'{number:g}'})"

@@ -57,3 +57,14 @@ def test_every_table_layout_has_a_cell_and_a_published_number_per_position(table
     grid = layout(table)
     assert set(grid.cells) == set(grid.published) == {(r, c) for r in grid.rows for c in grid.columns}
     assert len(grid.columns) == len(published()[table]["columns"])
+
+
+def test_table6_reads_each_corruptions_accuracy_from_the_best_lr_run(tmp_path, capsys):
+    runs = SweepRuns(_store(tmp_path), "fixray-paper", "paper-dot-cifar10")
+    for lr, acc, robust in (("0.1", 0.90, 0.40), ("0.01", 0.95, 0.55)):
+        run_id, _ = runs.child_for_trial(f"t{lr}", f"t{lr}", {"model": "resnet18", "fixed": "True", "lr": lr, "seed": "0"})
+        runs.client.set_tag(run_id, STATUS_TAG, "finished")
+        runs.client.log_batch(run_id, metrics=[Metric("val/acc", acc, 0, 1), Metric("robust/jpeg_compression/acc", robust, 0, 1)])
+    assert main(["report", "table6", "--tracking-uri", _store(tmp_path), "--paper"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| jpeg_compression cifar10 |"))
+    assert row.split(" | ")[1] == "55.0 ± 0.0 (paper 71.8)"  # lr 0.01 has the better test accuracy
