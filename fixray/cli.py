@@ -16,9 +16,14 @@ EXIT_TRIALS_FAILED = 1  # the sweep ran but some trials raised errors
 EXIT_INTERRUPTED = 130  # stopped early; the same command resumes it
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
+def _summary(spec) -> str:
     from fixray.sweep import expected_trials
 
+    models = spec.search.space.get("model", spec.model)
+    return f"{expected_trials(spec)} trials of {spec.epochs} epochs ({spec.search.method} search) on {spec.dataset} with {models}"
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     for file in args.files:
         try:
@@ -27,8 +32,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(error, file=sys.stderr)
             status = EXIT_BAD_INPUT
             continue
-        models = spec.search.space.get("model", spec.model)
-        print(f"{file}: ok ({expected_trials(spec)} trials of {spec.epochs} epochs on {spec.dataset} with {models})")
+        print(f"{file}: ok ({_summary(spec)})")
     return status
 
 
@@ -47,9 +51,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     import ray
 
     from fixray.report import sweep_table
-    from fixray.sweep import expected_trials, prepare_data, run_sweep
+    from fixray.sweep import prepare_data, run_sweep
 
-    print(f"Sweep {spec.name!r}: {expected_trials(spec)} trials ({spec.search.method} search) on {spec.dataset} with {spec.model}", flush=True)
+    print(f"Sweep {spec.name!r}: {_summary(spec)}", flush=True)
     splits = prepare_data(spec)  # DataError -> exit 2 before Ray or MLflow start
     ray.init(address=args.address, logging_level="ERROR", log_to_driver=True)
     try:
