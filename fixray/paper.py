@@ -12,7 +12,7 @@ from importlib import resources
 
 import yaml
 
-from fixray.report import mean_std
+from fixray.report import format_cell, mean_std
 from fixray.tracking import STATUS_TAG, SweepRuns
 
 PAPER_EXPERIMENT = "fixray-paper"  # the MLflow experiment the paper's sweep files write to
@@ -194,9 +194,5 @@ def render(grid: Layout, groups: dict[tuple[str, str], list], with_paper: bool =
 
 
 def _format(values: list[float], diverged: int, scale: float) -> str:
-    if not values:
-        return "NaN"
-    mean, std = mean_std(values)
-    decimals = 1 if scale == 100 else 2
-    text = f"{mean * scale:.{decimals}f} ± {std * scale:.{decimals}f}"
-    return text + (f" ({diverged} diverged)" if diverged else "")
+    text = format_cell(values, scale, 1 if scale == 100 else 2)
+    return text + (f" ({diverged} diverged)" if diverged and values else "")

@@ -158,6 +158,11 @@ def _quiet_checkpoint_logs() -> None:
         pass
 
 
+def _threads(spec: SweepSpec) -> int:
+    """Torch threads for one training process: its CPU share, at least one."""
+    return max(1, int(spec.resources.cpus_per_trial))
+
+
 def ddp_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: the same loop, under the process group Ray Train set up (gloo or NCCL)."""
     _quiet_checkpoint_logs()
@@ -176,7 +181,7 @@ def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, spec: SweepSpec) -> None:
     resources = spec.resources
     trainer = TorchTrainer(
         ddp_worker,
-        train_loop_config={"cfg": cfg, "splits": splits, "threads": max(1, int(resources.cpus_per_trial))},
+        train_loop_config={"cfg": cfg, "splits": splits, "threads": _threads(spec)},
         scaling_config=ScalingConfig(
             num_workers=cfg.workers,
             use_gpu=cfg.use_gpu,
@@ -226,7 +231,7 @@ def make_trainable(spec: SweepSpec, splits: Splits):
         if cfg.workers > 1:
             _run_ddp(cfg, data[0], spec)
             return
-        torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
+        torch.set_num_threads(_threads(spec))
         device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
         train(cfg, ray.get(data[0]), _checkpointing(tune.report), _load_state(tune.get_checkpoint()), device)
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable
-
 import warnings
+from typing import Any, Callable
 
 import numpy as np
 import torch
