@@ -1,8 +1,8 @@
-# Two entry points, each setting up .venv first when pyproject.toml is newer than the last install.
+# Entry points, each setting up .venv first when pyproject.toml is newer than the last install.
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test benchmark
+.PHONY: quickstart test lint format reference benchmark
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,9 +12,21 @@ $(STAMP): pyproject.toml
 quickstart: $(STAMP)
 	$(VENV)/bin/fixray sweep sweeps/quickstart.yaml
 
+# -rs: a skipped test says why in one line (the MLflow UI test skips where Chromium is missing, except in CI).
 test: $(STAMP)
-	scripts/ensure-chromium
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -rs
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# Rewrites README's generated sections (the sweep-file reference) from the schema.
+reference: $(STAMP)
+	$(VENV)/bin/python -m fixray.reference README.md
 
 benchmark: $(STAMP)
 	$(VENV)/bin/python benchmarks/trial_overhead.py

@@ -30,7 +30,10 @@ def write_cifar10_sized(root: Path) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (10_000, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, 10_000).tolist()}
+        batch = {
+            "data": rng.integers(0, 256, (10_000, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, 10_000).tolist(),
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)
     with open(folder / "batches.meta", "wb") as f:
@@ -78,7 +81,10 @@ def main() -> None:
             shared = ray.get([shared_in_trial.remote([ref]) for _ in range(args.trials)])
         finally:
             ray.shutdown()
-    for name, rows, extra in (("decoded in every trial", decoded, 0.0), ("shared via object store", shared, driver_seconds)):
+    for name, rows, extra in (
+        ("decoded in every trial", decoded, 0.0),
+        ("shared via object store", shared, driver_seconds),
+    ):
         seconds = sum(r[0] for r in rows) + extra
         memory = np.mean([r[1] for r in rows])
         print(f"  {name:<26} {seconds:6.2f} s of loading in all   {memory:7.1f} MiB unique memory per trial")

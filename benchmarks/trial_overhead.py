@@ -17,9 +17,10 @@ import ray
 import torch
 from ray import tune
 
-from fixray.config import parse_sweep, trial_config
 from fixray.data import load_dataset
-from fixray.sweep import ddp_worker, grid_points, prepare_data, run_sweep
+from fixray.plan import points, trial_config
+from fixray.spec import parse_sweep
+from fixray.sweep import ddp_worker, prepare_data, run_sweep
 from fixray.train import train
 
 
@@ -42,7 +43,7 @@ def bare(spec) -> float:
     torch.set_num_threads(1)
     splits = load_dataset("digits")
     start = time.perf_counter()
-    for point in grid_points(spec):
+    for point in points(spec):
         train(trial_config(spec, point), splits, lambda m, s: None)
     return time.perf_counter() - start
 
@@ -66,12 +67,16 @@ def nested_trainers(spec, folder: Path) -> float:
             ddp_worker,
             train_loop_config={"cfg": cfg, "splits": splits_ref, "threads": 1},
             scaling_config=ScalingConfig(num_workers=1),
-            run_config=RunConfig(name=f"nested-{tune.get_context().get_trial_id()}", storage_path=str(folder / "nested"), callbacks=[TuneReportCallback()]),
+            run_config=RunConfig(
+                name=f"nested-{tune.get_context().get_trial_id()}",
+                storage_path=str(folder / "nested"),
+                callbacks=[TuneReportCallback()],
+            ),
         ).fit()
 
     tuner = tune.Tuner(
         tune.with_resources(driver, {"cpu": 0, "memory": 2**26}),
-        param_space={"point": tune.grid_search(grid_points(spec))},
+        param_space={"point": tune.grid_search(points(spec))},
         tune_config=tune.TuneConfig(max_concurrent_trials=2),
         run_config=tune.RunConfig(name="nested", storage_path=str(folder / "nested-tune"), verbose=0),
     )

@@ -8,8 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from fixray.config import SweepFileError, load_sweep
 from fixray.data import DataError
+from fixray.spec import SweepFileError, load_sweep
+from fixray.tracking import MissingStore
 
 EXIT_BAD_INPUT = 2  # a sweep file, dataset or option the user must fix; nothing was started
 EXIT_TRIALS_FAILED = 1  # the sweep ran but some trials raised errors
@@ -17,10 +18,11 @@ EXIT_INTERRUPTED = 130  # stopped early; the same command resumes it
 
 
 def _summary(spec) -> str:
-    from fixray.sweep import expected_trials
+    from fixray.plan import expected_trials
 
-    models = spec.search.space.get("model", spec.model)
-    return f"{expected_trials(spec)} trials of {spec.epochs} epochs ({spec.search.method} search) on {spec.dataset} with {models}"
+    models = spec.search.space.parameters().get("model", spec.model)
+    trials = f"{expected_trials(spec)} trials of {spec.epochs} epochs ({spec.search.method} search)"
+    return f"{trials} on {spec.dataset} with {models}"
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -85,7 +87,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.sweep in paper.TABLES:
         grid, groups = paper.collect(args.sweep, uri, args.experiment or paper.PAPER_EXPERIMENT)
         markdown = paper.render(grid, groups, with_paper=args.paper)
-        figure_runs = [(f"{row} · {column}", groups[row, column][0]) for row in grid.rows for column in grid.columns if groups[row, column]]
+        figure_runs = [
+            (f"{row} · {column}", groups[row, column][0])
+            for row in grid.rows
+            for column in grid.columns
+            if groups[row, column]
+        ]
     else:
         experiment, sweep = args.experiment or "fixray", args.sweep
         if Path(args.sweep).is_file():
@@ -106,15 +113,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fixray", description="Fixed vs learned classification heads, swept on Ray Tune and tracked in MLflow.")
+    parser = argparse.ArgumentParser(
+        prog="fixray", description="Fixed vs learned classification heads, swept on Ray Tune and tracked in MLflow."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     sweep = commands.add_parser("sweep", help="run (or resume) the sweep a YAML file describes")
     sweep.add_argument("file", help="sweep file, e.g. sweeps/quickstart.yaml")
-    sweep.add_argument("--address", default=None, help="Ray cluster to join (e.g. 'auto' on a `ray up` head node); default: start a local Ray")
-    sweep.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; overrides the sweep file's tracking.uri")
-    sweep.add_argument("--data-dir", default=None, help="folder holding the datasets; overrides the sweep file's data_dir")
-    sweep.add_argument("--fresh", action="store_true", help="start a new sweep (timestamped name) instead of resuming one of the same name")
+    sweep.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (e.g. 'auto' on a `ray up` head node); default: start a local Ray",
+    )
+    sweep.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI; overrides the sweep file's tracking.uri"
+    )
+    sweep.add_argument(
+        "--data-dir", default=None, help="folder holding the datasets; overrides the sweep file's data_dir"
+    )
+    sweep.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new sweep (timestamped name) instead of resuming one of the same name",
+    )
     sweep.set_defaults(run=_cmd_sweep)
 
     validate = commands.add_parser("validate", help="check sweep files without running them")
@@ -122,11 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(run=_cmd_validate)
 
     report = commands.add_parser("report", help="print a sweep's table, or one of the paper's tables, from MLflow")
-    report.add_argument("sweep", help="a sweep name, the sweep file that names it, or a paper table: table1 ... table9, spearman")
-    report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the sweep file's, else sqlite:///mlflow.db)")
-    report.add_argument("--experiment", default=None, help="MLflow experiment (default: fixray; fixray-paper for paper tables)")
+    report.add_argument(
+        "sweep", help="a sweep name, the sweep file that names it, or a paper table: table1 ... table9, spearman"
+    )
+    report.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default: the sweep file's, else sqlite:///mlflow.db)"
+    )
+    report.add_argument(
+        "--experiment", default=None, help="MLflow experiment (default: fixray; fixray-paper for paper tables)"
+    )
     report.add_argument("--paper", action="store_true", help="paper tables: put the published number beside each cell")
-    report.add_argument("--html", default=None, metavar="FILE", help="also write the table with each cell's figures embedded")
+    report.add_argument(
+        "--html", default=None, metavar="FILE", help="also write the table with each cell's figures embedded"
+    )
     report.set_defaults(run=_cmd_report)
     return parser
 
@@ -138,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     except SweepFileError as error:
         print(error, file=sys.stderr)
         return EXIT_BAD_INPUT
-    except DataError as error:
+    except (DataError, MissingStore) as error:
         print(f"fixray: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

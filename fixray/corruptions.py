@@ -20,7 +20,9 @@ def corrupt_images(images: np.ndarray, name: str, severity: int, seed: int) -> n
     from imagecorruptions import corrupt
 
     if images.shape[2] < MIN_SIZE or images.shape[3] < MIN_SIZE:
-        raise ValueError(f"{name} needs images of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {images.shape[2]}x{images.shape[3]}")
+        raise ValueError(
+            f"{name} needs images of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {images.shape[2]}x{images.shape[3]}"
+        )
     out = np.empty_like(images)
     for i, image in enumerate(images):
         hwc = np.ascontiguousarray(image.transpose(1, 2, 0))
@@ -30,7 +32,11 @@ def corrupt_images(images: np.ndarray, name: str, severity: int, seed: int) -> n
         np.random.seed(image_seed)  # for corruptions that draw from numpy's global generator
         extra = {"seed": image_seed} if name == "impulse_noise" else {}
         result = np.asarray(corrupt(hwc, corruption_name=name, severity=severity, **extra), dtype=np.uint8)
-        out[i] = result.transpose(2, 0, 1) if images.shape[1] == 3 else result.mean(axis=2, keepdims=True).round().astype(np.uint8).transpose(2, 0, 1)
+        out[i] = (
+            result.transpose(2, 0, 1)
+            if images.shape[1] == 3
+            else result.mean(axis=2, keepdims=True).round().astype(np.uint8).transpose(2, 0, 1)
+        )
     return out
 
 

@@ -7,15 +7,15 @@ and Ray's object store hands numpy arrays to every trial on a node without copyi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from fixray import formats
-from fixray.models import InputSpec
+from fixray.trial import Augmentation
 
 DIGITS_TEST_FRACTION = 0.2  # 360 of digits' 1,797 images are held out as the test split
 DIGITS_SPLIT_SEED = 0  # fixed, so every trial and every sweep sees the same split
@@ -26,6 +26,14 @@ def default_data_dir() -> Path:
     if os.environ.get("FIXRAY_DATA"):
         return Path(os.environ["FIXRAY_DATA"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fixray" / "datasets"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a backbone is built for: image channels and side length in pixels."""
+
+    channels: int
+    size: int
 
 
 @dataclass(frozen=True)
@@ -63,14 +71,6 @@ class Splits:
         mean = tuple(float(pixels[c].mean(dtype=np.float64)) / 255 for c in range(len(pixels)))
         std = tuple(float(pixels[c].std(dtype=np.float64)) / 255 or 1.0 for c in range(len(pixels)))
         return mean, std
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Training-time augmentation, applied per image to each batch."""
-
-    crop_padding: int = 0  # pixels of zero padding before a random crop back to size; 0 = no crop
-    flip: bool = False  # random horizontal flip with probability 1/2
 
 
 class DataError(Exception):
@@ -130,7 +130,9 @@ def _ensure_files(name: str, entry: DatasetEntry, data_dir: Path, download: bool
 def load_dataset(name: str, data_dir: Path | None = None, download: bool = True) -> Splits:
     """A training set's splits; downloads missing files when `download` is on and the network allows."""
     if name not in DATASETS or not DATASETS[name].train_set:
-        raise KeyError(f"unknown training dataset {name!r}; registered: {sorted(n for n, e in DATASETS.items() if e.train_set)}")
+        raise KeyError(
+            f"unknown training dataset {name!r}; registered: {sorted(n for n, e in DATASETS.items() if e.train_set)}"
+        )
     entry = DATASETS[name]
     return entry.read(_ensure_files(name, entry, data_dir or default_data_dir(), download))
 
@@ -156,7 +158,9 @@ def _read_digits(_: Path) -> Splits:
     bunch = load_digits()
     images = (bunch.images * 15).astype(np.uint8)[:, None]  # values 0..16 -> 0..240, exact
     labels = bunch.target.astype(np.int64)
-    train, test = train_test_split(np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED, stratify=labels)
+    train, test = train_test_split(
+        np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED, stratify=labels
+    )
     names = tuple(str(d) for d in range(10))
     return Splits(ImageSet(images[train], labels[train]), ImageSet(images[test], labels[test]), names)
 
@@ -201,33 +205,62 @@ def _cifar101_entry(version: str) -> DatasetEntry:
     def read(folder: Path) -> tuple[ImageSet, tuple[str, ...]]:
         return ImageSet(*formats.read_cifar101(folder, version)), CIFAR10_CLASSES
 
-    return DatasetEntry("cifar10.1", files, read, fetch, f"CIFAR-10.1 {version} ({', '.join(files)})", 32, train_set=False)
+    return DatasetEntry(
+        "cifar10.1", files, read, fetch, f"CIFAR-10.1 {version} ({', '.join(files)})", 32, train_set=False
+    )
 
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_AUGMENTATION = Augmentation(crop_padding=4, flip=True)
 
 register_dataset("digits", DatasetEntry("", (), _read_digits, None, "nothing (bundled with scikit-learn)", 8))
-register_dataset("cifar10", DatasetEntry(
-    "cifar-10-batches-py",
-    tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
-    _as_splits(formats.read_cifar10), _torchvision_fetch("CIFAR10"),
-    "the CIFAR-10 python version (cifar-10-python.tar.gz)", 32, CIFAR_AUGMENTATION,
-))
-register_dataset("cifar100", DatasetEntry(
-    "cifar-100-python", ("train", "test", "meta"),
-    _as_splits(formats.read_cifar100), _torchvision_fetch("CIFAR100"),
-    "the CIFAR-100 python version (cifar-100-python.tar.gz)", 32, CIFAR_AUGMENTATION,
-))
-register_dataset("stl10", DatasetEntry(
-    "stl10_binary", ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "class_names.txt"),
-    _as_splits(formats.read_stl10), _torchvision_fetch("STL10", split="train"),
-    "the STL-10 binary files (stl10_binary.tar.gz)", 96, Augmentation(crop_padding=12, flip=True),
-))
-register_dataset("tinyimagenet", DatasetEntry(
-    "tiny-imagenet-200", ("wnids.txt", "words.txt", "train", "val/images", "val/val_annotations.txt"),
-    _as_splits(formats.read_tinyimagenet), _fetch_tinyimagenet,
-    "Tiny ImageNet (tiny-imagenet-200.zip)", 64, Augmentation(crop_padding=8, flip=True),
-))
+register_dataset(
+    "cifar10",
+    DatasetEntry(
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
+        _as_splits(formats.read_cifar10),
+        _torchvision_fetch("CIFAR10"),
+        "the CIFAR-10 python version (cifar-10-python.tar.gz)",
+        32,
+        CIFAR_AUGMENTATION,
+    ),
+)
+register_dataset(
+    "cifar100",
+    DatasetEntry(
+        "cifar-100-python",
+        ("train", "test", "meta"),
+        _as_splits(formats.read_cifar100),
+        _torchvision_fetch("CIFAR100"),
+        "the CIFAR-100 python version (cifar-100-python.tar.gz)",
+        32,
+        CIFAR_AUGMENTATION,
+    ),
+)
+register_dataset(
+    "stl10",
+    DatasetEntry(
+        "stl10_binary",
+        ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "class_names.txt"),
+        _as_splits(formats.read_stl10),
+        _torchvision_fetch("STL10", split="train"),
+        "the STL-10 binary files (stl10_binary.tar.gz)",
+        96,
+        Augmentation(crop_padding=12, flip=True),
+    ),
+)
+register_dataset(
+    "tinyimagenet",
+    DatasetEntry(
+        "tiny-imagenet-200",
+        ("wnids.txt", "words.txt", "train", "val/images", "val/val_annotations.txt"),
+        _as_splits(formats.read_tinyimagenet),
+        _fetch_tinyimagenet,
+        "Tiny ImageNet (tiny-imagenet-200.zip)",
+        64,
+        Augmentation(crop_padding=8, flip=True),
+    ),
+)
 register_dataset("cifar10.1", _cifar101_entry("v6"))
 register_dataset("cifar10.1-v4", _cifar101_entry("v4"))

@@ -46,8 +46,13 @@ def html_page(markdown: str, sections: list[tuple[str, dict[str, bytes]]]) -> st
     figures = []
     for caption, pngs in sections:
         images = "".join(
-            f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">' for name, png in pngs.items()
+            f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+            for name, png in pngs.items()
         )
         figures.append(f"<section><h3>{html.escape(caption)}</h3>{images}</section>")
-    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:4px 8px}img{width:32%;margin:0.5%}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>fixray report</title><style>{style}</style></head><body>{markdown_to_html(markdown)}{''.join(figures)}</body></html>"
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #bbb;padding:4px 8px}img{width:32%;margin:0.5%}"
+    )
+    head = f"<head><meta charset='utf-8'><title>fixray report</title><style>{style}</style></head>"
+    return f"<!doctype html><html>{head}<body>{markdown_to_html(markdown)}{''.join(figures)}</body></html>"

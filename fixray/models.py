@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from fixray.heads import ClassHead
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a backbone is built for: image channels and side length in pixels."""
-
-    channels: int
-    size: int
-
+from fixray.data import InputSpec
+from fixray.heads import ClassHead, build_head
+from fixray.trial import HeadConfig
 
 BackboneFactory = Callable[[InputSpec], nn.Module]
 BACKBONES: dict[str, BackboneFactory] = {}
@@ -78,13 +70,13 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x), labels)
 
 
-def build_classifier(backbone: str, spec: InputSpec, num_classes: int, *, seed: int, **head_options) -> Classifier:
-    """Builds backbone and ClassHead(**head_options) with every random draw taken from `seed`."""
+def build_classifier(backbone: str, spec: InputSpec, num_classes: int, head: HeadConfig, seed: int) -> Classifier:
+    """Builds the backbone and the head `head` describes, with every random draw taken from `seed`."""
     if backbone not in BACKBONES:
         raise KeyError(f"unknown backbone {backbone!r}; registered: {sorted(BACKBONES)}")
     torch.manual_seed(seed)
     body = BACKBONES[backbone](spec)
-    return Classifier(body, ClassHead(body.feature_dim, num_classes, seed=seed, **head_options))
+    return Classifier(body, build_head(head.kind, body.feature_dim, num_classes, seed, **head.options()))
 
 
 # --- the paper's backbones, in their common CIFAR form (3x3 stride-1 stem, no max-pool) --------------
@@ -156,9 +148,14 @@ class InvertedResidual(nn.Module):
         hidden = cin * expansion
         self.use_residual = stride == 1
         self.body = nn.Sequential(
-            nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cin, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
         )
         self.shortcut = None
         if stride == 1 and cin != cout:
@@ -179,13 +176,23 @@ class MobileNetV2(nn.Module):
     def __init__(self, spec: InputSpec) -> None:
         super().__init__()
         self.feature_dim = 1280
-        layers: list[nn.Module] = [nn.Conv2d(spec.channels, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(spec.channels, 32, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(inplace=True),
+        ]
         cin = 32
         for expansion, cout, blocks, stride in self.STAGES:
             for i in range(blocks):
                 layers.append(InvertedResidual(cin, cout, expansion, stride if i == 0 else 1))
                 cin = cout
-        layers += [nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers += [
+            nn.Conv2d(320, 1280, 1, bias=False),
+            nn.BatchNorm2d(1280),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        ]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 import yaml
 
 from fixray.report import format_cell, mean_std
 from fixray.tracking import STATUS_TAG, SweepRuns
+from fixray.trial import read_params
 
 PAPER_EXPERIMENT = "fixray-paper"  # the MLflow experiment the paper's sweep files write to
 BACKBONES = ("preact_resnet18", "resnet18", "mobilenetv2")
@@ -28,7 +30,7 @@ def published() -> dict:
 @dataclass(frozen=True)
 class Cell:
     sweep: str  # MLflow parent run name
-    where: dict[str, str] = field(default_factory=dict)  # child params that select the runs
+    where: dict[str, Any] = field(default_factory=dict)  # typed child params that select the runs
     best_over: str | None = None  # the parameter whose best mean (by test accuracy) the cell reports
     metric: str | None = None  # None: the table's metric
 
@@ -44,14 +46,14 @@ class Layout:
     published: dict[tuple[str, str], float | None]
 
 
-def _fixed(flag: str) -> str:
-    return "True" if flag == "F" else "False"
+def _fixed(flag: str) -> bool:
+    return flag == "F"
 
 
 UNSTATED_BACKBONE = "resnet18"  # Tables 5, 6 and the Spearman values do not name theirs
 
 
-def _head_cell(head: str, dataset: str, fixed: str, metric: str | None = None) -> Cell:
+def _head_cell(head: str, dataset: str, fixed: bool, metric: str | None = None) -> Cell:
     """A dot/F-style cell of Tables 5, 6 and the Spearman values: best lr for dot-product heads, S = 1 for cosine."""
     where = {"model": UNSTATED_BACKBONE, "fixed": fixed}
     if head == "dot":
@@ -71,7 +73,11 @@ def _robustness_layout(table: str, paper: dict) -> Layout:
             for i, column in enumerate(columns):
                 head, flag = column.split("/")
                 # Only CIFAR-10.1 is public; the paper's own STL-10 and CIFAR-100 sets have no sweep here.
-                cell = _head_cell(head, dataset, _fixed(flag), "gen/acc") if target == "cifar10.1" else Cell(f"unavailable-{target}")
+                cell = (
+                    _head_cell(head, dataset, _fixed(flag), "gen/acc")
+                    if target == "cifar10.1"
+                    else Cell(f"unavailable-{target}")
+                )
                 cells[key, column], numbers[key, column] = cell, values[i]
         return Layout(f"Table 5: generalisation, {UNSTATED_BACKBONE}", "gen/acc", 100.0, rows, columns, cells, numbers)
     for corruption in ("impulse_noise", "jpeg_compression", "defocus_blur"):
@@ -82,7 +88,15 @@ def _robustness_layout(table: str, paper: dict) -> Layout:
                 head, flag = column.split("/")
                 cells[row, column] = _head_cell(head, dataset, _fixed(flag), f"robust/{corruption}/acc")
                 numbers[row, column] = paper[corruption][dataset][i]
-    return Layout(f"Table 6: accuracy under corruptions, {UNSTATED_BACKBONE}", "robust/*/acc", 100.0, rows, columns, cells, numbers)
+    return Layout(
+        f"Table 6: accuracy under corruptions, {UNSTATED_BACKBONE}",
+        "robust/*/acc",
+        100.0,
+        rows,
+        columns,
+        cells,
+        numbers,
+    )
 
 
 def layout(table: str) -> Layout:
@@ -92,16 +106,18 @@ def layout(table: str) -> Layout:
         return _robustness_layout(table, paper)
     if table == "spearman":
         rows, columns = ["dot_NF", "cosine_S1_NF"], paper["columns"]
-        cells = {(r, c): _head_cell(r.split("_")[0], c, "False") for r in rows for c in columns}
+        cells = {(r, c): _head_cell(r.split("_")[0], c, False) for r in rows for c in columns}
         numbers = {(r, c): paper[r][i] for r in rows for i, c in enumerate(columns)}
         title = f"Spearman correlation of class-vector cosine and mistakes, learned heads, {UNSTATED_BACKBONE}"
         return Layout(title, "val/confusion_spearman", 1.0, rows, columns, cells, numbers)
     if table == "table4":
         rows = ["S1", "S20", "S40"]
         columns = paper["columns"]
-        cells = {(r, c): Cell(f"paper-compactness-{c}", {"S": f"{float(r[1:])}"}) for r in rows for c in columns}
+        cells = {(r, c): Cell(f"paper-compactness-{c}", {"S": float(r[1:])}) for r in rows for c in columns}
         numbers = {(r, c): paper[r][i] for r in rows for i, c in enumerate(columns)}
-        return Layout("Table 4: compactness of learned cosine heads", "val/compactness", 1.0, rows, columns, cells, numbers)
+        return Layout(
+            "Table 4: compactness of learned cosine heads", "val/compactness", 1.0, rows, columns, cells, numbers
+        )
     rows = [d for d in DATASET_ORDER if d in paper]
     columns = paper["columns"]
     sweeps = {"table1": "paper-dot-{}", "table2": "paper-cosine-s1-{}", "table3": "paper-cosine-best-s-{}"}
@@ -114,7 +130,8 @@ def layout(table: str) -> Layout:
                 cells[row, column] = Cell(sweeps[table].format(row), {"model": left, "fixed": _fixed(flag)}, best)
             else:  # tables 7-9: one backbone, columns lr / F|NF
                 backbone = {"table7": "preact_resnet18", "table8": "resnet18", "table9": "mobilenetv2"}[table]
-                cells[row, column] = Cell(f"paper-dot-{row}", {"model": backbone, "fixed": _fixed(flag), "lr": left.removeprefix("lr")})
+                where = {"model": backbone, "fixed": _fixed(flag), "lr": float(left.removeprefix("lr"))}
+                cells[row, column] = Cell(f"paper-dot-{row}", where)
     numbers = {(r, c): paper[r][i] for r in rows for i, c in enumerate(columns)}
     titles = {
         "table1": "Table 1: dot-product head, fixed (F) vs learned (NF), best learning rate",
@@ -130,40 +147,42 @@ def layout(table: str) -> Layout:
 TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "table9", "spearman")
 
 
-def _matches(params: dict[str, str], where: dict[str, str]) -> bool:
+def _matches(params: dict[str, Any], where: dict[str, Any]) -> bool:
     return all(_same(params.get(k), v) for k, v in where.items())
 
 
-def _same(logged: str | None, wanted: str) -> bool:
-    if logged == wanted:
-        return True
-    try:
-        return logged is not None and math.isclose(float(logged), float(wanted))
-    except ValueError:
-        return False
+def _same(logged: Any, wanted: Any) -> bool:
+    """Equal values; floats equal to rounding (a logged 0.1 is the table's lr 0.1)."""
+    if isinstance(wanted, float) and isinstance(logged, (int, float)) and not isinstance(logged, bool):
+        return math.isclose(logged, wanted)
+    return logged == wanted
 
 
 def _values(runs: list, metric: str) -> tuple[list[float], int]:
     """Per-seed values of the runs that did not diverge, and how many diverged."""
     diverged = sum(r.data.tags.get(STATUS_TAG) == "diverged" for r in runs)
-    values = [r.data.metrics[metric] for r in runs if r.data.tags.get(STATUS_TAG) != "diverged" and metric in r.data.metrics]
+    values = [
+        r.data.metrics[metric] for r in runs if r.data.tags.get(STATUS_TAG) != "diverged" and metric in r.data.metrics
+    ]
     return [v for v in values if math.isfinite(v)], diverged
 
 
 def cell_runs(runs: list, cell: Cell) -> list:
     """The runs a cell summarises (one per seed); for best-of cells, the group with the best mean accuracy."""
-    chosen = [r for r in runs if _matches(r.data.params, cell.where)]
+    chosen = [r for r in runs if _matches(read_params(r.data.params), cell.where)]
     if not chosen or cell.best_over is None:
         return chosen
-    groups: dict[str, list] = {}
+    groups: dict[Any, list] = {}
     for run in chosen:
-        groups.setdefault(run.data.params.get(cell.best_over, ""), []).append(run)
+        groups.setdefault(read_params(run.data.params).get(cell.best_over), []).append(run)
     scored = [(mean_std(_values(g, "val/acc")[0])[0], key) for key, g in groups.items()]
     finite = [(score, key) for score, key in scored if not math.isnan(score)]
-    return groups[max(finite)[1]] if finite else chosen
+    return groups[max(finite, key=lambda scored: scored[0])[1]] if finite else chosen
 
 
-def collect(table: str, tracking_uri: str, experiment: str = PAPER_EXPERIMENT) -> tuple[Layout, dict[tuple[str, str], list]]:
+def collect(
+    table: str, tracking_uri: str, experiment: str = PAPER_EXPERIMENT
+) -> tuple[Layout, dict[tuple[str, str], list]]:
     """A table's layout and, per cell, the MLflow runs it summarises (empty where its sweep has not run)."""
     grid = layout(table)
     runs_of: dict[str, list] = {}

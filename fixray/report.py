@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
+from typing import Any
 
-from fixray.config import SEARCHABLE
+from fixray.heads import HEADS
 from fixray.tracking import STATUS_TAG, SweepRuns
+from fixray.trial import SEARCHABLE, read_params
 
-ROW_KEYS = ("kind", "fixed", "S", "lr")  # always shown: the paper's question is about these
+# Always shown, as the paper's question is about them: head kind, fixed or learned, the options that name a
+# head's configuration (asked of the registered heads: S for cosine heads), and the learning rate.
+HEAD_OPTIONS = tuple(dict.fromkeys(name for head in HEADS.values() for name in head.shown))
+ROW_KEYS = ("kind", "fixed", *HEAD_OPTIONS, "lr")
 HEADERS = {"kind": "head", "fixed": "class vectors"}  # column titles where the param name says too little
 SUMMARY_COLUMNS = (  # (metric key, column title, multiplier, decimals)
     ("val/acc", "test acc (%)", 100.0, 2),
@@ -22,7 +27,7 @@ SUMMARY_COLUMNS = (  # (metric key, column title, multiplier, decimals)
 class Row:
     """One configuration of a sweep and the per-seed values of each summary metric."""
 
-    key: dict[str, str]
+    key: dict[str, Any]  # typed parameter values (read_params): True, 0.1, None for an option the head lacks
     values: dict[str, list[float]]  # metric -> one value per seed that did not diverge
     seeds: int
     diverged: int
@@ -38,17 +43,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def summarise(children: list) -> list[Row]:
     """Groups child runs by every parameter except the seed; diverged seeds are counted, not averaged."""
-    kinds = {c.data.params.get("kind") for c in children}
+    params = [read_params(c.data.params) for c in children]
+    kinds = {p.get("kind") for p in params}
     # A parameter gets a column when it varies beyond what the head kind implies (bias follows kind by default).
     varying = [
-        k for k in SEARCHABLE
-        if k not in ROW_KEYS and len({(c.data.params.get("kind"), c.data.params.get(k)) for c in children}) > len(kinds)
+        k for k in SEARCHABLE if k not in ROW_KEYS and len({(p.get("kind"), p.get(k)) for p in params}) > len(kinds)
     ]
     keys = list(ROW_KEYS) + varying
     rows: dict[tuple, Row] = {}
-    for child in children:
-        params = child.data.params
-        group = tuple(params.get(k, "") for k in keys)
+    for child, values in zip(children, params):
+        group = tuple(values.get(k) for k in keys)
         row = rows.setdefault(group, Row(dict(zip(keys, group)), {m: [] for m, *_ in SUMMARY_COLUMNS}, 0, 0))
         row.seeds += 1
         row.runs.append(child)
@@ -59,14 +63,19 @@ def summarise(children: list) -> list[Row]:
             value = child.data.metrics.get(metric)
             if value is not None and math.isfinite(value):
                 row.values[metric].append(value)
-    return sorted(rows.values(), key=lambda r: (r.key["kind"] != "dot", _number(r.key["S"]), r.key["fixed"] != "True", _number(r.key["lr"])))
+    order = ("kind", *HEAD_OPTIONS, "fixed", "lr", *varying)  # rows of one head configuration stay together
+    return sorted(rows.values(), key=lambda row: tuple(_sort_key(k, row.key[k]) for k in order))
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return -math.inf
+def _sort_key(key: str, value: Any) -> tuple:
+    """Head kinds in registry order, fixed before learned, numbers ascending, absent values first."""
+    if key == "kind":
+        return (list(HEADS).index(value) if value in HEADS else len(HEADS), str(value))
+    if key == "fixed":
+        return (value is not True, 0)
+    if value is None:
+        return (0, 0)
+    return (1, value) if isinstance(value, (int, float)) else (2, str(value))
 
 
 def format_cell(values: list[float], scale: float, decimals: int) -> str:
@@ -76,10 +85,11 @@ def format_cell(values: list[float], scale: float, decimals: int) -> str:
     return f"{mean * scale:.{decimals}f} ± {std * scale:.{decimals}f}"
 
 
-def _shown(key: str, value: str) -> str:
-    if key == "fixed":
-        return {"True": "fixed", "False": "learned"}.get(value, value)
-    return value
+def _shown(key: str, value: Any) -> str:
+    """A parameter as a table cell: fixed/learned for `fixed`, 'none' for an option the head lacks."""
+    if key == "fixed" and isinstance(value, bool):
+        return "fixed" if value else "learned"
+    return "none" if value is None else str(value)
 
 
 def markdown_table(rows: list[Row]) -> str:
@@ -99,7 +109,9 @@ def markdown_table(rows: list[Row]) -> str:
 def sweep_rows(tracking_uri: str, experiment: str, sweep: str) -> tuple[str, list[tuple[str, object]]]:
     """A sweep's table and, per row, one run whose figures illustrate it (for HTML reports)."""
     rows = summarise(SweepRuns(tracking_uri, experiment, sweep, create=False).children())
-    captions = [(" · ".join(f"{HEADERS.get(k, k)}={_shown(k, v)}" for k, v in row.key.items()), row.runs[0]) for row in rows]
+    captions = [
+        (" · ".join(f"{HEADERS.get(k, k)}={_shown(k, v)}" for k, v in row.key.items()), row.runs[0]) for row in rows
+    ]
     return markdown_table(rows), captions
 
 

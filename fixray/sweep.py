@@ -6,7 +6,6 @@ start a Ray Train TorchTrainer (DDP) from the Tune function, which forwards work
 
 from __future__ import annotations
 
-import itertools
 import logging
 import tempfile
 import time
@@ -14,21 +13,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 import torch
 from ray import tune
 from ray.tune.search import Repeater
-from ray.tune.search.repeater import TRIAL_INDEX
 
-from fixray.config import SweepSpec, TrialConfig, trial_config
 from fixray.corruptions import corrupted_test_set
 from fixray.data import DataError, ImageSet, Splits, default_data_dir, load_dataset, load_test_set
+from fixray.plan import TrialDescriber, expected_trials, points, run_name
+from fixray.spec import SweepSpec
+from fixray.tracking import FIGURES_DIR, STATUS_TAG, SweepRuns
 from fixray.train import train
-from fixray.tracking import FIGURES_DIR, STATUS_TAG, MlflowTrialLogger, SweepRuns
+from fixray.trial import TrialConfig
+from fixray.tune_mlflow import MlflowTrialLogger
 
 METRIC, MODE = "val/acc", "max"  # what schedulers and searchers optimise: test accuracy
-POINT = "point"  # Tune config key holding one de-duplicated grid point
 STATE_FILE = "state.pt"  # the training loop's state inside a Ray checkpoint
 DRIVER_MEMORY = 64 * 2**20  # bytes reserved for a DDP trial's driver function; it takes no CPU so its workers fit
 
@@ -36,84 +35,19 @@ DRIVER_MEMORY = 64 * 2**20  # bytes reserved for a DDP trial's driver function; 
 def _domain(value: dict[str, Any]):
     """A range or choice as a Ray Tune domain, for searchers that draw configurations themselves (TPE)."""
     ((dist, args),) = value.items()
-    return {"loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice}[dist](*([args] if dist == "choice" else args))
-
-
-def _draw(value: dict[str, Any], rng: np.random.Generator) -> Any:
-    ((dist, args),) = value.items()
-    if dist == "choice":
-        return args[rng.integers(len(args))]
-    if dist == "loguniform":
-        return float(np.exp(rng.uniform(np.log(args[0]), np.log(args[1]))))
-    return float(rng.uniform(*args))
-
-
-def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every trial's parameters for grid and random search, seeds included.
-
-    Random search draws `num_samples` configurations from the ranges (seeded by search.random_seed),
-    crossed with the grid lists; every configuration then runs once per seed, so seeds share it.
-    S is dropped where the head is dot-product, and points that then coincide are merged, so a
-    dot-product head is not trained once per S value.
-    """
-    space = dict(spec.search.space)
-    if spec.search.method == "grid":  # a choice is a grid list there
-        space = {k: v["choice"] if isinstance(v, dict) else v for k, v in space.items()}
-    grids = {k: v if isinstance(v, list) else [v] for k, v in space.items() if not isinstance(v, dict)}
-    ranges = {k: v for k, v in space.items() if isinstance(v, dict)}
-    rng = np.random.default_rng(spec.search.random_seed)
-    draws = [{k: _draw(v, rng) for k, v in ranges.items()} for _ in range(spec.search.num_samples if ranges else 1)]
-    points, seen = [], set()
-    for draw in draws:
-        for values in itertools.product(*grids.values(), spec.seeds):
-            point = {**dict(zip(grids, values)), **draw, "seed": values[-1]}
-            if point.get("kind", spec.head.kind) == "dot":
-                point.pop("S", None)
-            key = tuple(sorted(point.items()))
-            if key not in seen:
-                seen.add(key)
-                points.append(point)
-    return points
+    domain = {"loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice}[dist]
+    return domain(args) if dist == "choice" else domain(*args)
 
 
 def param_space(spec: SweepSpec) -> dict[str, Any]:
     """Tune's param space: fixray's own points as one grid_search, or Tune domains for TPE to draw from."""
     if spec.search.method == "tpe":
-        return {k: _domain(v) if isinstance(v, dict) else tune.choice(v) if isinstance(v, list) else v for k, v in spec.search.space.items()}
-    return {POINT: tune.grid_search(grid_points(spec))}
-
-
-def expected_trials(spec: SweepSpec) -> int:
-    if spec.search.method == "tpe":
-        return spec.search.num_samples * len(spec.seeds)
-    return len(grid_points(spec))
-
-
-def trial_params(config: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
-    """Flattens a Tune trial config back into named parameters (seed included)."""
-    params = {**config.get(POINT, {}), **{k: v for k, v in config.items() if k not in (POINT, TRIAL_INDEX)}}
-    params.setdefault("seed", seeds[config.get(TRIAL_INDEX, 0)])  # TPE: Repeater numbers the copies of a suggestion
-    return params
-
-
-def run_name(cfg: TrialConfig, spec: SweepSpec) -> str:
-    model = f"{cfg.model}-" if "model" in spec.search.space else ""
-    head = f"{cfg.kind}-{'fixed' if cfg.fixed else 'learned'}" + (f"-S{cfg.S:g}" if cfg.S is not None else "")
-    return f"{model}{head}-lr{cfg.lr:g}-seed{cfg.seed}"
-
-
-class TrialDescriber:
-    """Trial config -> (MLflow run name, params, epochs); a class so Tuner.restore can unpickle it."""
-
-    def __init__(self, spec: SweepSpec) -> None:
-        self.spec = spec
-
-    def config(self, tune_config: dict[str, Any]) -> TrialConfig:
-        return trial_config(self.spec, trial_params(tune_config, self.spec.seeds))
-
-    def __call__(self, tune_config: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
-        cfg = self.config(tune_config)
-        return run_name(cfg, self.spec), cfg.as_params(), cfg.epochs
+        space = spec.search.space.parameters()
+        return {
+            k: _domain(v) if isinstance(v, dict) else tune.choice(v) if isinstance(v, list) else v
+            for k, v in space.items()
+        }
+    return {TrialDescriber.POINT: tune.grid_search(points(spec))}
 
 
 def _save_state(state: dict[str, Any], folder: str) -> ray.tune.Checkpoint:
@@ -183,8 +117,8 @@ def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, spec: SweepSpec) -> None:
         ddp_worker,
         train_loop_config={"cfg": cfg, "splits": splits, "threads": _threads(spec)},
         scaling_config=ScalingConfig(
-            num_workers=cfg.workers,
-            use_gpu=cfg.use_gpu,
+            num_workers=resources.workers,
+            use_gpu=resources.gpus_per_trial > 0,
             resources_per_worker={"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial},
         ),
         run_config=RunConfig(
@@ -207,7 +141,9 @@ def prepare_data(spec: SweepSpec) -> Splits:
     if spec.robustness is not None:
         cache = data_dir / "fixray-corrupted"
         for name in spec.robustness.corruptions:
-            extra[f"robust/{name}"] = corrupted_test_set(splits.test, spec.dataset, name, spec.robustness.severity, spec.robustness.seed, cache)
+            extra[f"robust/{name}"] = corrupted_test_set(
+                splits.test, spec.dataset, name, spec.robustness.severity, spec.robustness.seed, cache
+            )
     if spec.generalisation is not None:
         test, names = load_test_set(spec.generalisation, data_dir, spec.download)
         if tuple(names) != splits.class_names:
@@ -217,7 +153,7 @@ def prepare_data(spec: SweepSpec) -> Splits:
             )
         extra["gen"] = test
     splits = replace(splits, extra=extra)
-    splits.channel_stats  # computed once here and shipped with the data, not once per trial
+    _ = splits.channel_stats  # computed once here and shipped with the data, not once per trial
     return splits
 
 
@@ -228,11 +164,11 @@ def make_trainable(spec: SweepSpec, splits: Splits):
         # `data` holds the ref in a list, so Tune passes the ref on: DDP workers fetch it themselves.
         _quiet_checkpoint_logs()
         cfg = describer.config(config)
-        if cfg.workers > 1:
+        if spec.resources.workers > 1:
             _run_ddp(cfg, data[0], spec)
             return
         torch.set_num_threads(_threads(spec))
-        device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
+        device = "cuda" if spec.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
         train(cfg, ray.get(data[0]), _checkpointing(tune.report), _load_state(tune.get_checkpoint()), device)
 
     resources = spec.resources
@@ -329,12 +265,22 @@ def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
     # Tune runs each trial in its own working directory: relative paths must be fixed here, in the driver.
     spec = spec.model_copy(update={"storage_path": spec.storage_path.resolve()})
     runs = SweepRuns(spec.tracking.uri, spec.tracking.experiment, spec.name)
-    runs.log_sweep_params({"dataset": spec.dataset, "model": spec.model, "epochs": spec.epochs, "method": spec.search.method, "seeds": spec.seeds})
+    runs.log_sweep_params(
+        {
+            "dataset": spec.dataset,
+            "model": spec.model,
+            "epochs": spec.epochs,
+            "method": spec.search.method,
+            "seeds": spec.seeds,
+        }
+    )
     trainable = make_trainable(spec, splits)
     path = experiment_dir(spec)
     if tune.Tuner.can_restore(str(path)):
         print(f"Resuming the sweep in {path}: finished trials are kept, unfinished ones continue.", flush=True)
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space(spec), resume_unfinished=True)
+        tuner = tune.Tuner.restore(
+            str(path), trainable=trainable, param_space=param_space(spec), resume_unfinished=True
+        )
     else:
         describer = TrialDescriber(spec)
         tuner = tune.Tuner(

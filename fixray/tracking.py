@@ -6,16 +6,13 @@ an interrupted sweep never gets a second parent or a second child for the same t
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from urllib.parse import urlparse
 
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-from ray.tune.experiment import Trial
-from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
-from ray.tune.logger import LoggerCallback
 
 SWEEP_TAG = "fixray.sweep"  # on the parent and every child: the sweep's name
 ROLE_TAG = "fixray.role"  # "sweep" on the parent, "trial" on children
@@ -23,6 +20,33 @@ TRIAL_TAG = "fixray.trial_id"  # Ray Tune's trial id, stable across resumes
 STATUS_TAG = "fixray.status"  # finished | diverged | stopped_early | error
 FIGURES_DIR = "figures"  # in a trial's last checkpoint, and the artifact folder of its child run
 UNTRACKED_SCALARS = {"lr", "diverged"}  # metric keys without a '/' section that are still logged
+# MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training runs.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+class MissingStore(Exception):
+    """A read-only command pointed at a tracking URI where no MLflow store exists."""
+
+
+def local_store_path(tracking_uri: str) -> Path | None:
+    """The file or folder a local store lives in (sqlite:///x.db, file:./mlruns, ./mlruns); None for servers."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite":
+        return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme == "file" else tracking_uri)
+    return None
+
+
+def reading_client(tracking_uri: str) -> MlflowClient:
+    """A client for commands that only read: a local store that does not exist is an error, never created."""
+    path = local_store_path(tracking_uri)
+    if path is not None and not path.exists():
+        raise MissingStore(
+            f"no MLflow store at {tracking_uri} ({path.resolve()} does not exist): run a sweep first, or pass "
+            f"--tracking-uri with the store the sweep wrote to"
+        )
+    return MlflowClient(tracking_uri)
 
 
 def is_tracked_metric(key: str, value: Any) -> bool:
@@ -39,12 +63,18 @@ class SweepRuns:
     """The parent run of one sweep and lookups of its children."""
 
     def __init__(self, tracking_uri: str, experiment: str, sweep: str, create: bool = True) -> None:
-        # create=False only reads: a missing experiment or sweep raises LookupError and nothing is written.
-        self.client = MlflowClient(tracking_uri)
+        # create=False only reads: a missing store raises MissingStore, a missing experiment or sweep
+        # LookupError, and nothing is written.
+        self.client = MlflowClient(tracking_uri) if create else reading_client(tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None and not create:
             raise LookupError(f"no MLflow experiment {experiment!r} in {tracking_uri}")
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        if found is None:
+            self.experiment_id = self.client.create_experiment(experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        else:
+            self.experiment_id = found.experiment_id
+            if create and EXPERIMENT_KIND_TAG not in found.tags:
+                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         self.sweep = sweep
         existing = self._find(f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{ROLE_TAG}` = 'sweep'")
         if existing:
@@ -71,83 +101,24 @@ class SweepRuns:
 
     def child_for_trial(self, trial_id: str, run_name: str, params: dict[str, Any]) -> tuple[str, int]:
         """The child run of a trial (created once) and the last epoch it already holds."""
-        existing = self._find(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'")
+        existing = self._find(
+            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"
+        )
         if existing:
             run_id = existing[0].info.run_id
             history = self.client.get_metric_history(run_id, "train/loss")
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             return run_id, max((m.step for m in history), default=0)
-        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, SWEEP_TAG: self.sweep, ROLE_TAG: "trial", TRIAL_TAG: trial_id, MLFLOW_RUN_NAME: run_name}
+        tags = {
+            MLFLOW_PARENT_RUN_ID: self.parent_id,
+            SWEEP_TAG: self.sweep,
+            ROLE_TAG: "trial",
+            TRIAL_TAG: trial_id,
+            MLFLOW_RUN_NAME: run_name,
+        }
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.client.log_batch(run.info.run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
         return run.info.run_id, 0
 
     def end(self, status: str) -> None:
         self.client.set_terminated(self.parent_id, status)
-
-
-class MlflowTrialLogger(LoggerCallback):
-    """Ray Tune callback (runs in the driver) that mirrors every trial into a child run."""
-
-    def __init__(self, tracking_uri: str, experiment: str, sweep: str, describe: Callable[[dict], tuple[str, dict, int]]) -> None:
-        # describe(trial config) -> (run name, params to log, epochs planned); kept picklable for Tuner.restore.
-        self.tracking_uri, self.experiment, self.sweep, self.describe = tracking_uri, experiment, sweep, describe
-        self._runs: SweepRuns | None = None
-        self._child: dict[str, tuple[str, int]] = {}  # trial id -> (run id, last epoch logged)
-        self._last: dict[str, dict] = {}
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_runs": None, "_child": {}, "_last": {}}
-
-    @property
-    def runs(self) -> SweepRuns:
-        if self._runs is None:
-            self._runs = SweepRuns(self.tracking_uri, self.experiment, self.sweep)
-        return self._runs
-
-    def log_trial_start(self, trial: Trial) -> None:
-        if trial.trial_id not in self._child:
-            name, params, _ = self.describe(trial.config)
-            self._child[trial.trial_id] = self.runs.child_for_trial(trial.trial_id, name, params)
-
-    def log_trial_result(self, iteration: int, trial: Trial, result: dict) -> None:
-        self.log_trial_start(trial)
-        run_id, logged_epoch = self._child[trial.trial_id]
-        epoch = int(result.get("epoch", iteration))
-        self._last[trial.trial_id] = result
-        if epoch <= logged_epoch:  # already in MLflow from before an interruption
-            return
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in result.items() if is_tracked_metric(k, v)]
-        self.runs.client.log_batch(run_id, metrics=batch)
-        self._child[trial.trial_id] = (run_id, epoch)
-
-    def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
-        self.log_trial_start(trial)
-        run_id, _ = self._child[trial.trial_id]
-        last = self._last.get(trial.trial_id) or trial.last_result or {}
-        _, _, epochs = self.describe(trial.config)
-        if failed:
-            status = "error"
-        elif last.get("diverged") == 1:
-            status = "diverged"
-        elif int(last.get("epoch", 0)) < epochs:
-            status = "stopped_early"
-        else:
-            status = "finished"
-        figures = _figures_folder(trial, last)
-        if figures is not None:
-            self.runs.client.log_artifacts(run_id, str(figures), artifact_path=FIGURES_DIR)
-        self.runs.client.set_tag(run_id, STATUS_TAG, status)
-        self.runs.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
-
-
-def _figures_folder(trial: Trial, last: dict) -> Path | None:
-    """The figures of a trial's last checkpoint: Tune's own checkpoint, or a DDP trainer's (reported by path)."""
-    checkpoint = trial.checkpoint.path if trial.checkpoint is not None else last.get(CHECKPOINT_PATH_KEY)
-    if checkpoint is None:
-        return None
-    folder = Path(checkpoint) / FIGURES_DIR
-    return folder if folder.is_dir() else None
-
-

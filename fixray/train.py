@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +20,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from fixray import metrics, plots
-from fixray.config import TrialConfig
 from fixray.augment import augment, normalise
-from fixray.data import Augmentation, Splits
+from fixray.data import Splits
 from fixray.models import Classifier, build_classifier
+from fixray.trial import TrialConfig
 
 EVAL_BATCH = 1024  # images per forward pass when measuring the test split
 
@@ -53,14 +54,16 @@ def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
 
 
 def _broadcast_buffers(model: nn.Module) -> None:
-    """Gives every rank rank 0's BatchNorm statistics, as DDP does before each forward, so all ranks evaluate one model."""
+    """Gives every rank rank 0's BatchNorm statistics, as DDP does before each forward: all ranks evaluate one model."""
     for buffer in model.buffers():
         dist.broadcast(buffer, src=0)
 
 
 def _max_weight_difference(model: nn.Module, device: torch.device) -> float:
     """Largest |w_rank - w_rank0| over all weights and buffers; 0 means the DDP replicas agree."""
-    flat = torch.cat([t.detach().flatten().double() for t in model.state_dict().values() if t.is_floating_point()]).to(device)
+    flat = torch.cat([t.detach().flatten().double() for t in model.state_dict().values() if t.is_floating_point()]).to(
+        device
+    )
     reference = flat.clone()
     dist.broadcast(reference, src=0)
     gap = (flat - reference).abs().max()
@@ -70,26 +73,40 @@ def _max_weight_difference(model: nn.Module, device: torch.device) -> float:
 
 def _make_optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    sgd = cfg.optimizer
+    nesterov = sgd.nesterov and sgd.momentum > 0  # torch refuses Nesterov without momentum
+    return torch.optim.SGD(
+        trainable, lr=cfg.lr, momentum=sgd.momentum, nesterov=nesterov, weight_decay=sgd.weight_decay
+    )
 
 
 def _make_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
-    if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
-    if cfg.schedule == "cosine":
+    schedule = cfg.schedule
+    if schedule.kind == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=schedule.factor, patience=schedule.patience
+        )
+    if schedule.kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     return None
 
 
 @torch.no_grad()
-def _embed(model: Classifier, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _embed(
+    model: Classifier, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
-    batches = (model.embed_and_classify(normalise(images[i : i + EVAL_BATCH], mean, std)) for i in range(0, len(images), EVAL_BATCH))
+    batches = (
+        model.embed_and_classify(normalise(images[i : i + EVAL_BATCH], mean, std))
+        for i in range(0, len(images), EVAL_BATCH)
+    )
     features, logits = zip(*batches)
     return torch.cat(features), torch.cat(logits)
 
 
-def measure(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor) -> dict[str, float]:
+def measure(
+    features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor
+) -> dict[str, float]:
     """Accuracy, loss and the paper's geometry measurements on the test split."""
     predictions = logits.argmax(dim=1)
     sep_mean, sep_max = metrics.separability(vectors)
@@ -104,13 +121,22 @@ def measure(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, 
     }
 
 
-def draw_figures(cfg: TrialConfig, features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor, names: tuple[str, ...]) -> dict[str, bytes]:
+def draw_figures(
+    cfg: TrialConfig,
+    features: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    vectors: torch.Tensor,
+    names: tuple[str, ...],
+) -> dict[str, bytes]:
     """The paper's three figures for this trial, as PNG files by name."""
-    head = f"{cfg.kind} head, {'fixed' if cfg.fixed else 'learned'}" + (f", S={cfg.S:g}" if cfg.S is not None else "")
+    head = cfg.head.label()
     confusion = metrics.confusion_matrix(labels, logits.argmax(dim=1), vectors.shape[0])
     return {
         "class_vector_cosines.png": plots.class_cosine_png(vectors, names, f"class-vector cosines ({head})"),
-        "mistakes_vs_cosine.png": plots.mistakes_vs_cosine_png(vectors, confusion, f"mistakes vs class-vector cosine ({head})"),
+        "mistakes_vs_cosine.png": plots.mistakes_vs_cosine_png(
+            vectors, confusion, f"mistakes vs class-vector cosine ({head})"
+        ),
         "image_vectors_2d.png": plots.image_vectors_png(features, labels, names, head),
     }
 
@@ -138,10 +164,7 @@ def train(
     """Trains one model for cfg.epochs epochs (from `start`, a state this loop reported); returns the last metrics."""
     device = torch.device(device)
     rank, world = _distributed()
-    model = build_classifier(
-        cfg.model, splits.input_spec, splits.num_classes, seed=cfg.seed, kind=cfg.kind, fixed=cfg.fixed, scale=cfg.S or 1.0,
-        bias=cfg.bias, draw=cfg.init, learn_scale=cfg.learn_S, margin=cfg.margin, m=cfg.m,
-    ).to(device)
+    model = build_classifier(cfg.model, splits.input_spec, splits.num_classes, cfg.head, cfg.seed).to(device)
     optimizer = _make_optimizer(cfg, model)
     scheduler = _make_scheduler(cfg, optimizer)
     first_epoch = 1
@@ -155,7 +178,6 @@ def train(
     train_x, train_y = _tensor(splits.train.x, device), _tensor(splits.train.y, device)
     test_x, test_y = _tensor(splits.test.x, device), _tensor(splits.test.y, device)
     mean, std = (torch.tensor(v, device=device) for v in splits.channel_stats)
-    augmentation = Augmentation(cfg.crop_padding, cfg.flip)
 
     last: dict[str, float] = {}
     for epoch in range(first_epoch, cfg.epochs + 1):
@@ -166,7 +188,7 @@ def train(
         for i in range(0, len(order), cfg.batch_size):
             batch = order[i : i + cfg.batch_size]
             labels = train_y[batch]
-            logits = net(normalise(augment(train_x[batch], augmentation, generator), mean, std), labels)
+            logits = net(normalise(augment(train_x[batch], cfg.augmentation, generator), mean, std), labels)
             loss = F.cross_entropy(logits, labels)
             if not torch.isfinite(loss):
                 finite = False
@@ -201,13 +223,17 @@ def train(
             last["ddp/max_weight_diff"] = _max_weight_difference(model, device)
         state = None
         if rank == 0:
-            state = copy.deepcopy({  # a snapshot: state_dict() tensors alias the live, still-training ones
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            })
+            state = copy.deepcopy(
+                {  # a snapshot: state_dict() tensors alias the live, still-training ones
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                }
+            )
             if epoch == cfg.epochs:
-                state["figures"] = draw_figures(cfg, features, logits, test_y, model.head.class_vectors, splits.class_names)
+                state["figures"] = draw_figures(
+                    cfg, features, logits, test_y, model.head.class_vectors, splits.class_names
+                )
         report(last, state)
     return last

@@ -1,9 +1,8 @@
 """cluster.yaml is a cluster config that Ray's own validator accepts."""
 
 import yaml
-from ray.autoscaler._private.util import prepare_config, validate_config
-
 from conftest import ROOT
+from ray.autoscaler._private.util import prepare_config, validate_config
 
 
 def test_cluster_yaml_passes_rays_schema_and_has_gpu_workers():

@@ -29,7 +29,9 @@ def test_corruption_is_deterministic_for_a_seed(images, name):
 
 
 def test_impulse_noise_differs_between_seeds(images):
-    assert not np.array_equal(corrupt_images(images, "impulse_noise", 3, seed=1), corrupt_images(images, "impulse_noise", 3, seed=2))
+    assert not np.array_equal(
+        corrupt_images(images, "impulse_noise", 3, seed=1), corrupt_images(images, "impulse_noise", 3, seed=2)
+    )
 
 
 @pytest.mark.parametrize("name", CORRUPTIONS)

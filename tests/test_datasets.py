@@ -2,21 +2,31 @@
 
 import numpy as np
 import pytest
+from formats_writers import (
+    CIFAR10_NAMES,
+    write_cifar10,
+    write_cifar100,
+    write_cifar101,
+    write_stl10,
+    write_tinyimagenet,
+)
 
-from fixray.config import TrialConfig
 from fixray.data import DATASETS, DatasetUnavailable, load_dataset, load_test_set
 from fixray.train import train
-
-from formats_writers import (
-    CIFAR10_NAMES, write_cifar10, write_cifar100, write_cifar101, write_stl10, write_tinyimagenet,
-)
+from fixray.trial import Augmentation, HeadConfig, OptimizerConfig, ScheduleConfig, TrialConfig
 
 
 def _one_epoch(splits) -> dict:
     cfg = TrialConfig(
-        dataset="x", data_dir=None, model="small_cnn", epochs=1, batch_size=8, lr=0.05, momentum=0.9, nesterov=True,
-        weight_decay=0.0, schedule="none", plateau_factor=0.2, plateau_patience=3, kind="cosine", fixed=True, S=10.0,
-        bias=False, seed=0, crop_padding=4, flip=True,
+        model="small_cnn",
+        epochs=1,
+        seed=0,
+        batch_size=8,
+        lr=0.05,
+        optimizer=OptimizerConfig(weight_decay=0.0),
+        schedule=ScheduleConfig(kind="none"),
+        head=HeadConfig(kind="cosine", fixed=True, S=10.0, bias=False),
+        augmentation=Augmentation(crop_padding=4, flip=True),
     )
     reports = []
     final = train(cfg, splits, lambda m, s: reports.append(m))
@@ -67,7 +77,9 @@ def test_tinyimagenet_folders_and_val_annotations(tmp_path):
 def test_cifar101_npy_files_share_cifar10_classes(tmp_path, name, version):
     written = write_cifar101(tmp_path, version)
     test, names = load_test_set(name, tmp_path, download=False)
-    assert test.x.shape == (8, 3, 32, 32) and np.array_equal(test.x, written["x"]) and np.array_equal(test.y, written["y"])
+    assert (
+        test.x.shape == (8, 3, 32, 32) and np.array_equal(test.x, written["x"]) and np.array_equal(test.y, written["y"])
+    )
     assert names == tuple(CIFAR10_NAMES)
     with pytest.raises(KeyError):
         load_dataset(name, tmp_path)  # test-only: not a training set

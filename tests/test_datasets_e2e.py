@@ -1,7 +1,6 @@
 """`fixray sweep` on dataset folders in official formats: robustness and generalisation land in MLflow."""
 
 import pytest
-
 from formats_writers import write_cifar10, write_cifar101
 from test_sweep_e2e import ENV, run, steps, store
 
@@ -43,11 +42,23 @@ def test_cifar_folder_sweep_logs_robustness_and_generalisation(tmp_path):
 
 
 def test_offline_missing_dataset_exits_2_with_advice_and_starts_nothing(tmp_path):
-    (tmp_path / "s.yaml").write_text(CIFAR_SWEEP.format(data_dir=tmp_path / "empty").replace("download: false", "download: true"))
+    (tmp_path / "s.yaml").write_text(
+        CIFAR_SWEEP.format(data_dir=tmp_path / "empty").replace("download: false", "download: true")
+    )
     closed = "http://127.0.0.1:9"  # nothing listens there: the download fails at once, online or not
-    done = run(["sweep", "s.yaml"], tmp_path, env={**ENV, "http_proxy": closed, "https_proxy": closed, "HTTPS_PROXY": closed, "HTTP_PROXY": closed})
+    done = run(
+        ["sweep", "s.yaml"],
+        tmp_path,
+        env={**ENV, "http_proxy": closed, "https_proxy": closed, "HTTPS_PROXY": closed, "HTTP_PROXY": closed},
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
-    for text in (str(tmp_path / "empty" / "cifar-10-batches-py"), "data_batch_1", "data_dir", "--data-dir", "download failed"):
+    for text in (
+        str(tmp_path / "empty" / "cifar-10-batches-py"),
+        "data_batch_1",
+        "data_dir",
+        "--data-dir",
+        "download failed",
+    ):
         assert text in done.stderr, text
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "fixray-runs").exists()

@@ -45,7 +45,7 @@ def test_confusion_matrix_counts_true_class_rows_and_predicted_columns():
 
 
 def _confusion_from_cosines(vectors: torch.Tensor, sign: float) -> torch.Tensor:
-    """Mistake counts that grow (sign +1) or shrink (sign -1) strictly with cos(w_i, w_j); symmetric like the cosines."""
+    """Mistake counts rising (sign +1) or falling (sign -1) strictly with cos(w_i, w_j), symmetric as the cosines."""
     _, dense_rank = torch.unique(sign * metrics.class_cosine_matrix(vectors), return_inverse=True)
     return dense_rank + torch.eye(len(vectors), dtype=torch.long) * 1000
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fixray.models import BACKBONES, InputSpec, build_classifier
+from fixray.trial import HeadConfig
 
 FEATURES = {"resnet18": 512, "preact_resnet18": 512, "mobilenetv2": 1280, "small_cnn": 64}
 # Parameters with a learned 10-class dot-product head (weights and bias), as in the common CIFAR model zoo.
@@ -13,7 +14,7 @@ PARAMETERS = {"resnet18": 11_173_962, "preact_resnet18": 11_172_170, "mobilenetv
 @pytest.mark.parametrize("name", sorted(FEATURES))
 @pytest.mark.parametrize("size,classes", [(32, 10), (64, 200), (96, 10)])
 def test_every_backbone_gives_logits_and_image_vectors_at_every_input_size(name, size, classes):
-    model = build_classifier(name, InputSpec(3, size), classes, kind="cosine", fixed=True, scale=1.0, bias=False, seed=0).eval()
+    model = build_classifier(name, InputSpec(3, size), classes, HeadConfig(kind="cosine", fixed=True), seed=0).eval()
     with torch.no_grad():
         features, logits = model.embed_and_classify(torch.randn(2, 3, size, size))
     assert features.shape == (2, FEATURES[name]) and model.backbone.feature_dim == FEATURES[name]
@@ -22,8 +23,8 @@ def test_every_backbone_gives_logits_and_image_vectors_at_every_input_size(name,
 
 @pytest.mark.parametrize("name", sorted(PARAMETERS))
 def test_parameter_counts_match_the_cifar_model_zoo(name):
-    learned = build_classifier(name, InputSpec(3, 32), 10, kind="dot", fixed=False, scale=1.0, bias=True, seed=0)
-    fixed = build_classifier(name, InputSpec(3, 32), 10, kind="dot", fixed=True, scale=1.0, bias=True, seed=0)
+    learned = build_classifier(name, InputSpec(3, 32), 10, HeadConfig(kind="dot", fixed=False), seed=0)
+    fixed = build_classifier(name, InputSpec(3, 32), 10, HeadConfig(kind="dot", fixed=True), seed=0)
     assert sum(p.numel() for p in learned.parameters()) == PARAMETERS[name]
     # A fixed head's W and b are buffers: that many fewer parameters to train.
     assert sum(p.numel() for p in fixed.parameters()) == PARAMETERS[name] - (FEATURES[name] * 10 + 10)

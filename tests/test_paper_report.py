@@ -21,7 +21,9 @@ def _child(runs: SweepRuns, trial: str, params: dict, acc: float | None, compact
         runs.client.log_batch(run_id, metrics=[Metric("val/acc", float("nan"), 0, 1), Metric("diverged", 1.0, 0, 1)])
     else:
         runs.client.set_tag(run_id, STATUS_TAG, "finished")
-        runs.client.log_batch(run_id, metrics=[Metric("val/acc", acc, 0, 1), Metric("val/compactness", compactness, 0, 1)])
+        runs.client.log_batch(
+            run_id, metrics=[Metric("val/acc", acc, 0, 1), Metric("val/compactness", compactness, 0, 1)]
+        )
 
 
 def test_table1_cells_take_the_best_learning_rate_and_match_mlflow(tmp_path, capsys):
@@ -62,9 +64,30 @@ def test_every_table_layout_has_a_cell_and_a_published_number_per_position(table
 def test_table6_reads_each_corruptions_accuracy_from_the_best_lr_run(tmp_path, capsys):
     runs = SweepRuns(_store(tmp_path), "fixray-paper", "paper-dot-cifar10")
     for lr, acc, robust in (("0.1", 0.90, 0.40), ("0.01", 0.95, 0.55)):
-        run_id, _ = runs.child_for_trial(f"t{lr}", f"t{lr}", {"model": "resnet18", "fixed": "True", "lr": lr, "seed": "0"})
+        run_id, _ = runs.child_for_trial(
+            f"t{lr}", f"t{lr}", {"model": "resnet18", "fixed": "True", "lr": lr, "seed": "0"}
+        )
         runs.client.set_tag(run_id, STATUS_TAG, "finished")
-        runs.client.log_batch(run_id, metrics=[Metric("val/acc", acc, 0, 1), Metric("robust/jpeg_compression/acc", robust, 0, 1)])
+        runs.client.log_batch(
+            run_id, metrics=[Metric("val/acc", acc, 0, 1), Metric("robust/jpeg_compression/acc", robust, 0, 1)]
+        )
     assert main(["report", "table6", "--tracking-uri", _store(tmp_path), "--paper"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| jpeg_compression cifar10 |"))
     assert row.split(" | ")[1] == "55.0 ± 0.0 (paper 71.8)"  # lr 0.01 has the better test accuracy
+
+
+def test_a_report_where_no_store_exists_exits_2_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "quickstart"]) == 2
+    assert main(["report", "table1"]) == 2
+    assert list(tmp_path.iterdir()) == []  # no empty mlflow.db left behind
+    assert "no MLflow store at sqlite:///mlflow.db" in capsys.readouterr().err
+
+
+def test_experiments_open_on_their_training_runs_in_the_mlflow_ui(tmp_path):
+    """MLflow 3 opens an experiment in its GenAI view unless its kind says it holds model training runs."""
+    fresh = SweepRuns(_store(tmp_path), "fixray", "s")
+    assert fresh.client.get_experiment(fresh.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    older = fresh.client.create_experiment("made-before-fixray-set-the-kind")
+    SweepRuns(_store(tmp_path), "made-before-fixray-set-the-kind", "s")
+    assert fresh.client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"

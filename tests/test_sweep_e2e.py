@@ -68,11 +68,22 @@ def test_sweep_records_one_parent_and_one_child_per_trial_then_resume_adds_nothi
         assert {"kind", "fixed", "S", "lr", "seed", "epochs", "batch_size", "model", "dataset"} <= set(params)
         assert (params["S"] == "none") == (params["kind"] == "dot")
         seen.add((params["kind"], params["fixed"]))
-        for key in ("train/loss", "val/acc", "val/compactness", "val/separability_mean", "val/confusion_spearman", "lr"):
+        for key in (
+            "train/loss",
+            "val/acc",
+            "val/compactness",
+            "val/separability_mean",
+            "val/confusion_spearman",
+            "lr",
+        ):
             assert steps(client, child, key) == [1, 2, 3], key
         assert metrics["val/acc"] > 0.8
         figures = {f.path for f in client.list_artifacts(child.info.run_id, "figures")}
-        assert figures == {"figures/class_vector_cosines.png", "figures/mistakes_vs_cosine.png", "figures/image_vectors_2d.png"}
+        assert figures == {
+            "figures/class_vector_cosines.png",
+            "figures/mistakes_vs_cosine.png",
+            "figures/image_vectors_2d.png",
+        }
         assert not {"time_this_iter_s", "pid", "timestamp", "training_iteration", "done"} & set(metrics)
     assert seen == {("dot", "True"), ("dot", "False"), ("cosine", "True"), ("cosine", "False")}
 
@@ -112,7 +123,9 @@ search:
 
 def test_interrupted_sweep_resumes_without_redoing_trials_or_duplicating_runs(tmp_path):
     (tmp_path / "s.yaml").write_text(INTERRUPTIBLE)
-    first = subprocess.Popen(FIXRAY + ["sweep", "s.yaml"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        FIXRAY + ["sweep", "s.yaml"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     output = []
     deadline = time.monotonic() + 240
     for line in first.stdout:
@@ -178,7 +191,9 @@ def test_two_worker_ddp_trials_keep_identical_weights_and_their_reports_reach_as
     assert steps(client, good, "val/acc") == [1, 2, 3]
     assert good.data.metrics["ddp/max_weight_diff"] == 0.0  # both workers hold the same weights at the end
     assert good.data.metrics["val/acc"] > 0.8
-    assert len(client.list_artifacts(good.info.run_id, "figures")) == 3  # drawn by rank 0, found via the trainer's checkpoint
+    assert (
+        len(client.list_artifacts(good.info.run_id, "figures")) == 3
+    )  # drawn by rank 0, found via the trainer's checkpoint
     assert slow.data.tags[STATUS_TAG] == "stopped_early"
     assert steps(client, slow, "val/acc") == [1]
 

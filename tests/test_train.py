@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fixray.config import TrialConfig
 from fixray.data import load_dataset
 from fixray.train import train
+from fixray.trial import HeadConfig, OptimizerConfig, TrialConfig
 
 
 @pytest.fixture(scope="module")
@@ -16,13 +16,17 @@ def digits():
     return load_dataset("digits")
 
 
-def _cfg(**changes) -> TrialConfig:
-    base = dict(
-        dataset="digits", data_dir=None, model="small_cnn", epochs=3, batch_size=64, lr=0.1, momentum=0.9, nesterov=True,
-        weight_decay=5e-4, schedule="plateau", plateau_factor=0.2, plateau_patience=3, kind="cosine", fixed=True, S=10.0,
-        bias=False, seed=0,
+def _cfg(epochs: int = 3, lr: float = 0.1, **head) -> TrialConfig:
+    """A digits trial; keyword arguments beyond epochs and lr are head options (default: fixed cosine, S = 10)."""
+    return TrialConfig(
+        model="small_cnn",
+        epochs=epochs,
+        seed=0,
+        batch_size=64,
+        lr=lr,
+        optimizer=OptimizerConfig(weight_decay=5e-4),
+        head=HeadConfig(**{"kind": "cosine", "fixed": True, "S": 10.0, **head}),
     )
-    return TrialConfig(**{**base, **changes})
 
 
 class Recorder:
@@ -47,7 +51,7 @@ def test_digits_split_is_fixed_and_uint8(digits):
 @pytest.mark.parametrize("kind,fixed", [("dot", True), ("dot", False), ("cosine", True), ("cosine", False)])
 def test_every_head_learns_digits_and_reports_each_epoch(digits, kind, fixed):
     record = Recorder()
-    final = train(_cfg(kind=kind, fixed=fixed, S=10.0 if kind == "cosine" else None, bias=kind == "dot"), digits, record)
+    final = train(_cfg(kind=kind, fixed=fixed), digits, record)
     assert [m["epoch"] for m in record.metrics] == [1, 2, 3]
     assert final["val/acc"] > 0.9
     assert record.metrics[-1]["train/loss"] < record.metrics[0]["train/loss"]
@@ -58,10 +62,10 @@ def test_every_head_learns_digits_and_reports_each_epoch(digits, kind, fixed):
 
 def test_fixed_head_is_untouched_by_the_whole_loop(digits):
     record = Recorder()
-    train(_cfg(kind="dot", fixed=True, S=None, bias=True), digits, record)
+    train(_cfg(kind="dot", fixed=True), digits, record)
     from fixray.models import build_classifier
 
-    fresh = build_classifier("small_cnn", digits.input_spec, 10, kind="dot", fixed=True, scale=1.0, bias=True, seed=0)
+    fresh = build_classifier("small_cnn", digits.input_spec, 10, HeadConfig(kind="dot", fixed=True), seed=0)
     trained = record.states[-1]["model"]
     assert torch.equal(trained["head.weight"], fresh.head.weight)
     assert torch.equal(trained["head.bias"], fresh.head.bias)
@@ -70,7 +74,7 @@ def test_fixed_head_is_untouched_by_the_whole_loop(digits):
 
 def test_a_nan_loss_is_reported_as_diverged_not_raised(digits):
     record = Recorder()
-    final = train(_cfg(kind="dot", fixed=False, S=None, bias=True, lr=1e6, epochs=5), digits, record)
+    final = train(_cfg(kind="dot", fixed=False, lr=1e6, epochs=5), digits, record)
     assert final["diverged"] == 1.0
     assert math.isnan(final["val/acc"])
     assert len(record.metrics) < 5 and record.states[-1] is None

@@ -1,0 +1,461 @@
+"""The sweep file schema: YAML -> a validated SweepSpec, or every problem at once with its key path.
+
+Settings that reach a trial are the trial contract's own types (trial.py), so a rule (S > 0, momentum
+in [0, 1)) is written once and holds in the file's defaults and in its search space alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Strict,
+    Tag,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic_core import PydanticUndefined
+
+from fixray.corruptions import CORRUPTIONS, MIN_SIZE, Corruption
+from fixray.data import DATASETS
+from fixray.heads import HEADS
+from fixray.models import BACKBONES
+from fixray.trial import (
+    FLAT_PATHS,
+    SEARCHABLE,
+    Augmentation,
+    BatchSize,
+    Epochs,
+    HeadConfig,
+    LearningRate,
+    OptimizerConfig,
+    ScheduleConfig,
+    TrialConfig,
+    field_type,
+)
+from fixray.trial import _base_type as base_type
+
+EXTENDS_KEY = "extends"  # a sweep file may extend a base file (path relative to it); its own keys win
+
+
+class Schema(BaseModel):
+    """Unknown keys and NaN/inf are errors: a typo must never silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _from_trial(name: str) -> Any:
+    """A schema field that is the trial contract's own: the same default and meaning (its type is written beside)."""
+    trial_field = {f.name: f for f in dataclasses.fields(TrialConfig)}[name]
+    default = PydanticUndefined if trial_field.default is dataclasses.MISSING else trial_field.default
+    if trial_field.default_factory is not dataclasses.MISSING:
+        return Field(default_factory=trial_field.default_factory, description=trial_field.metadata["doc"])
+    return Field(default, description=trial_field.metadata["doc"])
+
+
+class RobustnessSpec(Schema):
+    """After training: accuracy on corrupted copies of the test set (paper Table 6), as robust/<name>/acc."""
+
+    corruptions: list[Corruption] = Field(
+        default_factory=lambda: list(CORRUPTIONS), min_length=1, description="imagecorruptions functions to apply"
+    )
+    severity: int = Field(3, ge=1, le=5, description="imagecorruptions severity 1-5; the paper does not state its own")
+    seed: int = Field(0, description="the corrupted sets are drawn from this seed once, then cached on disk")
+
+
+class AshaSpec(Schema):
+    """Ray Tune's ASHA early stopping on test accuracy, in epochs."""
+
+    grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
+    reduction_factor: float = Field(2.0, gt=1, description="1/reduction_factor of trials go on at each rung")
+
+
+# --- the typed search space: one field per searchable setting, typed by the trial contract ---------------
+
+VALUE, GRID, RANGE = "<value>", "<grid>", "<range>"  # union tags; key paths leave them out
+DISTRIBUTIONS = ("loguniform", "uniform", "choice")
+
+
+def _shape(value: Any) -> str:
+    return GRID if isinstance(value, list) else RANGE if isinstance(value, dict) else VALUE
+
+
+class RangeBase(Schema):
+    """Exactly one distribution; ranges need lo < hi (and lo > 0 on a log scale)."""
+
+    @model_validator(mode="after")
+    def _one_distribution(self) -> RangeBase:
+        given = [name for name in DISTRIBUTIONS if getattr(self, name, None) is not None]
+        if len(given) != 1:
+            allowed = ", ".join(f"{n}: [lo, hi]" if n != "choice" else "choice: [...]" for n in type(self).model_fields)
+            raise ValueError(f"a mapping with exactly one of: {allowed}")
+        return self
+
+
+def _ascending(bounds: list[float]) -> list[float]:
+    if not bounds[0] < bounds[1]:
+        raise ValueError("[lo, hi] with lo < hi")
+    return bounds
+
+
+def _positive_low(bounds: list[float]) -> list[float]:
+    if bounds[0] <= 0:
+        raise ValueError("[lo, hi] with lo > 0 on a log scale")
+    return bounds
+
+
+def _searchable_type(flat: str) -> Any:
+    """value | [grid values] | {loguniform|uniform: [lo, hi]} (numbers only) | {choice: [...]}, each value strict."""
+    annotation = field_type(flat)
+    if get_origin(annotation) in (Union, types.UnionType):  # X | None: None is no value to search
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    numeric = base_type(annotation) in (int, float)
+    value = (
+        Annotated[annotation, Strict()] if base_type(annotation) in (bool, int, float) else annotation
+    )  # no "yes" for true
+    pair = Annotated[list[value], Field(min_length=2, max_length=2), AfterValidator(_ascending)]
+    log_pair = Annotated[pair, AfterValidator(_positive_low)]
+    ranges = {"loguniform": (log_pair | None, None), "uniform": (pair | None, None)} if numeric else {}
+    range_model = create_model(
+        f"{flat}Range", __base__=RangeBase, **ranges, choice=(list[value] | None, Field(None, min_length=1))
+    )
+    grid = Annotated[list[value], Field(min_length=1), Tag(GRID)]
+    return Annotated[Annotated[value, Tag(VALUE)] | grid | Annotated[range_model, Tag(RANGE)], Discriminator(_shape)]
+
+
+class SpaceBase(Schema):
+    _order: list[str] = PrivateAttr(default_factory=list)  # the file's order: grids and draws follow it
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _in_file_order(cls, data: Any, handler) -> SpaceBase:
+        space = handler(data)
+        space._order = [name for name in data if getattr(space, name, None) is not None]
+        if not space._order:
+            raise ValueError(f"at least one parameter to search, from: {', '.join(SEARCHABLE)}")
+        return space
+
+    def parameters(self) -> dict[str, Any]:
+        """The searched settings by flat name, in the file's order: a value, a grid list, or {distribution: args}."""
+        values = {}
+        for name in self._order:
+            value = getattr(self, name)
+            values[name] = value.model_dump(exclude_none=True) if isinstance(value, BaseModel) else value
+        return values
+
+
+SearchSpace = create_model(
+    "SearchSpace",
+    __base__=SpaceBase,
+    __doc__="parameter -> value | [grid values] | {loguniform|uniform: [lo, hi]} | {choice: [...]}",
+    **{name: (_searchable_type(name) | None, None) for name in SEARCHABLE},
+)
+
+
+class SearchSpec(Schema):
+    """How configurations are chosen; every configuration runs once per seed."""
+
+    method: Literal["grid", "random", "tpe"] = Field("grid", description="tpe: Optuna's TPE through Ray Tune")
+    num_samples: int = Field(1, ge=1, description="random/tpe: configurations drawn from the ranges")
+    space: SearchSpace = Field(description="searched settings: " + ", ".join(SEARCHABLE))
+    asha: AshaSpec | None = Field(None, description="optional early stopping on test accuracy")
+    max_concurrent_trials: int | None = Field(None, ge=1, description="null: as many as the resources allow")
+    random_seed: int = Field(0, description="seeds the random/TPE searcher, so a file draws the same configurations")
+
+
+class ResourcesSpec(Schema):
+    """What one trial takes from the Ray cluster."""
+
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPU cores per training worker")
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per training worker; 0 trains on the CPU")
+    workers: int = Field(1, ge=1, description="DDP workers per trial; > 1 runs the trial through Ray Train")
+
+
+class TrackingSpec(Schema):
+    """Where MLflow runs go."""
+
+    uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI; on a cluster, an `mlflow server` address")
+    experiment: str = Field("fixray", description="MLflow experiment that holds the sweep's parent run")
+
+
+class SweepSpec(Schema):
+    """A sweep file: the trials' shared settings, what is searched, and where it runs and is recorded."""
+
+    name: str | None = Field(
+        None, min_length=1, description="MLflow parent run and Tune experiment; null: the file's stem"
+    )
+    dataset: str = Field(
+        description="a registered training set: " + ", ".join(n for n, e in DATASETS.items() if e.train_set)
+    )
+    data_dir: Path | None = Field(
+        None, description="folder holding the datasets; null: $FIXRAY_DATA or ~/.cache/fixray/datasets"
+    )
+    download: bool = Field(True, description="fetch missing dataset files (needs the internet); false: disk only")
+    model: str = _from_trial("model")
+    epochs: Epochs = _from_trial("epochs")
+    batch_size: BatchSize = _from_trial("batch_size")
+    lr: LearningRate = _from_trial("lr")
+    optimizer: OptimizerConfig = _from_trial("optimizer")
+    schedule: ScheduleConfig = _from_trial("schedule")
+    head: HeadConfig = _from_trial("head")
+    augmentation: Augmentation | None = Field(None, description="null: the dataset's standard augmentation")
+    robustness: RobustnessSpec | None = Field(None, description="corrupted test sets measured after training (Table 6)")
+    generalisation: str | None = Field(
+        None, description="a registered test set with the training set's classes (e.g. cifar10.1): gen/acc"
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0], min_length=1, description="each configuration runs once per seed"
+    )
+    search: SearchSpec = Field(description="how configurations are chosen: method, space, early stopping")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Ray resources per trial")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow")
+    storage_path: Path = Field(Path("fixray-runs"), description="Ray Tune's results and checkpoints; resume reads them")
+
+    def head_kinds(self) -> list[str]:
+        """The head kinds this sweep trains."""
+        return _values(self.search.space.parameters().get("kind", self.head.kind))
+
+
+# --- problems -----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a sweep file, located by its key path."""
+
+    path: str
+    value: Any
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: got {self.value!r}; expected {self.expected}"
+
+
+class SweepFileError(Exception):
+    """A sweep file that cannot run; lists every problem so one edit fixes them all."""
+
+    def __init__(self, file: Path, problems: list[Problem]) -> None:
+        self.file = file
+        self.problems = problems
+        lines = [f"{file}: {len(problems)} problem(s) in the sweep file:"]
+        lines += [f"  {file}: {problem}" for problem in problems]
+        super().__init__("\n".join(lines))
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, str) and part.startswith("<"):
+            continue  # a union tag, not a key
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the schema knows at a location (for 'unknown key' messages)."""
+    node: Any = SweepSpec
+    for part in loc:
+        if isinstance(part, int) or (isinstance(part, str) and part.startswith("<")):
+            continue
+        node = _section(_annotation(node, part))
+    return (
+        list(node.model_fields)
+        if isinstance(node, type) and issubclass(node, BaseModel)
+        else [f.name for f in dataclasses.fields(node)]
+    )
+
+
+def _annotation(node: type, key: str) -> Any:
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return node.model_fields[key].annotation
+    return get_type_hints(node)[key]
+
+
+def _section(annotation: Any) -> Any:
+    """The model or dataclass behind Annotated[...], X | None, list[...] and tagged unions."""
+    if isinstance(annotation, type) and (issubclass(annotation, BaseModel) or dataclasses.is_dataclass(annotation)):
+        return annotation
+    for arg in get_args(annotation):
+        found = _section(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _pydantic_problems(error: ValidationError) -> list[Problem]:
+    problems = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            allowed = ", ".join(_keys_at(loc[:-1]))
+            problems.append(
+                Problem(_key_path(loc), item["input"], f"one of the known keys here: {allowed} (this key is unknown)")
+            )
+        elif item["type"] == "missing":
+            problems.append(Problem(_key_path(loc), None, "this required key to be set"))
+        else:
+            message = item["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+            problems.append(Problem(_key_path(loc), item["input"], message))
+    return problems
+
+
+def _values(value: Any) -> list[Any]:
+    """The values a raw search-space entry can take (ranges: none that can be listed)."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        choice = value.get("choice", [])
+        return choice if isinstance(choice, list) else []
+    return [value]
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _registry_problems(raw: dict[str, Any], space: dict[str, Any], head: dict[str, Any]) -> list[Problem]:
+    """Names that must be registered: dataset, backbone, head kind, generalisation set, wherever they are set."""
+    problems = []
+    train_sets = {name for name, entry in DATASETS.items() if entry.train_set}
+    checks = [
+        ("dataset", raw.get("dataset"), train_sets, "a registered training dataset"),
+        ("generalisation", raw.get("generalisation"), set(DATASETS), "a registered dataset"),
+        ("model", raw.get("model"), set(BACKBONES), "a registered model"),
+        ("head.kind", head.get("kind"), set(HEADS), "a registered head kind"),
+    ]
+    for name, registry, what in (("model", BACKBONES, "a registered model"), ("kind", HEADS, "a registered head kind")):
+        entry = space.get(name)
+        if isinstance(entry, list):
+            checks += [(f"search.space.{name}[{i}]", v, set(registry), what) for i, v in enumerate(entry)]
+        elif isinstance(entry, dict) and isinstance(entry.get("choice"), list):
+            checks += [
+                (f"search.space.{name}.choice[{i}]", v, set(registry), what) for i, v in enumerate(entry["choice"])
+            ]
+        elif entry is not None and not isinstance(entry, dict):
+            checks.append((f"search.space.{name}", entry, set(registry), what))
+    for path, value, registry, what in checks:
+        if isinstance(value, str) and value not in registry:
+            problems.append(Problem(path, value, f"{what}: {', '.join(sorted(registry))}"))
+    dataset = DATASETS.get(raw.get("dataset")) if isinstance(raw.get("dataset"), str) else None
+    if raw.get("robustness") is not None and dataset is not None and dataset.image_size < MIN_SIZE:
+        size = f"{dataset.image_size}x{dataset.image_size}"
+        expected = f"no robustness test on {size} images (imagecorruptions needs at least {MIN_SIZE}x{MIN_SIZE})"
+        problems.append(Problem("robustness", raw["robustness"], expected))
+    return problems
+
+
+def _head_option_problems(space: dict[str, Any], head: dict[str, Any]) -> list[Problem]:
+    """Head options set or searched where no swept head kind reads them (asked of the head classes)."""
+    kinds = [HEADS[k] for k in _values(space.get("kind", head.get("kind", HeadConfig.kind))) if k in HEADS]
+    if not kinds:
+        return []
+    readers = {
+        name: [h.kind for h in HEADS.values() if name in h.options]
+        for name in FLAT_PATHS
+        if FLAT_PATHS[name][0] == "head"
+    }
+    defaults = {f.name: f.default for f in dataclasses.fields(HeadConfig)}
+    problems = []
+    for name, kinds_reading in readers.items():
+        if name == "kind" or any(name in h.options for h in kinds):
+            continue
+        who = " or ".join(kinds_reading) + " heads"
+        if name in space:
+            problems.append(
+                Problem(
+                    f"search.space.{name}",
+                    space[name],
+                    f"no {name} search unless {who} are swept ({name} applies to {who} only)",
+                )
+            )
+        if name in head and head[name] != defaults[name]:
+            problems.append(
+                Problem(f"head.{name}", head[name], f"{name} left at {defaults[name]!r}: it applies to {who} only")
+            )
+    return problems
+
+
+def _method_problems(search: dict[str, Any], space: dict[str, Any]) -> list[Problem]:
+    if search.get("method", "grid") != "grid":
+        return []
+    return [
+        Problem(f"search.space.{name}", value, "a list of grid values (ranges need search.method random or tpe)")
+        for name, value in space.items()
+        if isinstance(value, dict) and "choice" not in value
+    ]
+
+
+def parse_sweep(raw: Any, file: Path) -> SweepSpec:
+    """Validates an already-parsed sweep document; raises SweepFileError listing every problem."""
+    if not isinstance(raw, dict):
+        raise SweepFileError(
+            file, [Problem("(top level)", raw, "a mapping of sweep settings (dataset, model, epochs, search, ...)")]
+        )
+    search = _mapping(raw.get("search"))
+    space, head = _mapping(search.get("space")), _mapping(raw.get("head"))
+    problems: list[Problem] = []
+    spec = None
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as error:
+        problems += _pydantic_problems(error)
+    problems += (
+        _registry_problems(raw, space, head) + _head_option_problems(space, head) + _method_problems(search, space)
+    )
+    if problems or spec is None:
+        raise SweepFileError(file, problems)
+    return spec if spec.name is not None else spec.model_copy(update={"name": file.stem})
+
+
+def _read_yaml(file: Path) -> Any:
+    try:
+        text = file.read_text()
+    except OSError as error:
+        raise SweepFileError(
+            file, [Problem("(file)", str(file), f"a readable sweep file ({error.strerror})")]
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        reason = getattr(error, "problem", None) or str(error)
+        lines = text.splitlines()
+        shown = lines[mark.line] if mark and mark.line < len(lines) else "(end of file)"
+        raise SweepFileError(file, [Problem(where, shown, f"valid YAML ({reason})")]) from None
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """base with override's keys on top; mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = (
+            _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
+    return merged
+
+
+def load_sweep(file: str | Path) -> SweepSpec:
+    """Reads and validates a sweep file (and the base file it extends); nothing is started or written."""
+    file = Path(file)
+    raw = _read_yaml(file)
+    if isinstance(raw, dict) and EXTENDS_KEY in raw:
+        extends = raw.pop(EXTENDS_KEY)
+        base_file = file.parent / extends if isinstance(extends, str) else None
+        base = _read_yaml(base_file) if base_file is not None and base_file.is_file() else None
+        if not isinstance(base, dict) or EXTENDS_KEY in base:
+            expected = "the path, relative to this file, of a base sweep file (a mapping that extends no other file)"
+            raise SweepFileError(file, [Problem(EXTENDS_KEY, extends, expected)])
+        raw = _merged(base, raw)
+    return parse_sweep(raw, file)

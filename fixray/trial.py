@@ -1,0 +1,200 @@
+"""The trial contract: what one training run needs, nested like the sweep file, flat for MLflow and back.
+
+Plain frozen dataclasses, so the loop imports neither pydantic nor yaml; the sweep schema (spec.py)
+embeds these same types and pydantic enforces the `annotated_types` rules written on their fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from annotated_types import Ge, Gt, Lt
+
+from fixray.heads import HEADS, Margin, VectorDraw
+
+# Sections of a sweep file are validated as these dataclasses: unknown keys and NaN/inf are errors.
+SECTION_CONFIG = {"extra": "forbid", "allow_inf_nan": False}
+
+LearningRate = Annotated[float, Gt(0)]
+Epochs = Annotated[int, Ge(1)]
+BatchSize = Annotated[int, Ge(1)]
+Scale = Annotated[float, Gt(0)]
+NonNegative = Annotated[float, Ge(0)]
+
+
+def doc(text: str, default: Any = dataclasses.MISSING, *, flat: str | None = None, **kwargs) -> Any:
+    """A dataclass field with its meaning (for the sweep-file reference) and, if not its own, its flat MLflow name."""
+    metadata = {"doc": text} | ({"flat": flat} if flat else {})
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """SGD as in the authors' public code."""
+
+    __pydantic_config__ = SECTION_CONFIG
+    momentum: Annotated[float, Ge(0), Lt(1)] = doc("SGD momentum, dimensionless", 0.9)
+    nesterov: bool = doc("Nesterov momentum (only with momentum > 0)", True)
+    weight_decay: NonNegative = doc("L2 coefficient; the paper uses 5e-4 for dot-product heads only", 5e-4)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedule; `plateau` watches test accuracy as the authors' code does."""
+
+    __pydantic_config__ = SECTION_CONFIG
+    kind: Literal["plateau", "cosine", "none"] = doc(
+        "plateau (ReduceLROnPlateau on test accuracy), cosine or none", "plateau", flat="schedule"
+    )
+    factor: Annotated[float, Gt(0), Lt(1)] = doc(
+        "plateau: LR multiplier when accuracy stalls", 0.2, flat="plateau_factor"
+    )
+    patience: Annotated[int, Ge(0)] = doc(
+        "plateau: epochs without improvement before the LR drops", 3, flat="plateau_patience"
+    )
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """The classification head; which options a kind reads is the head class's to say (heads.py)."""
+
+    __pydantic_config__ = SECTION_CONFIG
+    kind: str = doc(f"head kind, a registered one: {', '.join(HEADS)}", "dot")
+    fixed: bool = doc("true: class vectors (and bias) drawn once and frozen; false: learned", False)
+    bias: bool | None = doc("a bias per class; null: the head kind's default (dot: yes, cosine: no)", None)
+    init: VectorDraw = doc("how class vectors are drawn (fixed, or the start of learned ones)", "normal")
+    S: Scale = doc("cosine scale S: logits = S * cos(w_j, f(x))", 1.0)
+    learn_S: bool = doc("cosine: S becomes a trained parameter starting at S", False)
+    margin: Margin = doc("cosine: additive margin on the true class, in training only", "none")
+    m: NonNegative = doc("the margin: cosine units (cosface) or radians (arcface)", 0.0)
+
+    def settled(self) -> HeadConfig:
+        """Options this kind does not read back at their defaults, bias resolved: one config per distinct head."""
+        head = HEADS[self.kind]
+        unused = {
+            f.name: f.default for f in dataclasses.fields(self) if f.name not in head.options and f.name != "kind"
+        }
+        return dataclasses.replace(self, **unused, bias=head.default_bias if self.bias is None else self.bias)
+
+    def options(self) -> dict[str, Any]:
+        """The options this kind reads, by name, as its constructor takes them."""
+        settled = self.settled()
+        return {name: getattr(settled, name) for name in HEADS[self.kind].options}
+
+    def label(self) -> str:
+        """e.g. 'cosine-fixed-S10', 'dot-learned': kind, fixed or learned, and the options the kind shows."""
+        settled = self.settled()
+        shown = "".join(f"-{name}{getattr(settled, name):g}" for name in HEADS[self.kind].shown)
+        return f"{self.kind}-{'fixed' if self.fixed else 'learned'}{shown}"
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training-time augmentation, applied per image to each batch; left out, the dataset's standard one."""
+
+    __pydantic_config__ = SECTION_CONFIG
+    crop_padding: Annotated[int, Ge(0)] = doc("pixels of zero padding before a random crop back to size; 0: no crop", 0)
+    flip: bool = doc("random horizontal flip with probability 1/2", False)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One training run: the model, the recipe and the head, all the loop reads and nothing more."""
+
+    model: str = doc("backbone, a registered one (see models.py)")
+    epochs: Epochs = doc("passes over the training set")
+    seed: int = doc("seeds the weights, the class-vector draw, the shuffle and the augmentation")
+    batch_size: BatchSize = doc("images per optimiser step (per worker under DDP)", 128)
+    lr: LearningRate = doc("initial learning rate", 0.1)
+    optimizer: OptimizerConfig = doc("SGD settings", default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = doc("learning-rate schedule", default_factory=ScheduleConfig)
+    head: HeadConfig = doc("the classification head", default_factory=HeadConfig)
+    augmentation: Augmentation = doc("training-time augmentation", default_factory=Augmentation)
+
+    def settled(self) -> TrialConfig:
+        return dataclasses.replace(self, head=self.head.settled())
+
+
+# Flat name (MLflow param, search-space key) -> path of attribute names in TrialConfig.
+def _flat_paths(cls: type, prefix: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
+    paths: dict[str, tuple[str, ...]] = {}
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            paths |= _flat_paths(hints[f.name], prefix + (f.name,))
+        else:
+            paths[f.metadata.get("flat", f.name)] = prefix + (f.name,)
+    return paths
+
+
+FLAT_PATHS: dict[str, tuple[str, ...]] = _flat_paths(TrialConfig)
+# What a sweep may search: the settings whose effect is the question, not the run's bookkeeping.
+SEARCHABLE = ("lr", "S", "weight_decay", "momentum", "fixed", "bias", "kind", "init", "model", "margin", "m")
+
+
+def field_type(flat: str) -> Any:
+    """The annotated type of a flat setting, with its rules (e.g. Annotated[float, Gt(0)] for lr)."""
+    cls: type = TrialConfig
+    *sections, name = FLAT_PATHS[flat]
+    for section in sections:
+        cls = get_type_hints(cls)[section]
+    return get_type_hints(cls, include_extras=True)[name]
+
+
+def with_values(cfg: TrialConfig, values: dict[str, Any]) -> TrialConfig:
+    """cfg with settings replaced by flat name (e.g. {'lr': 0.01, 'S': 10})."""
+    for flat, value in values.items():
+        cfg = _replace_at(cfg, FLAT_PATHS[flat], value)
+    return cfg
+
+
+def _replace_at(obj: Any, path: tuple[str, ...], value: Any) -> Any:
+    head, *rest = path
+    return dataclasses.replace(obj, **{head: _replace_at(getattr(obj, head), tuple(rest), value) if rest else value})
+
+
+def to_params(cfg: TrialConfig) -> dict[str, Any]:
+    """Every setting under its flat name; options the head kind does not read are None (MLflow: 'none')."""
+    cfg = cfg.settled()
+    used = HEADS[cfg.head.kind].options
+    params = {}
+    for flat, path in FLAT_PATHS.items():
+        value: Any = cfg
+        for name in path:
+            value = getattr(value, name)
+        params[flat] = None if path[0] == "head" and path[-1] not in used and path[-1] != "kind" else value
+    return params
+
+
+def read_params(params: dict[str, str]) -> dict[str, Any]:
+    """MLflow's string params back to typed values ('True' -> True, '0.1' -> 0.1, 'none' -> None); others stay str."""
+    return {name: _parse(field_type(name), text) if name in FLAT_PATHS else text for name, text in params.items()}
+
+
+def _parse(annotation: Any, text: str) -> Any:
+    if text == "none":
+        return None
+    base = _base_type(annotation)
+    if base is bool:
+        return {"True": True, "False": False}.get(text, text)
+    if base in (int, float):
+        try:
+            return base(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _base_type(annotation: Any) -> Any:
+    """int, float, bool or str behind Annotated[...], X | None and Literal[...]."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+        return _base_type(annotation)
+    if get_origin(annotation) is Literal:
+        return type(get_args(annotation)[0])
+    return annotation

@@ -1,0 +1,263 @@
+"""Sweep files: good ones become trials, bad ones exit 2 naming file, key path, value and expectation."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from conftest import GOOD_SWEEP, ROOT
+
+from fixray.cli import main
+from fixray.plan import expected_trials, points, trial_config
+from fixray.spec import SweepFileError, load_sweep, parse_sweep
+from fixray.trial import to_params
+
+
+def _with(**changes) -> str:
+    """GOOD_SWEEP with top-level keys replaced (None deletes a key)."""
+    doc = yaml.safe_load(GOOD_SWEEP)
+    for key, value in changes.items():
+        if value is None:
+            doc.pop(key)
+        else:
+            doc[key] = value
+    return yaml.safe_dump(doc)
+
+
+def _space(**space) -> str:
+    return _with(search={"method": "grid", "space": space})
+
+
+# (case, file text, key path the message must name, text of the bad value the message must show)
+BAD_FILES = [
+    ("yaml syntax", "dataset: digits\nsearch: {space: [unclosed\n", "line 3", "valid YAML"),
+    ("empty file", "", "(top level)", "None"),
+    ("not a mapping", "- dataset: digits\n", "(top level)", "[{'dataset': 'digits'}]"),
+    ("unknown top-level key", _with(epoch=3), "epoch", "unknown"),
+    ("unknown nested key", _with(optimizer={"momentun": 0.9}), "optimizer.momentun", "0.9"),
+    ("wrong type", _with(epochs="ten"), "epochs", "'ten'"),
+    ("zero epochs", _with(epochs=0), "epochs", "0"),
+    ("missing search", _with(search=None), "search", "required"),
+    ("S <= 0 in the grid", _space(kind="cosine", S=[1, 0]), "search.space.S[1]", "0"),
+    ("S <= 0 as head default", _with(head={"kind": "cosine", "S": -1}), "head.S", "-1"),
+    ("lr <= 0 in the grid", _space(lr=[0.1, -0.01]), "search.space.lr[1]", "-0.01"),
+    ("lr range reversed", _space(lr={"loguniform": [0.1, 0.001]}), "search.space.lr.loguniform", "[0.1, 0.001]"),
+    ("lr range with lo <= 0", _space(lr={"loguniform": [0, 0.1]}), "search.space.lr.loguniform[0]", "0"),
+    ("lr not a number", _space(lr=[".nan"]), "search.space.lr[0]", "'.nan'"),
+    ("empty search space", _space(), "search.space", "{}"),
+    ("empty grid", _space(lr=[]), "search.space.lr", "[]"),
+    ("unknown dataset", _with(dataset="imagenet22k"), "dataset", "'imagenet22k'"),
+    ("unknown model", _with(model="vgg11"), "model", "'vgg11'"),
+    (
+        "unknown search method",
+        _with(search={"method": "bayes", "space": {"fixed": [True]}}),
+        "search.method",
+        "'bayes'",
+    ),
+    ("fixed not a boolean", _space(fixed=["maybe"]), "search.space.fixed[0]", "'maybe'"),
+    ("unknown head kind", _space(kind=["dot", "arcface"]), "search.space.kind[1]", "'arcface'"),
+    ("unsearchable parameter", _space(dropout=[0.1]), "search.space.dropout", "[0.1]"),
+    ("S without a cosine head", _space(kind="dot", S=[1, 10]), "search.space.S", "[1, 10]"),
+    ("two distributions at once", _space(lr={"uniform": [0.1, 0.2], "choice": [0.1]}), "search.space.lr", "'uniform'"),
+    ("range on a boolean", _space(fixed={"uniform": [0, 1]}), "search.space.fixed.uniform", "[0, 1]"),
+    ("range in a grid search", _space(lr={"loguniform": [0.001, 0.1]}), "search.space.lr", "random or tpe"),
+    ("no seeds", _with(seeds=[]), "seeds", "[]"),
+    ("margin on a dot-product head", _with(head={"kind": "dot", "margin": "cosface", "m": 0.2}), "head", "'cosface'"),
+    ("unknown class-vector draw", _with(head={"init": "orthogonal"}), "head.init", "'orthogonal'"),
+    ("margin search without a cosine head", _space(kind="dot", m=[0.1]), "search.space.m", "[0.1]"),
+    ("zero DDP workers", _with(resources={"workers": 0}), "resources.workers", "0"),
+    (
+        "ASHA grace period 0",
+        _with(search={"space": {"fixed": [True]}, "asha": {"grace_period": 0}}),
+        "search.asha.grace_period",
+        "0",
+    ),
+]
+
+
+@pytest.mark.parametrize("case,text,key_path,shown", BAD_FILES, ids=[c[0] for c in BAD_FILES])
+def test_bad_sweep_file_exits_2_naming_file_key_and_value(case, text, key_path, shown, write_sweep, capsys):
+    path = write_sweep(text)
+    assert main(["validate", str(path)]) == 2
+    message = capsys.readouterr().err
+    assert str(path) in message
+    assert key_path in message
+    assert shown in message
+    assert "expected" in message
+
+
+def test_every_problem_is_listed_in_one_message(write_sweep, capsys):
+    path = write_sweep(
+        _with(epochs=0, model="vgg11", search={"space": {"lr": [-1], "S": [0]}}, head={"kind": "cosine"})
+    )
+    assert main(["validate", str(path)]) == 2
+    message = capsys.readouterr().err
+    for key_path in ("epochs", "model", "search.space.lr[0]", "search.space.S[0]"):
+        assert key_path in message
+    assert "4 problem(s)" in message
+
+
+def test_missing_file_exits_2(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_a_bad_sweep_starts_nothing_and_writes_nothing(write_sweep, tmp_path, monkeypatch):
+    path = write_sweep(_with(epochs=-1))
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", str(path)]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]  # no mlflow.db, no fixray-runs
+    assert not ray.is_initialized()
+
+
+def test_console_script_exits_2_on_a_bad_file(write_sweep):
+    path = write_sweep(_space(S=[0]))
+    exe = os.path.join(os.path.dirname(sys.executable), "fixray")
+    done = subprocess.run([exe, "validate", str(path)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "search.space.S" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_shipped_sweep_files_validate():
+    files = [p for p in sorted((ROOT / "sweeps").rglob("*.yaml")) if "base" not in p.parent.parts]
+    assert len(files) >= 18
+    for path in files:
+        assert main(["validate", str(path)]) == 0, path
+
+
+def test_validate_counts_trials_without_importing_ray():
+    """Planning is Ray-free: checking a file must not pay Ray's import (or start anything)."""
+    code = (
+        "import sys; from fixray.cli import main; "
+        "code = main(['validate', 'sweeps/quickstart.yaml', 'sweeps/paper/dot-cifar10.yaml']); "
+        "assert code == 0, code; "
+        "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray was imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "24 trials" in done.stdout  # quickstart
+    assert "54 trials" in done.stdout  # dot-cifar10: 3 backbones x fixed/learned x 3 lr x 3 seeds
+
+
+def test_paper_sweeps_share_the_authors_protocol_from_one_base_file():
+    base = yaml.safe_load((ROOT / "sweeps" / "paper" / "base" / "authors.yaml").read_text())
+    for path in sorted((ROOT / "sweeps" / "paper").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        assert raw["extends"] == "base/authors.yaml", path
+        assert not {"epochs", "schedule", "seeds", "resources", "tracking"} & set(raw), f"{path} repeats the protocol"
+        spec = load_sweep(path)
+        assert spec.epochs == base["epochs"] == 80 and spec.seeds == [0, 1, 2]
+        assert (spec.optimizer.momentum, spec.optimizer.nesterov) == (0.9, True)
+        assert (spec.schedule.kind, spec.schedule.factor, spec.schedule.patience) == ("plateau", 0.2, 3)
+        assert spec.head.init == "uniform_int" and spec.tracking.experiment == "fixray-paper"
+        assert spec.head.kind == raw["head"]["kind"]  # the file's own head keys merge over the base's
+
+
+def test_every_sweep_a_paper_table_reads_exists_as_a_sweep_file():
+    from fixray.paper import TABLES, layout
+
+    names = {load_sweep(p).name for p in (ROOT / "sweeps" / "paper").glob("*.yaml")}
+    wanted = {cell.sweep for table in TABLES for cell in layout(table).cells.values()}
+    wanted = {name for name in wanted if not name.startswith("unavailable-")}  # the paper's own unpublished sets
+    assert len(wanted) == 16
+    assert wanted <= names, f"no sweep file for {sorted(wanted - names)}"
+
+
+@pytest.mark.parametrize(
+    "extends,shown",
+    [("nowhere.yaml", "nowhere.yaml"), (["base.yaml"], "['base.yaml']"), ("chained.yaml", "chained.yaml")],
+)
+def test_a_bad_extends_exits_2_naming_it(extends, shown, write_sweep, capsys):
+    write_sweep("epochs: 3\nextends: base.yaml\n", "chained.yaml")
+    path = write_sweep(yaml.safe_dump({"extends": extends, **yaml.safe_load(GOOD_SWEEP)}))
+    assert main(["validate", str(path)]) == 2
+    message = capsys.readouterr().err
+    assert "extends" in message and shown in message and "expected" in message
+
+
+def test_a_sweep_file_overrides_its_base_key_by_key(write_sweep):
+    write_sweep("epochs: 9\noptimizer: {momentum: 0.5, weight_decay: 0.01}\nhead: {kind: cosine, S: 4}\n", "base.yaml")
+    spec = load_sweep(write_sweep("extends: base.yaml\noptimizer: {weight_decay: 0.0}\n" + GOOD_SWEEP))
+    assert spec.epochs == 2  # the file's own key wins
+    assert (spec.optimizer.momentum, spec.optimizer.weight_decay) == (0.5, 0.0)  # mappings merge
+    assert (spec.head.kind, spec.head.S) == ("cosine", 4.0)
+
+
+# A value each setting's own rule refuses, and one it takes: the search space must agree with the setting.
+SETTING_RULES = [
+    ("lr", [], 0.0, 0.3),
+    ("momentum", ["optimizer"], 1.0, 0.5),
+    ("weight_decay", ["optimizer"], -0.1, 0.0),
+    ("S", ["head"], 0.0, 2.0),
+    ("m", ["head"], -0.2, 0.2),
+    ("init", ["head"], "orthogonal", "hadamard"),
+]
+
+
+@pytest.mark.parametrize("name,section,refused,taken", SETTING_RULES, ids=[r[0] for r in SETTING_RULES])
+def test_the_search_space_follows_each_settings_own_rule(name, section, refused, taken, write_sweep):
+    def document(where: str, value) -> dict:
+        doc = yaml.safe_load(GOOD_SWEEP) | {"head": {"kind": "cosine"}}
+        if where == "setting":
+            target = doc
+            for key in section:
+                target = target.setdefault(key, {})
+            target[name] = value
+        else:
+            doc["search"]["space"][name] = [value]
+        return doc
+
+    for where in ("setting", "space"):
+        with pytest.raises(SweepFileError):
+            parse_sweep(document(where, refused), Path("sweep.yaml"))
+        parse_sweep(document(where, taken), Path("sweep.yaml"))
+
+
+def test_random_search_draws_reproducibly_and_shares_draws_across_seeds(write_sweep):
+    text = _with(
+        seeds=[0, 1, 2], search={"method": "random", "num_samples": 5, "space": {"lr": {"loguniform": [1e-3, 1e-1]}}}
+    )
+    spec = load_sweep(write_sweep(text))
+    drawn = points(spec)
+    assert drawn == points(load_sweep(write_sweep(text, "again.yaml")))
+    assert len(drawn) == expected_trials(spec) == 15
+    by_lr = {}
+    for point in drawn:
+        by_lr.setdefault(point["lr"], []).append(point["seed"])
+    assert len(by_lr) == 5 and all(sorted(seeds) == [0, 1, 2] for seeds in by_lr.values())
+    assert all(1e-3 <= lr <= 1e-1 for lr in by_lr)
+
+
+def test_quickstart_grid_has_24_trials_and_no_S_for_dot_heads():
+    spec = load_sweep(ROOT / "sweeps" / "quickstart.yaml")
+    grid = points(spec)
+    assert expected_trials(spec) == len(grid) == 24  # dot: 2 fixed x 2 lr x 2 seeds; cosine: x 2 S as well
+    params = [to_params(trial_config(spec, p)) for p in grid]
+    assert all(p["S"] is None for p in params if p["kind"] == "dot")
+    assert {p["S"] for p in params if p["kind"] == "cosine"} == {1.0, 10.0}
+    assert len({repr(p) for p in params}) == 24
+    assert all(p["bias"] == (p["kind"] == "dot") for p in params)
+
+
+def test_tpe_trial_configs_get_their_seed_from_the_repeat_index(write_sweep):
+    from fixray.plan import trial_point
+
+    spec = load_sweep(
+        write_sweep(
+            _with(
+                seeds=[5, 9], search={"method": "tpe", "num_samples": 3, "space": {"lr": {"loguniform": [1e-3, 1e-1]}}}
+            )
+        )
+    )
+    assert expected_trials(spec) == 6
+    assert trial_point({"lr": 0.01, "__trial_index__": 1}, spec.seeds, "point") == {"lr": 0.01, "seed": 9}
+    assert trial_point({"lr": 0.01}, [7], "point") == {"lr": 0.01, "seed": 7}  # one seed: no Repeater, no index
+
+
+def test_readme_sweep_file_reference_is_the_generated_one():
+    from fixray.reference import render
+
+    assert render() in (ROOT / "README.md").read_text(), "README's sweep-file reference is stale: run `make reference`"
