@@ -85,13 +85,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     uri = args.tracking_uri or "sqlite:///mlflow.db"
     if args.sweep in paper.TABLES:
-        grid, groups = paper.collect(args.sweep, uri, args.experiment or paper.PAPER_EXPERIMENT)
-        markdown = paper.render(grid, groups, with_paper=args.paper)
+        grid, results = paper.collect(args.sweep, uri, args.experiment or paper.PAPER_EXPERIMENT)
+        markdown = paper.render(grid, results, with_paper=args.paper)
         figure_runs = [
-            (f"{row} · {column}", groups[row, column][0])
+            (f"{row} · {column}", results[row, column].runs[0])
             for row in grid.rows
             for column in grid.columns
-            if groups[row, column]
+            if results[row, column].runs
         ]
     else:
         experiment, sweep = args.experiment or "fixray", args.sweep

@@ -93,6 +93,12 @@ class DatasetEntry:
     image_size: int  # side length in pixels
     augmentation: Augmentation = Augmentation()
     train_set: bool = True  # False: a test-only set (generalisation)
+    classes: int = 10  # number of classes, known before the files are read (validation needs it)
+    channels: int = 3  # colour channels of each image
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec(self.channels, self.image_size)
 
 
 DATASETS: dict[str, DatasetEntry] = {}
@@ -213,7 +219,9 @@ def _cifar101_entry(version: str) -> DatasetEntry:
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_AUGMENTATION = Augmentation(crop_padding=4, flip=True)
 
-register_dataset("digits", DatasetEntry("", (), _read_digits, None, "nothing (bundled with scikit-learn)", 8))
+register_dataset(
+    "digits", DatasetEntry("", (), _read_digits, None, "nothing (bundled with scikit-learn)", 8, channels=1)
+)
 register_dataset(
     "cifar10",
     DatasetEntry(
@@ -236,6 +244,7 @@ register_dataset(
         "the CIFAR-100 python version (cifar-100-python.tar.gz)",
         32,
         CIFAR_AUGMENTATION,
+        classes=100,
     ),
 )
 register_dataset(
@@ -247,7 +256,7 @@ register_dataset(
         _torchvision_fetch("STL10", split="train"),
         "the STL-10 binary files (stl10_binary.tar.gz)",
         96,
-        Augmentation(crop_padding=12, flip=True),
+        Augmentation(crop_padding=10, flip=True),  # the authors' RandomCrop(96, padding=10)
     ),
 )
 register_dataset(
@@ -260,6 +269,7 @@ register_dataset(
         "Tiny ImageNet (tiny-imagenet-200.zip)",
         64,
         Augmentation(crop_padding=8, flip=True),
+        classes=200,
     ),
 )
 register_dataset("cifar10.1", _cifar101_entry("v6"))

@@ -36,9 +36,23 @@ def _off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
     return matrix[mask]
 
 
-def separability(class_vectors: torch.Tensor) -> tuple[float, float]:
-    """Inter-class separability as (mean, max) off-diagonal class-vector cosine; lower is more separated."""
+def class_vector_cosines(class_vectors: torch.Tensor) -> tuple[float, float]:
+    """(mean, max) off-diagonal cos(w_i, w_j): how spread the class vectors are (for fixed ones, the draw itself)."""
     off = _off_diagonal(class_cosine_matrix(class_vectors))
+    return off.mean().item(), off.max().item()
+
+
+def image_separability(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[float, float]:
+    """Inter-class separability of image representations (paper Sec. 1): (mean, max) off-diagonal cosine
+    between the class-mean image vectors of the true classes; lower is more separated. Classes without an
+    image are left out; NaN with fewer than two classes."""
+    counts = torch.bincount(labels.long(), minlength=num_classes)
+    sums = torch.zeros(num_classes, features.shape[1], dtype=torch.float64, device=features.device)
+    sums.index_add_(0, labels.long(), features.double())
+    present = counts > 0
+    if int(present.sum()) < 2:
+        return math.nan, math.nan
+    off = _off_diagonal(class_cosine_matrix(sums[present] / counts[present, None]))
     return off.mean().item(), off.max().item()
 
 

@@ -31,6 +31,8 @@ def trial_config(spec: SweepSpec, point: dict[str, Any]) -> TrialConfig:
     """One trial's contract: the sweep's settings, overridden by a point's searched values (seed included)."""
     base = TrialConfig(
         model=spec.model,
+        pooling=spec.pooling,
+        normalisation=spec.normalisation,
         epochs=spec.epochs,
         seed=int(point[SEED]),
         batch_size=spec.batch_size,

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from fixray.data import DATASETS
 from fixray.heads import HEADS
 from fixray.models import BACKBONES
-from fixray.spec import SweepSpec
+from fixray.spec import SweepSpec, section_type
 from fixray.trial import SEARCHABLE, field_type
 
 START, END = "<!-- sweep-reference:start -->", "<!-- sweep-reference:end -->"
@@ -51,20 +51,12 @@ def describe_type(annotation: Any, metadata: list[Any] = ()) -> str:
         text = f"list of {describe_type(get_args(annotation)[0])}"
     else:
         names = {bool: "true/false", int: "integer", float: "number", str: "text", Path: "path"}
-        text = names.get(annotation, "section" if _is_section(annotation) else getattr(annotation, "__name__", "value"))
+        text = names.get(
+            annotation, "section" if section_type(annotation) else getattr(annotation, "__name__", "value")
+        )
     bounds = [r for r in rules if not r.startswith("at least")]
     sizes = [r for r in rules if r.startswith("at least")]
     return ", ".join([f"{text} {', '.join(bounds)}".strip(), *sizes])
-
-
-def _is_section(annotation: Any) -> bool:
-    return isinstance(annotation, type) and (issubclass(annotation, BaseModel) or dataclasses.is_dataclass(annotation))
-
-
-def _section_of(annotation: Any) -> type | None:
-    if _is_section(annotation):
-        return annotation
-    return next((s for a in get_args(annotation) if (s := _section_of(a)) is not None), None)
 
 
 def _default(value: Any) -> str:
@@ -102,7 +94,7 @@ def _rows(section: type, prefix: str = "") -> list[str]:
     lines = []
     for name, annotation, metadata, default, meaning in _fields(section):
         key = f"{prefix}{name}"
-        inner = _section_of(annotation)
+        inner = section_type(annotation)
         if inner is not None and name != "space":
             optional = type(None) in get_args(annotation)
             kind = f"section{' or null' if optional else ''}"

@@ -30,7 +30,7 @@ from pydantic_core import PydanticUndefined
 from fixray.corruptions import CORRUPTIONS, MIN_SIZE, Corruption
 from fixray.data import DATASETS
 from fixray.heads import HEADS
-from fixray.models import BACKBONES
+from fixray.models import BACKBONES, feature_dim
 from fixray.trial import (
     FLAT_PATHS,
     SEARCHABLE,
@@ -42,9 +42,9 @@ from fixray.trial import (
     OptimizerConfig,
     ScheduleConfig,
     TrialConfig,
+    base_type,
     field_type,
 )
-from fixray.trial import _base_type as base_type
 
 EXTENDS_KEY = "extends"  # a sweep file may extend a base file (path relative to it); its own keys win
 
@@ -203,6 +203,8 @@ class SweepSpec(Schema):
     )
     download: bool = Field(True, description="fetch missing dataset files (needs the internet); false: disk only")
     model: str = _from_trial("model")
+    pooling: Literal["global", "authors"] = _from_trial("pooling")
+    normalisation: Literal["dataset", "authors"] = _from_trial("normalisation")
     epochs: Epochs = _from_trial("epochs")
     batch_size: BatchSize = _from_trial("batch_size")
     lr: LearningRate = _from_trial("lr")
@@ -268,7 +270,7 @@ def _keys_at(loc: tuple[Any, ...]) -> list[str]:
     for part in loc:
         if isinstance(part, int) or (isinstance(part, str) and part.startswith("<")):
             continue
-        node = _section(_annotation(node, part))
+        node = section_type(_annotation(node, part))
     return (
         list(node.model_fields)
         if isinstance(node, type) and issubclass(node, BaseModel)
@@ -282,15 +284,11 @@ def _annotation(node: type, key: str) -> Any:
     return get_type_hints(node)[key]
 
 
-def _section(annotation: Any) -> Any:
-    """The model or dataclass behind Annotated[...], X | None, list[...] and tagged unions."""
+def section_type(annotation: Any) -> type | None:
+    """The model or dataclass behind Annotated[...], X | None, list[...] and tagged unions; None for a value."""
     if isinstance(annotation, type) and (issubclass(annotation, BaseModel) or dataclasses.is_dataclass(annotation)):
         return annotation
-    for arg in get_args(annotation):
-        found = _section(arg)
-        if found is not None:
-            return found
-    return None
+    return next((found for arg in get_args(annotation) if (found := section_type(arg)) is not None), None)
 
 
 def _pydantic_problems(error: ValidationError) -> list[Problem]:
@@ -298,7 +296,10 @@ def _pydantic_problems(error: ValidationError) -> list[Problem]:
     for item in error.errors():
         loc = tuple(item["loc"])
         if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            allowed = ", ".join(_keys_at(loc[:-1]))
+            try:
+                allowed = ", ".join(_keys_at(loc[:-1]))
+            except (KeyError, TypeError):  # a location the walk does not know: still name the key
+                allowed = "a key the schema knows here"
             problems.append(
                 Problem(_key_path(loc), item["input"], f"one of the known keys here: {allowed} (this key is unknown)")
             )
@@ -357,7 +358,8 @@ def _registry_problems(raw: dict[str, Any], space: dict[str, Any], head: dict[st
 
 def _head_option_problems(space: dict[str, Any], head: dict[str, Any]) -> list[Problem]:
     """Head options set or searched where no swept head kind reads them (asked of the head classes)."""
-    kinds = [HEADS[k] for k in _values(space.get("kind", head.get("kind", HeadConfig.kind))) if k in HEADS]
+    swept = _values(space.get("kind", head.get("kind", HeadConfig.kind)))
+    kinds = [HEADS[k] for k in swept if isinstance(k, str) and k in HEADS]
     if not kinds:
         return []
     readers = {
@@ -396,6 +398,30 @@ def _method_problems(search: dict[str, Any], space: dict[str, Any]) -> list[Prob
     ]
 
 
+def _image_vector_problems(spec: SweepSpec) -> list[Problem]:
+    """Backbones whose pooled map would be empty, and Hadamard draws that would give two classes one vector."""
+    dataset = DATASETS[spec.dataset]
+    space = spec.search.space.parameters()
+    models = _values(space.get("model", spec.model))
+    draws = _values(space.get("init", spec.head.init))
+    init_path = "search.space.init" if "init" in space else "head.init"
+    problems = []
+    for model in models:
+        try:
+            dim = feature_dim(model, dataset.input_spec, spec.pooling)
+        except ValueError as error:
+            problems.append(Problem("pooling", spec.pooling, f"a pooling {model} can apply: {error}"))
+            continue
+        if "hadamard" in draws and dataset.classes > dim:
+            expected = (
+                f"at most as many classes as dimensions for Hadamard rows ({spec.dataset} has {dataset.classes} "
+                f"classes, {model} with {spec.pooling} pooling gives {dim}-d image vectors, so classes would share "
+                f"a vector): draw normal or uniform_int, or use a wider backbone or the authors' pooling"
+            )
+            problems.append(Problem(init_path, "hadamard", expected))
+    return problems
+
+
 def parse_sweep(raw: Any, file: Path) -> SweepSpec:
     """Validates an already-parsed sweep document; raises SweepFileError listing every problem."""
     if not isinstance(raw, dict):
@@ -413,6 +439,8 @@ def parse_sweep(raw: Any, file: Path) -> SweepSpec:
     problems += (
         _registry_problems(raw, space, head) + _head_option_problems(space, head) + _method_problems(search, space)
     )
+    if spec is not None and not problems:
+        problems += _image_vector_problems(spec)
     if problems or spec is None:
         raise SweepFileError(file, problems)
     return spec if spec.name is not None else spec.model_copy(update={"name": file.stem})

@@ -71,20 +71,28 @@ def _max_weight_difference(model: nn.Module, device: torch.device) -> float:
     return gap.item()
 
 
-def _make_optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
-    trainable = [p for p in model.parameters() if p.requires_grad]
+AUTHORS_MEAN_STD = 0.5, 0.5  # the authors' Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) on [0, 1] pixels
+
+
+def _make_optimizer(cfg: TrialConfig, model: Classifier) -> torch.optim.Optimizer:
+    """SGD over every trained parameter; those the head exempts (a learned S) are never decayed."""
+    exempt = model.head.undecayed_parameters()
+    decayed = [p for p in model.parameters() if p.requires_grad and all(p is not e for e in exempt)]
+    groups = [{"params": decayed}] + ([{"params": exempt, "weight_decay": 0.0}] if exempt else [])
     sgd = cfg.optimizer
     nesterov = sgd.nesterov and sgd.momentum > 0  # torch refuses Nesterov without momentum
-    return torch.optim.SGD(
-        trainable, lr=cfg.lr, momentum=sgd.momentum, nesterov=nesterov, weight_decay=sgd.weight_decay
-    )
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=sgd.momentum, nesterov=nesterov, weight_decay=sgd.weight_decay)
 
 
 def _make_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
     schedule = cfg.schedule
-    if schedule.kind == "plateau":
+    if schedule.kind == "plateau":  # stepped on test accuracy in percent, as the authors' code
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=schedule.factor, patience=schedule.patience
+            optimizer,
+            mode="max",
+            factor=schedule.factor,
+            patience=schedule.patience,
+            threshold_mode=schedule.threshold_mode,
         )
     if schedule.kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -109,16 +117,36 @@ def measure(
 ) -> dict[str, float]:
     """Accuracy, loss and the paper's geometry measurements on the test split."""
     predictions = logits.argmax(dim=1)
-    sep_mean, sep_max = metrics.separability(vectors)
+    separability_mean, separability_max = metrics.image_separability(features, labels, vectors.shape[0])
+    vector_cos_mean, vector_cos_max = metrics.class_vector_cosines(vectors)
     confusion = metrics.confusion_matrix(labels, predictions, vectors.shape[0])
     return {
         "val/loss": F.cross_entropy(logits, labels).item(),
         "val/acc": metrics.accuracy(logits, labels),
         "val/compactness": metrics.compactness(features, vectors, predictions),
-        "val/separability_mean": sep_mean,
-        "val/separability_max": sep_max,
+        "val/separability_mean": separability_mean,
+        "val/separability_max": separability_max,
+        "val/class_vector_cos_mean": vector_cos_mean,
+        "val/class_vector_cos_max": vector_cos_max,
         "val/confusion_spearman": metrics.confusion_correlation(vectors, confusion),
     }
+
+
+def _input_stats(cfg: TrialConfig, splits: Splits, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std that normalise the images: the training set's own, or the authors' 0.5."""
+    if cfg.normalisation == "authors":
+        channels = splits.input_spec.channels
+        return (torch.full((channels,), value, device=device) for value in AUTHORS_MEAN_STD)
+    return (torch.tensor(v, device=device) for v in splits.channel_stats)
+
+
+def _extra_accuracies(model: Classifier, splits: Splits, mean, std, device, suffix: str = "") -> dict[str, float]:
+    """Accuracy on each extra test set (corrupted, generalisation) as <prefix>/acc<suffix>."""
+    accuracies = {}
+    for prefix, extra in splits.extra.items():
+        logits = _embed(model, _tensor(extra.x, device), mean, std)[1]
+        accuracies[f"{prefix}/acc{suffix}"] = metrics.accuracy(logits, _tensor(extra.y, device))
+    return accuracies
 
 
 def draw_figures(
@@ -162,9 +190,11 @@ def train(
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Trains one model for cfg.epochs epochs (from `start`, a state this loop reported); returns the last metrics."""
+    cfg = cfg.settled()  # head-kind defaults (bias, weight decay) resolved, as plan.trial_config does
     device = torch.device(device)
     rank, world = _distributed()
-    model = build_classifier(cfg.model, splits.input_spec, splits.num_classes, cfg.head, cfg.seed).to(device)
+    model = build_classifier(cfg.model, splits.input_spec, splits.num_classes, cfg.head, cfg.seed, cfg.pooling)
+    model = model.to(device)
     optimizer = _make_optimizer(cfg, model)
     scheduler = _make_scheduler(cfg, optimizer)
     first_epoch = 1
@@ -174,10 +204,12 @@ def train(
         if scheduler is not None:
             scheduler.load_state_dict(start["scheduler"])
         first_epoch = start["epoch"] + 1
+    # The best test accuracy so far, its epoch and weights: the authors report best_acc and keep its checkpoint.
+    best: dict[str, Any] | None = start.get("best") if start is not None else None
     net = DistributedDataParallel(model) if world > 1 else model
     train_x, train_y = _tensor(splits.train.x, device), _tensor(splits.train.y, device)
     test_x, test_y = _tensor(splits.test.x, device), _tensor(splits.test.y, device)
-    mean, std = (torch.tensor(v, device=device) for v in splits.channel_stats)
+    mean, std = _input_stats(cfg, splits, device)
 
     last: dict[str, float] = {}
     for epoch in range(first_epoch, cfg.epochs + 1):
@@ -203,6 +235,8 @@ def train(
         lr = optimizer.param_groups[0]["lr"]
         if not _all_ranks_finite(finite, device):
             last = {"epoch": epoch, "train/loss": math.nan, "val/acc": math.nan, "lr": lr, "diverged": 1.0}
+            if best is not None:
+                last |= {"val/acc_best": best["acc"], "val/acc_best_epoch": best["epoch"]}
             report(last, None)
             return last
         if world > 1:
@@ -211,12 +245,18 @@ def train(
         last = {"epoch": epoch, "train/loss": loss_sum / seen, "train/acc": correct / seen, "lr": lr, "diverged": 0.0}
         features, logits = _embed(model, test_x, mean, std)
         last.update(measure(features, logits, test_y, model.head.class_vectors))
-        if epoch == cfg.epochs:
-            for prefix, extra in splits.extra.items():
-                extra_logits = _embed(model, _tensor(extra.x, device), mean, std)[1]
-                last[f"{prefix}/acc"] = metrics.accuracy(extra_logits, _tensor(extra.y, device))
+        last.update({f"head/{name}": value for name, value in model.head.trained_scalars().items()})
+        if best is None or last["val/acc"] > best["acc"]:
+            best = {"acc": last["val/acc"], "epoch": epoch, "model": copy.deepcopy(model.state_dict())}
+        last |= {"val/acc_best": best["acc"], "val/acc_best_epoch": best["epoch"]}
+        if epoch == cfg.epochs and splits.extra:
+            # Robustness and generalisation of the best epoch's weights (what the paper compares), and the last's.
+            last.update(_extra_accuracies(model, splits, mean, std, device, suffix="_last"))
+            best_model = copy.deepcopy(model)
+            best_model.load_state_dict(best["model"])
+            last.update(_extra_accuracies(best_model, splits, mean, std, device))
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(last["val/acc"])
+            scheduler.step(100 * last["val/acc"])
         elif scheduler is not None:
             scheduler.step()
         if world > 1 and epoch == cfg.epochs:
@@ -231,6 +271,7 @@ def train(
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 }
             )
+            state["best"] = best  # already a private copy, never changed in place
             if epoch == cfg.epochs:
                 state["figures"] = draw_figures(
                     cfg, features, logits, test_y, model.head.class_vectors, splits.class_names

@@ -38,7 +38,10 @@ class OptimizerConfig:
     __pydantic_config__ = SECTION_CONFIG
     momentum: Annotated[float, Ge(0), Lt(1)] = doc("SGD momentum, dimensionless", 0.9)
     nesterov: bool = doc("Nesterov momentum (only with momentum > 0)", True)
-    weight_decay: NonNegative = doc("L2 coefficient; the paper uses 5e-4 for dot-product heads only", 5e-4)
+    weight_decay: NonNegative | None = doc(
+        "L2 coefficient; null: the head kind's default (dot 5e-4, cosine 0: the authors'); a learned S is not decayed",
+        None,
+    )
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class ScheduleConfig:
     )
     patience: Annotated[int, Ge(0)] = doc(
         "plateau: epochs without improvement before the LR drops", 3, flat="plateau_patience"
+    )
+    threshold_mode: Literal["abs", "rel"] = doc(
+        "plateau: abs (the authors'): an epoch improves when test accuracy in percent rises by over 1e-4",
+        "abs",
+        flat="plateau_threshold_mode",
     )
 
 
@@ -107,6 +115,14 @@ class TrialConfig:
     model: str = doc("backbone, a registered one (see models.py)")
     epochs: Epochs = doc("passes over the training set")
     seed: int = doc("seeds the weights, the class-vector draw, the shuffle and the augmentation")
+    pooling: Literal["global", "authors"] = doc(
+        "global: average over the whole feature map; authors: avg_pool2d(4) then flatten (ResNet18: 512-d at 32 px, "
+        "2048 at 64, 4608 at 96)",
+        "global",
+    )
+    normalisation: Literal["dataset", "authors"] = doc(
+        "dataset: per-channel mean and std of the training images; authors: (x - 0.5) / 0.5", "dataset"
+    )
     batch_size: BatchSize = doc("images per optimiser step (per worker under DDP)", 128)
     lr: LearningRate = doc("initial learning rate", 0.1)
     optimizer: OptimizerConfig = doc("SGD settings", default_factory=OptimizerConfig)
@@ -115,7 +131,11 @@ class TrialConfig:
     augmentation: Augmentation = doc("training-time augmentation", default_factory=Augmentation)
 
     def settled(self) -> TrialConfig:
-        return dataclasses.replace(self, head=self.head.settled())
+        """Defaults that depend on the head kind resolved (bias, weight decay), unread head options reset."""
+        decay = self.optimizer.weight_decay
+        decay = HEADS[self.head.kind].default_weight_decay if decay is None else decay
+        optimizer = dataclasses.replace(self.optimizer, weight_decay=decay)
+        return dataclasses.replace(self, head=self.head.settled(), optimizer=optimizer)
 
 
 # Flat name (MLflow param, search-space key) -> path of attribute names in TrialConfig.
@@ -177,7 +197,7 @@ def read_params(params: dict[str, str]) -> dict[str, Any]:
 def _parse(annotation: Any, text: str) -> Any:
     if text == "none":
         return None
-    base = _base_type(annotation)
+    base = base_type(annotation)
     if base is bool:
         return {"True": True, "False": False}.get(text, text)
     if base in (int, float):
@@ -188,13 +208,13 @@ def _parse(annotation: Any, text: str) -> Any:
     return text
 
 
-def _base_type(annotation: Any) -> Any:
+def base_type(annotation: Any) -> Any:
     """int, float, bool or str behind Annotated[...], X | None and Literal[...]."""
     while get_origin(annotation) is Annotated:
         annotation = get_args(annotation)[0]
     if get_origin(annotation) in (Union, types.UnionType):
         annotation = next(a for a in get_args(annotation) if a is not type(None))
-        return _base_type(annotation)
+        return base_type(annotation)
     if get_origin(annotation) is Literal:
         return type(get_args(annotation)[0])
     return annotation

@@ -142,7 +142,12 @@ def test_learned_scale_is_a_parameter_and_trains():
 
 
 @pytest.mark.parametrize(
-    "margin,expected", [("cosface", lambda c, m: c - m), ("arcface", lambda c, m: math.cos(math.acos(c) + m))]
+    "margin,expected",
+    [
+        ("cosface", lambda c, m: c - m),
+        # ArcFace's standard form: cos(theta + m) up to theta + m = pi, then cos(theta) - m sin(m)
+        ("arcface", lambda c, m: math.cos(math.acos(c) + m) if math.acos(c) + m <= math.pi else c - m * math.sin(m)),
+    ],
 )
 def test_margins_move_only_the_true_class_logit_and_only_in_training(margin, expected):
     head = CosineHead(4, 3, fixed=True, S=10.0, bias=False, margin=margin, m=0.3)
@@ -155,3 +160,16 @@ def test_margins_move_only_the_true_class_logit_and_only_in_training(margin, exp
             want = 10 * expected(cosines[i, j].item(), 0.3) if j == label else plain[i, j].item()
             assert trained[i, j].item() == pytest.approx(want, abs=1e-4)
     assert torch.equal(head(features), plain)  # evaluation never sees the margin
+
+
+def test_arcface_falls_back_past_pi_instead_of_rewarding_a_worse_angle():
+    """cos(theta + m) rises again once theta + m passes pi: the standard ArcFace takes cos(theta) - m sin(m)."""
+    head = CosineHead(2, 2, fixed=True, S=1.0, bias=False, margin="arcface", m=0.5)
+    head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    thetas = torch.tensor([0.3, 2.0, 2.9, 3.1])  # the last two lie past pi - m
+    features = torch.stack([thetas.cos(), thetas.sin()], dim=1)
+    target = head(features, torch.zeros(4, dtype=torch.long))[:, 0]
+    for theta, logit in zip(thetas.tolist(), target.tolist()):
+        want = math.cos(theta + 0.5) if theta + 0.5 <= math.pi else math.cos(theta) - 0.5 * math.sin(0.5)
+        assert logit == pytest.approx(want, abs=1e-5)
+    assert target[3] < target[2] < target[1] < target[0]  # a worse angle never scores better

@@ -35,7 +35,7 @@ def test_separability_of_a_regular_simplex():
     cosines = metrics.class_cosine_matrix(vectors)
     assert torch.allclose(cosines.diagonal(), torch.ones(3, dtype=cosines.dtype), atol=1e-6)
     assert torch.allclose(cosines, cosines.T)
-    mean, largest = metrics.separability(vectors)
+    mean, largest = metrics.class_vector_cosines(vectors)
     assert mean == pytest.approx(-0.5, abs=1e-6) and largest == pytest.approx(-0.5, abs=1e-6)
 
 

@@ -143,17 +143,29 @@ def test_validate_counts_trials_without_importing_ray():
 
 
 def test_paper_sweeps_share_the_authors_protocol_from_one_base_file():
-    base = yaml.safe_load((ROOT / "sweeps" / "paper" / "base" / "authors.yaml").read_text())
+    protocol = {"epochs", "batch_size", "pooling", "normalisation", "optimizer", "schedule", "seeds", "resources"}
     for path in sorted((ROOT / "sweeps" / "paper").glob("*.yaml")):
         raw = yaml.safe_load(path.read_text())
         assert raw["extends"] == "base/authors.yaml", path
-        assert not {"epochs", "schedule", "seeds", "resources", "tracking"} & set(raw), f"{path} repeats the protocol"
+        assert not (protocol | {"tracking"}) & set(raw), f"{path} repeats the protocol"
         spec = load_sweep(path)
-        assert spec.epochs == base["epochs"] == 80 and spec.seeds == [0, 1, 2]
-        assert (spec.optimizer.momentum, spec.optimizer.nesterov) == (0.9, True)
+        # The authors' code, point by point (shared/paper/authors-recipe.md).
+        assert spec.epochs == 80 and spec.seeds == [0, 1, 2] and spec.batch_size == 32
+        assert (spec.pooling, spec.normalisation) == ("authors", "authors")
+        assert (spec.optimizer.momentum, spec.optimizer.nesterov, spec.optimizer.weight_decay) == (0.9, True, None)
         assert (spec.schedule.kind, spec.schedule.factor, spec.schedule.patience) == ("plateau", 0.2, 3)
-        assert spec.head.init == "uniform_int" and spec.tracking.experiment == "fixray-paper"
+        assert spec.schedule.threshold_mode == "abs"
+        assert (spec.head.init, spec.head.bias) == ("uniform_int", True)  # b = 0.01 for cosine heads too
+        assert spec.tracking.experiment == "fixray-paper"
         assert spec.head.kind == raw["head"]["kind"]  # the file's own head keys merge over the base's
+        decay = {to_params(trial_config(spec, p))["weight_decay"] for p in points(spec)}
+        assert decay == ({5e-4} if spec.head.kind == "dot" else {0.0}), path
+        if spec.name.startswith("paper-cosine-best-s-"):
+            assert {1, 20, 40} <= set(spec.search.space.parameters()["S"])  # never below Table 2's S = 1 cell
+            assert spec.robustness is not None  # Table 6's cosine columns come from these models
+            assert (spec.generalisation == "cifar10.1") == (spec.dataset == "cifar10")  # and Table 5's
+        if spec.name.startswith("paper-cosine-s1-"):
+            assert spec.robustness is None and spec.generalisation is None  # no table reads them there
 
 
 def test_every_sweep_a_paper_table_reads_exists_as_a_sweep_file():
