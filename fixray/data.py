@@ -140,7 +140,13 @@ def load_dataset(name: str, data_dir: Path | None = None, download: bool = True)
             f"unknown training dataset {name!r}; registered: {sorted(n for n, e in DATASETS.items() if e.train_set)}"
         )
     entry = DATASETS[name]
-    return entry.read(_ensure_files(name, entry, data_dir or default_data_dir(), download))
+    folder = _ensure_files(name, entry, data_dir or default_data_dir(), download)
+    try:
+        return entry.read(folder)
+    except formats.FormatError as error:
+        raise DataError(
+            f"Dataset {name!r}: {error}. Replace the file with the official one, or remove it to download it again."
+        ) from None
 
 
 def load_test_set(name: str, data_dir: Path | None = None, download: bool = True) -> tuple[ImageSet, tuple[str, ...]]:

@@ -14,30 +14,79 @@ from PIL import Image
 
 Arrays = tuple[np.ndarray, np.ndarray]  # images N x C x H x W uint8, labels N int64
 
+# What the published CIFAR pickles hold besides dicts, lists, strings, bytes and numbers: numpy arrays, and
+# (for pickles written by Python 3 at protocol 2) bytes spelled through _codecs.encode.
+PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class FormatError(ValueError):
+    """A dataset file that is not what its official format holds; the message names the file."""
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Unpickles data only: any class or function outside PICKLE_GLOBALS is refused, so a file never runs code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a dataset pickle never holds")
+
 
 def _unpickle(path: Path) -> dict:
     # The published pickles were written by Python 2: latin1 turns their keys into str.
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+    try:
+        with open(path, "rb") as f:
+            found = _DataUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
+        raise FormatError(f"{path}: not a readable CIFAR pickle ({type(error).__name__}: {error})") from None
+    except OSError as error:
+        raise FormatError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if not isinstance(found, dict):
+        raise FormatError(f"{path}: expected a pickled dict, found {type(found).__name__}")
+    return found
 
 
-def _cifar_batch(path: Path, label_key: str) -> Arrays:
+def _cifar_batch(path: Path, label_key: str, classes: int) -> Arrays:
+    """One batch: 'data' N x 3072 uint8 (CHW rows) and N labels in [0, classes)."""
     batch = _unpickle(path)
-    images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return images, np.asarray(batch[label_key], dtype=np.int64)
+    data, labels = batch.get("data"), batch.get(label_key)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        found = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise FormatError(f"{path}: expected 'data' as an N x 3072 uint8 array, found {found}")
+    labels = np.asarray(labels) if isinstance(labels, list) and all(type(v) is int for v in labels) else None
+    if (
+        labels is None
+        or labels.shape != (len(data),)
+        or (len(labels) and not 0 <= labels.min() <= labels.max() < classes)
+    ):
+        raise FormatError(f"{path}: expected '{label_key}' as {len(data)} integers in [0, {classes}), one per image")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _names(path: Path, key: str, classes: int) -> list[str]:
+    names = _unpickle(path).get(key)
+    if not isinstance(names, list) or len(names) != classes or not all(isinstance(n, str) for n in names):
+        raise FormatError(f"{path}: expected '{key}' as a list of {classes} class names")
+    return names
 
 
 def read_cifar10(folder: Path) -> tuple[Arrays, Arrays, list[str]]:
     """cifar-10-batches-py/: data_batch_1..5, test_batch, batches.meta."""
-    parts = [_cifar_batch(folder / f"data_batch_{i}", "labels") for i in range(1, 6)]
+    parts = [_cifar_batch(folder / f"data_batch_{i}", "labels", 10) for i in range(1, 6)]
     train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    return train, _cifar_batch(folder / "test_batch", "labels"), list(_unpickle(folder / "batches.meta")["label_names"])
+    return train, _cifar_batch(folder / "test_batch", "labels", 10), _names(folder / "batches.meta", "label_names", 10)
 
 
 def read_cifar100(folder: Path) -> tuple[Arrays, Arrays, list[str]]:
     """cifar-100-python/: train, test, meta (fine labels: the 100 classes)."""
-    names = list(_unpickle(folder / "meta")["fine_label_names"])
-    return _cifar_batch(folder / "train", "fine_labels"), _cifar_batch(folder / "test", "fine_labels"), names
+    names = _names(folder / "meta", "fine_label_names", 100)
+    return _cifar_batch(folder / "train", "fine_labels", 100), _cifar_batch(folder / "test", "fine_labels", 100), names
 
 
 def _stl10_split(folder: Path, split: str) -> Arrays:

@@ -65,7 +65,7 @@ def _load_state(checkpoint) -> dict[str, Any] | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / STATE_FILE, weights_only=False)
+        return torch.load(Path(folder) / STATE_FILE, weights_only=True)  # tensors and plain values, never code
 
 
 def _checkpointing(report_fn):
