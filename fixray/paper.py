@@ -199,15 +199,16 @@ def _values(client, runs: list, metric: str) -> tuple[list[float], int]:
 
 def cell_runs(client, runs: list, cell: Cell) -> list:
     """The runs a cell summarises (one per seed); for best-of cells, the group with the best mean val/acc_best."""
-    chosen = [r for r in runs if _matches(read_params(r.data.params), cell.where)]
+    typed = [(r, read_params(r.data.params)) for r in runs]
+    chosen = [(r, params) for r, params in typed if _matches(params, cell.where)]
     if not chosen or cell.best_over is None:
-        return chosen
+        return [r for r, _ in chosen]
     groups: dict[Any, list] = {}
-    for run in chosen:
-        groups.setdefault(read_params(run.data.params).get(cell.best_over), []).append(run)
+    for run, params in chosen:
+        groups.setdefault(params.get(cell.best_over), []).append(run)
     scored = [(mean_std(_values(client, g, BEST_ACC)[0])[0], key) for key, g in groups.items()]
     finite = [(score, key) for score, key in scored if not math.isnan(score)]
-    return groups[max(finite, key=lambda scored: scored[0])[1]] if finite else chosen
+    return groups[max(finite, key=lambda scored: scored[0])[1]] if finite else [r for r, _ in chosen]
 
 
 def collect(

@@ -224,10 +224,6 @@ class SweepSpec(Schema):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow")
     storage_path: Path = Field(Path("fixray-runs"), description="Ray Tune's results and checkpoints; resume reads them")
 
-    def head_kinds(self) -> list[str]:
-        """The head kinds this sweep trains."""
-        return _values(self.search.space.parameters().get("kind", self.head.kind))
-
 
 # --- problems -----------------------------------------------------------------------------------------
 
