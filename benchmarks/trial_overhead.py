@@ -20,7 +20,8 @@ from ray import tune
 from fixray.data import load_dataset
 from fixray.plan import points, trial_config
 from fixray.spec import parse_sweep
-from fixray.sweep import ddp_worker, prepare_data, run_sweep
+from fixray.sweep import ddp_worker, run_sweep
+from fixray.sweep_data import prepare_data
 from fixray.train import train
 
 

@@ -26,15 +26,22 @@ def _summary(spec) -> str:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from fixray.sweep_data import check_data
+
     status = 0
     for file in args.files:
         try:
             spec = load_sweep(file)
+            data = check_data(spec)
         except SweepFileError as error:
             print(error, file=sys.stderr)
             status = EXIT_BAD_INPUT
             continue
-        print(f"{file}: ok ({_summary(spec)})")
+        except DataError as error:
+            print(f"{file}: {error}", file=sys.stderr)
+            status = EXIT_BAD_INPUT
+            continue
+        print(f"{file}: ok ({_summary(spec)}); data: {data}")
     return status
 
 
@@ -52,8 +59,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     import ray
 
-    from fixray.report import sweep_table
-    from fixray.sweep import prepare_data, run_sweep
+    from fixray.answer import sweep_report
+    from fixray.sweep import run_sweep
+    from fixray.sweep_data import prepare_data
 
     print(f"Sweep {spec.name!r}: {_summary(spec)}", flush=True)
     splits = prepare_data(spec)  # DataError -> exit 2 before Ray or MLflow start
@@ -63,7 +71,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         ray.shutdown()
     print()
-    print(sweep_table(spec.tracking.uri, spec.tracking.experiment, spec.name))
+    print(sweep_report(spec.tracking.uri, spec.tracking.experiment, spec.name)[0])
     print()
     errors = len(outcome.results.errors)
     if errors:
@@ -80,8 +88,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
     from fixray import paper
+    from fixray.answer import sweep_report
     from fixray.html_report import html_page, run_figures
-    from fixray.report import sweep_rows
 
     uri = args.tracking_uri or "sqlite:///mlflow.db"
     if args.sweep in paper.TABLES:
@@ -99,7 +107,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             spec = load_sweep(args.sweep)
             uri, experiment, sweep = args.tracking_uri or spec.tracking.uri, spec.tracking.experiment, spec.name
         try:
-            markdown, figure_runs = sweep_rows(uri, experiment, sweep)
+            markdown, figure_runs = sweep_report(uri, experiment, sweep)
         except LookupError as error:
             print(f"fixray report: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -43,8 +43,12 @@ def corrupt_images(images: np.ndarray, name: str, severity: int, seed: int) -> n
 def corrupted_test_set(test: ImageSet, dataset: str, name: str, severity: int, seed: int, cache_dir: Path) -> ImageSet:
     """The corrupted copy of `test`, read from cache_dir when an earlier sweep already made it."""
     path = cache_dir / f"{dataset}-{len(test)}-{name}-s{severity}-seed{seed}.npy"
-    if path.exists():
-        return ImageSet(np.load(path), test.y)
+    try:
+        cached = np.load(path, allow_pickle=False)
+        if cached.shape == test.x.shape and cached.dtype == np.uint8:
+            return ImageSet(cached, test.y)
+    except (OSError, ValueError, EOFError):
+        pass  # absent, or not this cache's file: made again below
     images = corrupt_images(test.x, name, severity, seed)
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial.npy")

@@ -6,6 +6,7 @@ and Ray's object store hands numpy arrays to every trial on a node without copyi
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class DatasetEntry:
     train_set: bool = True  # False: a test-only set (generalisation)
     classes: int = 10  # number of classes, known before the files are read (validation needs it)
     channels: int = 3  # colour channels of each image
+    md5: dict[str, str] = field(default_factory=dict)  # file (relative to folder) -> the publisher's md5 of it
 
     @property
     def input_spec(self) -> InputSpec:
@@ -108,9 +110,35 @@ def register_dataset(name: str, entry: DatasetEntry) -> None:
     DATASETS[name] = entry
 
 
+def _missing(folder: Path, entry: DatasetEntry) -> list[str]:
+    return [f for f in entry.required if not (folder / f).exists()]
+
+
+def on_disk(name: str, data_dir: Path) -> bool:
+    """Whether every file a dataset needs is there (a broken symlink or a symlink loop is not)."""
+    return not _missing(data_dir / DATASETS[name].folder, DATASETS[name])
+
+
+def _verify(name: str, entry: DatasetEntry, folder: Path) -> None:
+    """Each file against its publisher's md5, before a byte of it is parsed."""
+    for file, expected in entry.md5.items():
+        path = folder / file
+        try:
+            with open(path, "rb") as f:
+                found = hashlib.file_digest(f, "md5").hexdigest()
+        except OSError as error:
+            raise DataError(f"Dataset {name!r}: {path}: cannot be read ({error.strerror or error})") from None
+        if found != expected:
+            raise DataError(
+                f"Dataset {name!r}: {path} has md5 {found}, not the published file's {expected}. Replace it with "
+                f"the official file (or remove it to download it again); for a subset or your own copy in the "
+                f"official format, set `verify: false` in the sweep file."
+            )
+
+
 def _ensure_files(name: str, entry: DatasetEntry, data_dir: Path, download: bool) -> Path:
     folder = data_dir / entry.folder
-    missing = [f for f in entry.required if not (folder / f).exists()]
+    missing = _missing(folder, entry)
     if not missing:
         return folder
     reason = "downloads are switched off (download: false)"
@@ -118,12 +146,13 @@ def _ensure_files(name: str, entry: DatasetEntry, data_dir: Path, download: bool
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
             entry.fetch(data_dir)
-            missing = [f for f in entry.required if not (folder / f).exists()]
+            missing = _missing(folder, entry)
             if not missing:
                 return folder
             reason = "the download did not produce them"
         except Exception as error:  # offline, a proxy, a checksum mismatch: all end in the same advice
             reason = f"the download failed: {type(error).__name__}: {error}"
+    missing = [f"{f} (a symlink that leads nowhere)" if (folder / f).is_symlink() else f for f in missing]
     shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
     raise DatasetUnavailable(
         f"Dataset {name!r} is not in {folder} and {reason}.\n"
@@ -133,14 +162,12 @@ def _ensure_files(name: str, entry: DatasetEntry, data_dir: Path, download: bool
     )
 
 
-def load_dataset(name: str, data_dir: Path | None = None, download: bool = True) -> Splits:
-    """A training set's splits; downloads missing files when `download` is on and the network allows."""
-    if name not in DATASETS or not DATASETS[name].train_set:
-        raise KeyError(
-            f"unknown training dataset {name!r}; registered: {sorted(n for n, e in DATASETS.items() if e.train_set)}"
-        )
+def _read(name: str, data_dir: Path | None, download: bool, verify: bool) -> Splits | tuple[ImageSet, tuple[str, ...]]:
+    """Finds (or fetches) a dataset's files, checks their published md5 when asked, and reads them as data."""
     entry = DATASETS[name]
     folder = _ensure_files(name, entry, data_dir or default_data_dir(), download)
+    if verify:
+        _verify(name, entry, folder)
     try:
         return entry.read(folder)
     except formats.FormatError as error:
@@ -149,14 +176,21 @@ def load_dataset(name: str, data_dir: Path | None = None, download: bool = True)
         ) from None
 
 
-def load_test_set(name: str, data_dir: Path | None = None, download: bool = True) -> tuple[ImageSet, tuple[str, ...]]:
+def load_dataset(name: str, data_dir: Path | None = None, download: bool = True, verify: bool = True) -> Splits:
+    """A training set's splits; downloads missing files when `download` is on and the network allows."""
+    if name not in DATASETS or not DATASETS[name].train_set:
+        raise KeyError(
+            f"unknown training dataset {name!r}; registered: {sorted(n for n, e in DATASETS.items() if e.train_set)}"
+        )
+    return _read(name, data_dir, download, verify)
+
+
+def load_test_set(
+    name: str, data_dir: Path | None = None, download: bool = True, verify: bool = True
+) -> tuple[ImageSet, tuple[str, ...]]:
     """Any registered set's test images with class names: the test split of a training set, or a test-only set."""
-    entry = DATASETS[name]
-    folder = _ensure_files(name, entry, data_dir or default_data_dir(), download)
-    if entry.train_set:
-        splits = entry.read(folder)
-        return splits.test, splits.class_names
-    return entry.read(folder)
+    found = _read(name, data_dir, download, verify)
+    return (found.test, found.class_names) if isinstance(found, Splits) else found
 
 
 # --- the registered datasets -------------------------------------------------------------------------
@@ -238,6 +272,15 @@ register_dataset(
         "the CIFAR-10 python version (cifar-10-python.tar.gz)",
         32,
         CIFAR_AUGMENTATION,
+        md5={
+            "data_batch_1": "c99cafc152244af753f735de768cd75f",
+            "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+            "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+            "data_batch_4": "634d18415352ddfa80567beed471001a",
+            "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+            "test_batch": "40351d587109b95175f43aff81a1287e",
+            "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+        },
     ),
 )
 register_dataset(
@@ -251,6 +294,11 @@ register_dataset(
         32,
         CIFAR_AUGMENTATION,
         classes=100,
+        md5={
+            "train": "16019d7e3df5f24257cddd939b257f8d",
+            "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+            "meta": "7973b15100ade9c7d40fb424638fde48",
+        },
     ),
 )
 register_dataset(
@@ -263,6 +311,12 @@ register_dataset(
         "the STL-10 binary files (stl10_binary.tar.gz)",
         96,
         Augmentation(crop_padding=10, flip=True),  # the authors' RandomCrop(96, padding=10)
+        md5={
+            "train_X.bin": "918c2871b30a85fa023e0c44e0bee87f",
+            "train_y.bin": "5a34089d4802c674881badbb80307741",
+            "test_X.bin": "7f263ba9f9e0b06b93213547f721ac82",
+            "test_y.bin": "36f9794fa4beb8a2c72628de14fa638e",
+        },
     ),
 )
 register_dataset(

@@ -1,4 +1,4 @@
-"""A report as one self-contained HTML file: the Markdown table, then each cell's figures inline."""
+"""A report as one self-contained HTML file: the Markdown tables, then each section's figures inline."""
 
 from __future__ import annotations
 
@@ -15,20 +15,31 @@ from fixray.tracking import FIGURES_DIR
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a report prints its table, not progress bars
 
 
+def _table(rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def markdown_to_html(markdown: str) -> str:
-    """The subset fixray prints: a bold title line, then a pipe table."""
+    """The subset fixray prints: lines that open with a **bold** title, and pipe tables."""
     parts, rows = [], []
-    for line in markdown.splitlines():
+    for line in [*markdown.splitlines(), ""]:
         if line.startswith("|"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             if not all(set(c) <= {"-"} for c in cells):
                 rows.append(cells)
-        elif line.strip():
-            parts.append(f"<h2>{html.escape(line.strip('*'))}</h2>")
-    if rows:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
-        parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            continue
+        if rows:
+            parts.append(_table(rows))
+            rows = []
+        if line.strip():
+            title, _, rest = line.strip().removeprefix("**").partition("**")
+            parts.append(
+                f"<p><b>{html.escape(title)}</b>{html.escape(rest)}</p>"
+                if rest or line.startswith("**")
+                else f"<p>{html.escape(line)}</p>"
+            )
     return "\n".join(parts)
 
 

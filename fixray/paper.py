@@ -10,6 +10,7 @@ measured on that epoch's weights; the best learning rate or S is the one with th
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 
 from fixray.report import format_cell, mean_std
-from fixray.tracking import STATUS_TAG, SweepRuns
+from fixray.tracking import FINISHED, SweepRuns, left_out, outcome
 from fixray.trial import read_params
 
 PAPER_EXPERIMENT = "fixray-paper"  # the MLflow experiment the paper's sweep files write to
@@ -178,8 +179,8 @@ class CellResult:
     """What one cell summarises: its runs (one per seed) and their values at the best epoch."""
 
     runs: list
-    values: list[float]  # one per seed that did not diverge
-    diverged: int
+    values: list[float]  # one per seed that finished
+    outcomes: Counter  # finished, diverged, error, unfinished, ... -> runs: every run counted, finished ones averaged
 
 
 def _at_best_epoch(client, run, metric: str) -> float | None:
@@ -190,11 +191,10 @@ def _at_best_epoch(client, run, metric: str) -> float | None:
     return next((m.value for m in client.get_metric_history(run.info.run_id, metric) if m.step == epoch), None)
 
 
-def _values(client, runs: list, metric: str) -> tuple[list[float], int]:
-    """Per-seed values of the runs that did not diverge, and how many diverged."""
-    diverged = sum(r.data.tags.get(STATUS_TAG) == "diverged" for r in runs)
-    values = [_at_best_epoch(client, r, metric) for r in runs if r.data.tags.get(STATUS_TAG) != "diverged"]
-    return [v for v in values if v is not None and math.isfinite(v)], diverged
+def _values(client, runs: list, metric: str) -> tuple[list[float], Counter]:
+    """Per-seed values of the runs that finished, and every run's outcome."""
+    values = [_at_best_epoch(client, r, metric) for r in runs if outcome(r) == FINISHED]
+    return [v for v in values if v is not None and math.isfinite(v)], Counter(outcome(r) for r in runs)
 
 
 def cell_runs(client, runs: list, cell: Cell) -> list:
@@ -240,7 +240,7 @@ def render(grid: Layout, results: dict[tuple[str, str], CellResult], with_paper:
         cells = []
         for column in grid.columns:
             result = results[row, column]
-            text = _format(result.values, result.diverged, grid.scale) if result.runs else "—"
+            text = _format(result.values, result.outcomes, grid.scale) if result.runs else "—"
             if with_paper:
                 number = grid.published[row, column]
                 text += f" (paper {'—' if number is None else 'NaN' if math.isnan(number) else f'{number:g}'})"
@@ -249,6 +249,8 @@ def render(grid: Layout, results: dict[tuple[str, str], CellResult], with_paper:
     return "\n".join(lines)
 
 
-def _format(values: list[float], diverged: int, scale: float) -> str:
+def _format(values: list[float], outcomes: Counter, scale: float) -> str:
+    """mean ± std; NaN alone where every seed diverged (as the paper prints it); runs not averaged are named."""
     text = format_cell(values, scale, 1 if scale == 100 else 2)
-    return text + (f" ({diverged} diverged)" if diverged and values else "")
+    every_seed_diverged = set(outcomes) == {"diverged"}
+    return text + (f" ({left_out(outcomes)})" if left_out(outcomes) and not every_seed_diverged else "")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -53,14 +54,14 @@ def points(spec: SweepSpec) -> list[dict[str, Any]]:
     Points are de-duplicated by the trial they make: options a head kind does not read (S of a
     dot-product head) are dropped, so such a head is not trained once per S value.
     """
-    space = spec.search.space.parameters()
-    if spec.search.method == "grid":  # a choice is a grid list there
-        space = {k: v["choice"] if isinstance(v, dict) else v for k, v in space.items()}
-    grids = {k: v if isinstance(v, list) else [v] for k, v in space.items() if not isinstance(v, dict)}
-    ranges = {k: v for k, v in space.items() if isinstance(v, dict)}
+    return list(_iter_points(spec))
+
+
+def _iter_points(spec: SweepSpec) -> Iterator[dict[str, Any]]:
+    grids, ranges = spec.search.grids_and_ranges()
     rng = np.random.default_rng(spec.search.random_seed)
     draws = [{k: _draw(v, rng) for k, v in ranges.items()} for _ in range(spec.search.num_samples if ranges else 1)]
-    found, seen = [], set()
+    seen = set()
     for draw in draws:
         for values in itertools.product(*grids.values(), spec.seeds):
             point = {**dict(zip(grids, values)), **draw, SEED: values[-1]}
@@ -68,14 +69,14 @@ def points(spec: SweepSpec) -> list[dict[str, Any]]:
             if cfg not in seen:
                 seen.add(cfg)
                 params = to_params(cfg)
-                found.append({k: params[k] for k in point if k != SEED and params[k] is not None} | {SEED: cfg.seed})
-    return found
+                yield {k: params[k] for k in point if k != SEED and params[k] is not None} | {SEED: cfg.seed}
 
 
 def expected_trials(spec: SweepSpec) -> int:
+    """Trials after de-duplication, counted one at a time (validation has bounded them by search.max_trials)."""
     if spec.search.method == "tpe":
         return spec.search.num_samples * len(spec.seeds)
-    return len(points(spec))
+    return sum(1 for _ in _iter_points(spec))
 
 
 def trial_point(tune_config: dict[str, Any], seeds: list[int], point_key: str) -> dict[str, Any]:

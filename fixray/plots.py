@@ -64,3 +64,24 @@ def image_vectors_png(features: torch.Tensor, labels: torch.Tensor, names: tuple
         axes.scatter(points[:, 0], points[:, 1], c=labels, cmap="viridis", s=6)
     axes.set_title(f"{title}\ntest image vectors f(x), first two principal components")
     return _png(figure)
+
+
+def sweep_curve_png(lines: list, x_label: str, y_label: str, title: str) -> bytes:
+    """A sweep's answer as a picture: one line per fixed/learned head and setting (mean over seeds), its band the
+    seeds' min to max; fixed heads solid, learned dashed, x on a log axis (S and LR are searched on one)."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for line in lines:
+        xs = [x for x, _ in line.points]
+        means = [sum(v) / len(v) for _, v in line.points]
+        drawn = axes.plot(xs, means, marker="o", linestyle="-" if line.fixed else "--", label=line.label)
+        colour = drawn[0].get_color()
+        axes.fill_between(
+            xs, [min(v) for _, v in line.points], [max(v) for _, v in line.points], color=colour, alpha=0.15
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    axes.set_title(f"{title}\nline: mean over seeds; band: min to max over seeds")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7, loc="best")
+    return _png(figure)

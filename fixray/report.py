@@ -1,14 +1,15 @@
-"""Tables read back from MLflow: one row per configuration, mean ± std over seeds."""
+"""Tables read back from MLflow: one row per configuration, mean ± std over the seeds that finished."""
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from fixray.heads import HEADS
-from fixray.tracking import STATUS_TAG, SweepRuns
+from fixray.tracking import FINISHED, left_out, outcome
 from fixray.trial import SEARCHABLE, read_params
 
 # Always shown, as the paper's question is about them: head kind, fixed or learned, the options that name a
@@ -26,13 +27,23 @@ SUMMARY_COLUMNS = (  # (metric key, column title, multiplier, decimals)
 
 @dataclass
 class Row:
-    """One configuration of a sweep and the per-seed values of each summary metric."""
+    """One configuration of a sweep: its runs, and the summary metrics of those that finished, by seed."""
 
     key: dict[str, Any]  # typed parameter values (read_params): True, 0.1, None for an option the head lacks
-    values: dict[str, list[float]]  # metric -> one value per seed that did not diverge
-    seeds: int
-    diverged: int
+    by_seed: dict[int, dict[str, float]] = field(default_factory=dict)  # finished runs: seed -> metric -> value
+    outcomes: Counter = field(default_factory=Counter)  # finished, diverged, error, ... -> runs
     runs: list = field(default_factory=list)  # the child runs of this configuration, one per seed
+
+    def values(self, metric: str) -> list[float]:
+        """One value per finished seed (in seed order); diverged, failed and unfinished runs are never in it."""
+        found = (self.by_seed[seed].get(metric) for seed in sorted(self.by_seed))
+        return [v for v in found if v is not None and math.isfinite(v)]
+
+    @property
+    def seeds(self) -> str:
+        """'3', or '3 (1 diverged, 1 unfinished)': every run counted, only finished ones averaged."""
+        excluded = left_out(self.outcomes)
+        return f"{sum(self.outcomes.values())}" + (f" ({excluded})" if excluded else "")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -43,7 +54,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(children: list) -> list[Row]:
-    """Groups child runs by every parameter except the seed; diverged seeds are counted, not averaged."""
+    """Groups child runs by every parameter except the seed; only finished runs' metrics are kept."""
     params = [read_params(c.data.params) for c in children]
     kinds = {p.get("kind") for p in params}
     # A parameter gets a column when it varies beyond what the head kind implies (bias follows kind by default).
@@ -54,16 +65,11 @@ def summarise(children: list) -> list[Row]:
     rows: dict[tuple, Row] = {}
     for child, values in zip(children, params):
         group = tuple(values.get(k) for k in keys)
-        row = rows.setdefault(group, Row(dict(zip(keys, group)), {m: [] for m, *_ in SUMMARY_COLUMNS}, 0, 0))
-        row.seeds += 1
+        row = rows.setdefault(group, Row(dict(zip(keys, group))))
         row.runs.append(child)
-        if child.data.tags.get(STATUS_TAG) == "diverged" or child.data.metrics.get("diverged") == 1:
-            row.diverged += 1
-            continue
-        for metric, *_ in SUMMARY_COLUMNS:
-            value = child.data.metrics.get(metric)
-            if value is not None and math.isfinite(value):
-                row.values[metric].append(value)
+        row.outcomes[outcome(child)] += 1
+        if outcome(child) == FINISHED:
+            row.by_seed[values.get("seed")] = dict(child.data.metrics)
     order = ("kind", *HEAD_OPTIONS, "fixed", "lr", *varying)  # rows of one head configuration stay together
     return sorted(rows.values(), key=lambda row: tuple(_sort_key(k, row.key[k]) for k in order))
 
@@ -86,7 +92,7 @@ def format_cell(values: list[float], scale: float, decimals: int) -> str:
     return f"{mean * scale:.{decimals}f} ± {std * scale:.{decimals}f}"
 
 
-def _shown(key: str, value: Any) -> str:
+def shown_value(key: str, value: Any) -> str:
     """A parameter as a table cell: fixed/learned for `fixed`, 'none' for an option the head lacks."""
     if key == "fixed" and isinstance(value, bool):
         return "fixed" if value else "learned"
@@ -100,21 +106,11 @@ def markdown_table(rows: list[Row]) -> str:
     header = [HEADERS.get(k, k) for k in keys] + ["seeds"] + [title for _, title, *_ in SUMMARY_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        seeds = f"{row.seeds}" + (f" ({row.diverged} diverged)" if row.diverged else "")
-        cells = [_shown(k, row.key[k]) for k in keys] + [seeds]
-        cells += [format_cell(row.values[m], scale, dec) for m, _, scale, dec in SUMMARY_COLUMNS]
+        cells = [shown_value(k, row.key[k]) for k in keys] + [row.seeds]
+        cells += [format_cell(row.values(m), scale, dec) for m, _, scale, dec in SUMMARY_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def sweep_rows(tracking_uri: str, experiment: str, sweep: str) -> tuple[str, list[tuple[str, object]]]:
-    """A sweep's table and, per row, one run whose figures illustrate it (for HTML reports)."""
-    rows = summarise(SweepRuns(tracking_uri, experiment, sweep, create=False).children())
-    captions = [
-        (" · ".join(f"{HEADERS.get(k, k)}={_shown(k, v)}" for k, v in row.key.items()), row.runs[0]) for row in rows
-    ]
-    return markdown_table(rows), captions
-
-
-def sweep_table(tracking_uri: str, experiment: str, sweep: str) -> str:
-    return sweep_rows(tracking_uri, experiment, sweep)[0]
+def row_caption(row: Row) -> str:
+    return " · ".join(f"{HEADERS.get(k, k)}={shown_value(k, v)}" for k, v in row.key.items())

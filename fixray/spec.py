@@ -7,6 +7,8 @@ in [0, 1)) is written once and holds in the file's defaults and in its search sp
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -47,6 +49,28 @@ from fixray.trial import (
 )
 
 EXTENDS_KEY = "extends"  # a sweep file may extend a base file (path relative to it); its own keys win
+MAX_FILE_BYTES = 1 << 20  # a sweep file is a page of settings: 1 MiB is far past any real one
+MAX_NODES = 100_000  # values in a parsed sweep file, YAML aliases expanded (no "billion laughs")
+MAX_TRIALS = 10_000  # default search.max_trials: trials one sweep may plan before it is refused
+NAME_CHARS = "letters, digits and . _ + = - (starting with a letter or digit, no '..', at most 128)"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
+PATH_PART = re.compile(r"[\w .+=@~-]+")  # one folder of a storage path: no quotes, no shell or glob characters
+
+
+def _identifier(name: str) -> str:
+    if not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise ValueError(f"a name of {NAME_CHARS}")
+    return name
+
+
+def _storage_path(path: Path) -> Path:
+    parts = [part for part in path.parts if part != path.anchor]
+    if ".." in parts or not all(PATH_PART.fullmatch(part) for part in parts):
+        raise ValueError("a folder path whose folder names hold letters, digits, spaces and . _ + = @ ~ - (no '..')")
+    return path
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]  # names that become MLflow filter values and folder names
 
 
 class Schema(BaseModel):
@@ -172,6 +196,17 @@ class SearchSpec(Schema):
     asha: AshaSpec | None = Field(None, description="optional early stopping on test accuracy")
     max_concurrent_trials: int | None = Field(None, ge=1, description="null: as many as the resources allow")
     random_seed: int = Field(0, description="seeds the random/TPE searcher, so a file draws the same configurations")
+    max_trials: int = Field(
+        MAX_TRIALS, ge=1, description="refuse a sweep that plans more trials (grid x draws x seeds) than this"
+    )
+
+    def grids_and_ranges(self) -> tuple[dict[str, list[Any]], dict[str, dict[str, Any]]]:
+        """The space as grid lists (a value: a one-item list) and ranges to draw from; grid search lists choices."""
+        space = self.space.parameters()
+        if self.method == "grid":
+            space = {k: v["choice"] if isinstance(v, dict) else v for k, v in space.items()}
+        grids = {k: v if isinstance(v, list) else [v] for k, v in space.items() if not isinstance(v, dict)}
+        return grids, {k: v for k, v in space.items() if isinstance(v, dict)}
 
 
 class ResourcesSpec(Schema):
@@ -186,14 +221,14 @@ class TrackingSpec(Schema):
     """Where MLflow runs go."""
 
     uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI; on a cluster, an `mlflow server` address")
-    experiment: str = Field("fixray", description="MLflow experiment that holds the sweep's parent run")
+    experiment: Identifier = Field("fixray", description=f"MLflow experiment holding the parent run: {NAME_CHARS}")
 
 
 class SweepSpec(Schema):
     """A sweep file: the trials' shared settings, what is searched, and where it runs and is recorded."""
 
-    name: str | None = Field(
-        None, min_length=1, description="MLflow parent run and Tune experiment; null: the file's stem"
+    name: Identifier | None = Field(
+        None, description=f"MLflow parent run and Tune experiment folder, {NAME_CHARS}; null: the file's stem"
     )
     dataset: str = Field(
         description="a registered training set: " + ", ".join(n for n, e in DATASETS.items() if e.train_set)
@@ -202,6 +237,9 @@ class SweepSpec(Schema):
         None, description="folder holding the datasets; null: $FIXRAY_DATA or ~/.cache/fixray/datasets"
     )
     download: bool = Field(True, description="fetch missing dataset files (needs the internet); false: disk only")
+    verify: bool = Field(
+        True, description="check files against their publisher's md5 before reading; false: a subset or your own copy"
+    )
     model: str = _from_trial("model")
     pooling: Literal["global", "authors"] = _from_trial("pooling")
     normalisation: Literal["dataset", "authors"] = _from_trial("normalisation")
@@ -222,7 +260,9 @@ class SweepSpec(Schema):
     search: SearchSpec = Field(description="how configurations are chosen: method, space, early stopping")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Ray resources per trial")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow")
-    storage_path: Path = Field(Path("fixray-runs"), description="Ray Tune's results and checkpoints; resume reads them")
+    storage_path: Annotated[Path, AfterValidator(_storage_path)] = Field(
+        Path("fixray-runs"), description="Ray Tune's results and checkpoints (resume reads them); no '..'"
+    )
 
 
 # --- problems -----------------------------------------------------------------------------------------
@@ -418,6 +458,39 @@ def _image_vector_problems(spec: SweepSpec) -> list[Problem]:
     return problems
 
 
+def planned_trials_bound(spec: SweepSpec) -> int:
+    """Trials a sweep plans before de-duplication, counted without listing them: grid x draws x seeds."""
+    if spec.search.method == "tpe":
+        return spec.search.num_samples * len(spec.seeds)
+    grids, ranges = spec.search.grids_and_ranges()
+    draws = spec.search.num_samples if ranges else 1
+    return math.prod(len(values) for values in grids.values()) * draws * len(spec.seeds)
+
+
+def _size_problems(spec: SweepSpec) -> list[Problem]:
+    bound = planned_trials_bound(spec)
+    if bound <= spec.search.max_trials:
+        return []
+    expected = (
+        f"at most search.max_trials = {spec.search.max_trials} trials (grid values x draws x seeds); "
+        "shrink the search, or raise search.max_trials if you mean it"
+    )
+    return [Problem("search", f"{bound} trials", expected)]
+
+
+def _count_nodes(value: Any, limit: int) -> int:
+    """Values in a parsed document with aliases expanded, counting no further than `limit`."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+    return count
+
+
 def parse_sweep(raw: Any, file: Path) -> SweepSpec:
     """Validates an already-parsed sweep document; raises SweepFileError listing every problem."""
     if not isinstance(raw, dict):
@@ -436,21 +509,32 @@ def parse_sweep(raw: Any, file: Path) -> SweepSpec:
         _registry_problems(raw, space, head) + _head_option_problems(space, head) + _method_problems(search, space)
     )
     if spec is not None and not problems:
-        problems += _image_vector_problems(spec)
+        problems += _image_vector_problems(spec) + _size_problems(spec)
+    if spec is not None and spec.name is None:
+        try:
+            spec = spec.model_copy(update={"name": _identifier(file.stem)})
+        except ValueError as error:
+            problems.append(Problem("name", None, f"{error}: the file's stem {file.stem!r} is not one, so set name:"))
     if problems or spec is None:
         raise SweepFileError(file, problems)
-    return spec if spec.name is not None else spec.model_copy(update={"name": file.stem})
+    return spec
 
 
 def _read_yaml(file: Path) -> Any:
     try:
-        text = file.read_text()
+        with open(file, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        text = data.decode("utf-8")
     except OSError as error:
         raise SweepFileError(
             file, [Problem("(file)", str(file), f"a readable sweep file ({error.strerror})")]
         ) from None
+    except UnicodeDecodeError as error:
+        raise SweepFileError(file, [Problem("(file)", f"byte {error.start}", "UTF-8 text")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise SweepFileError(file, [Problem("(file)", f"over {MAX_FILE_BYTES} bytes", "a sweep file under 1 MiB")])
     try:
-        return yaml.safe_load(text)
+        found = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
@@ -458,6 +542,10 @@ def _read_yaml(file: Path) -> Any:
         lines = text.splitlines()
         shown = lines[mark.line] if mark and mark.line < len(lines) else "(end of file)"
         raise SweepFileError(file, [Problem(where, shown, f"valid YAML ({reason})")]) from None
+    if _count_nodes(found, MAX_NODES) > MAX_NODES:
+        expected = f"at most {MAX_NODES} values with YAML aliases expanded (a sweep file is a page of settings)"
+        raise SweepFileError(file, [Problem("(file)", f"over {MAX_NODES} values", expected)])
+    return found
 
 
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,10 @@ import torch
 from ray import tune
 from ray.tune.search import Repeater
 
-from fixray.corruptions import corrupted_test_set
-from fixray.data import DataError, ImageSet, Splits, default_data_dir, load_dataset, load_test_set
-from fixray.plan import TrialDescriber, expected_trials, points, run_name
+from fixray.answer import publish
+from fixray.data import Splits
+from fixray.plan import TrialDescriber, expected_trials, points
+from fixray.progress import Progress
 from fixray.spec import SweepSpec
 from fixray.tracking import FIGURES_DIR, STATUS_TAG, SweepRuns
 from fixray.train import train
@@ -133,30 +133,6 @@ def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, spec: SweepSpec) -> None:
     trainer.fit()
 
 
-def prepare_data(spec: SweepSpec) -> Splits:
-    """Loads (or downloads) the data once, in the driver, with its extra test sets; Tune shares it with every trial."""
-    data_dir = spec.data_dir or default_data_dir()
-    splits = load_dataset(spec.dataset, data_dir, spec.download)
-    extra: dict[str, ImageSet] = {}
-    if spec.robustness is not None:
-        cache = data_dir / "fixray-corrupted"
-        for name in spec.robustness.corruptions:
-            extra[f"robust/{name}"] = corrupted_test_set(
-                splits.test, spec.dataset, name, spec.robustness.severity, spec.robustness.seed, cache
-            )
-    if spec.generalisation is not None:
-        test, names = load_test_set(spec.generalisation, data_dir, spec.download)
-        if tuple(names) != splits.class_names:
-            raise DataError(
-                f"generalisation set {spec.generalisation!r} has classes {list(names)[:5]}..., which are not "
-                f"{spec.dataset!r}'s {list(splits.class_names)[:5]}...: name a set with the training set's classes"
-            )
-        extra["gen"] = test
-    splits = replace(splits, extra=extra)
-    _ = splits.channel_stats  # computed once here and shipped with the data, not once per trial
-    return splits
-
-
 def make_trainable(spec: SweepSpec, splits: Splits):
     describer = TrialDescriber(spec)
 
@@ -220,35 +196,6 @@ def _scheduler(spec: SweepSpec):
     )
 
 
-class Progress(tune.Callback):
-    """One line per trial start and end, so a user sees a sweep move without Tune's status tables."""
-
-    def __init__(self, describer: TrialDescriber) -> None:
-        self.describer = describer
-        self.total, self.started_at = 0, time.monotonic()
-
-    def setup(self, total_num_samples: int = 0, **info) -> None:
-        self.total, self.started_at = total_num_samples, time.monotonic()
-
-    def _line(self, verb: str, trials: list, trial, extra: str = "") -> None:
-        ended = {t.trial_id for t in trials if t.status in (t.TERMINATED, t.ERROR)}
-        done = len(ended | {trial.trial_id}) if verb != "started" else len(ended)
-        name = run_name(self.describer.config(trial.config), self.describer.spec)
-        elapsed = time.monotonic() - self.started_at
-        print(f"[{elapsed:6.0f} s] {done:>3}/{self.total} done | {verb:<8} {name}{extra}", flush=True)
-
-    def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self._line("started", trials, trial)
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        last = trial.last_result or {}
-        state = "diverged" if last.get("diverged") == 1 else f"{METRIC} {last.get(METRIC, float('nan')):.4f}"
-        self._line("finished", trials, trial, f" ({state} at epoch {last.get('epoch', 0)})")
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._line("FAILED", trials, trial, f" (logs in {trial.path})")
-
-
 @dataclass
 class SweepOutcome:
     runs: SweepRuns
@@ -302,7 +249,7 @@ def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
                 storage_path=str(path.parent),
                 callbacks=[
                     MlflowTrialLogger(spec.tracking.uri, spec.tracking.experiment, spec.name, describer),
-                    Progress(describer),
+                    Progress(describer, expected_trials(spec)),
                 ],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=0),  # errors are reported, never retried
@@ -314,6 +261,7 @@ def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
     except BaseException:
         runs.end("KILLED")
         raise
+    publish(runs)  # after a resume too: the answer covers every trial the store holds
     unfinished = expected_trials(spec) - sum(STATUS_TAG in c.data.tags for c in runs.children())
     runs.end("KILLED" if unfinished > 0 else "FAILED" if results.errors else "FINISHED")
     return SweepOutcome(runs, results, max(unfinished, 0))

@@ -6,19 +6,25 @@ an interrupted sweep never gets a second parent or a second child for the same t
 
 from __future__ import annotations
 
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mlflow.entities import Param, RunStatus
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
 SWEEP_TAG = "fixray.sweep"  # on the parent and every child: the sweep's name
 ROLE_TAG = "fixray.role"  # "sweep" on the parent, "trial" on children
 TRIAL_TAG = "fixray.trial_id"  # Ray Tune's trial id, stable across resumes
 STATUS_TAG = "fixray.status"  # finished | diverged | stopped_early | error
+FINISHED = "finished"  # the only outcome whose numbers a table averages as a seed
+UNFINISHED = "unfinished"  # no status tag yet: running, or its sweep was interrupted
+OUTCOMES = (FINISHED, "diverged", "stopped_early", "error", UNFINISHED)  # in the order summaries name them
 FIGURES_DIR = "figures"  # in a trial's last checkpoint, and the artifact folder of its child run
+SEARCH_PAGE = 1000  # runs per MLflow search request; lookups page through all of them
 UNTRACKED_SCALARS = {"lr", "diverged"}  # metric keys without a '/' section that are still logged
 # MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training runs.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -59,6 +65,25 @@ def param_value(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def outcome(run) -> str:
+    """What became of a trial's run: finished, diverged, stopped_early, error, or unfinished (no status yet)."""
+    return run.data.tags.get(STATUS_TAG, UNFINISHED)
+
+
+def left_out(outcomes: dict[str, int]) -> str:
+    """Runs a summary does not average, e.g. '1 diverged, 2 unfinished'; '' when every run finished."""
+    names = sorted(outcomes, key=lambda name: OUTCOMES.index(name) if name in OUTCOMES else len(OUTCOMES))
+    return ", ".join(f"{outcomes[name]} {name}" for name in names if name != FINISHED and outcomes[name])
+
+
+def quoted(value: str) -> str:
+    """A string literal for an MLflow filter: single quotes, or double quotes around a value holding a single one."""
+    for quote in ("'", '"'):
+        if quote not in value:
+            return f"{quote}{value}{quote}"
+    raise ValueError(f"{value!r} holds both quote characters, which no MLflow filter string can compare against")
+
+
 class SweepRuns:
     """The parent run of one sweep and lookups of its children."""
 
@@ -76,7 +101,7 @@ class SweepRuns:
             if create and EXPERIMENT_KIND_TAG not in found.tags:
                 self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         self.sweep = sweep
-        existing = self._find(f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{ROLE_TAG}` = 'sweep'")
+        existing = self._find(f"tags.`{SWEEP_TAG}` = {quoted(sweep)} and tags.`{ROLE_TAG}` = 'sweep'")
         if existing:
             self.parent_id = existing[0].info.run_id
             if create:
@@ -88,7 +113,16 @@ class SweepRuns:
             raise LookupError(f"no sweep named {sweep!r} in MLflow experiment {experiment!r} ({tracking_uri})")
 
     def _find(self, filter_string: str) -> list:
-        return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=5000)
+        """Every run the filter matches, page by page (a sweep may hold more runs than one page)."""
+        found, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=filter_string, max_results=SEARCH_PAGE, page_token=token
+            )
+            found += page
+            token = page.token
+            if not token:
+                return found
 
     def log_sweep_params(self, params: dict[str, Any]) -> None:
         logged = self.client.get_run(self.parent_id).data.params
@@ -97,12 +131,12 @@ class SweepRuns:
             self.client.log_batch(self.parent_id, params=fresh)
 
     def children(self) -> list:
-        return self._find(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}'")
+        return self._find(f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(self.parent_id)}")
 
     def child_for_trial(self, trial_id: str, run_name: str, params: dict[str, Any]) -> tuple[str, int]:
         """The child run of a trial (created once) and the last epoch it already holds."""
         existing = self._find(
-            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"
+            f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(self.parent_id)} and tags.`{TRIAL_TAG}` = {quoted(trial_id)}"
         )
         if existing:
             run_id = existing[0].info.run_id
@@ -119,6 +153,21 @@ class SweepRuns:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.client.log_batch(run.info.run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
         return run.info.run_id, 0
+
+    def log_summary(
+        self, metrics: dict[str, float], tags: dict[str, str], note: str, figures: dict[str, bytes]
+    ) -> None:
+        """The answer on the parent run: metrics and tags for the runs table, the note its page shows, figures."""
+        self.client.log_batch(
+            self.parent_id,
+            metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()],
+            tags=[RunTag(k, v) for k, v in (tags | {MLFLOW_RUN_NOTE: note}).items()],
+        )
+        if figures:
+            with tempfile.TemporaryDirectory() as folder:
+                for name, png in figures.items():
+                    (Path(folder) / name).write_bytes(png)
+                self.client.log_artifacts(self.parent_id, folder, FIGURES_DIR)
 
     def end(self, status: str) -> None:
         self.client.set_terminated(self.parent_id, status)

@@ -11,6 +11,7 @@ name: cifar
 dataset: cifar10
 data_dir: {data_dir}
 download: false
+verify: false  # the tests write small files in the official format
 model: small_cnn
 epochs: 2
 batch_size: 32

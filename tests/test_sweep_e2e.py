@@ -105,6 +105,20 @@ def test_sweep_records_one_parent_and_one_child_per_trial_then_resume_adds_nothi
     report = run(["report", "four"], tmp_path)
     assert report.returncode == 0 and report.stdout.strip() in done.stdout
 
+    # The live view, as plain lines (the output is not a terminal), ends with every trial and epoch done.
+    status = [line for line in done.stdout.splitlines() if "] trials " in line]
+    assert status and "trials 4/4 done, 0 running, 0 queued | epochs 12/12 (100%)" in status[-1]
+    best = {c.data.params["fixed"]: c.data.metrics["val/acc_best"] for c in children}
+    fixed = max(v for k, v in best.items() if k == "True")
+    assert f"best test acc: fixed {fixed * 100:.2f}%" in status[-1]
+    # The answer: on the parent run for the runs table, and printed above the table.
+    parent = client.get_run(parents[0].info.run_id)
+    assert {"answer/best_fixed_acc", "answer/best_learned_acc", "answer/fixed_minus_learned"} <= set(
+        parent.data.metrics
+    )
+    assert math.isclose(parent.data.metrics["answer/best_fixed_acc"], fixed)
+    assert "**Answer**: best fixed" in done.stdout and "one seed: no interval" in done.stdout
+
 
 INTERRUPTIBLE = """\
 name: interrupted
@@ -130,7 +144,7 @@ def test_interrupted_sweep_resumes_without_redoing_trials_or_duplicating_runs(tm
     deadline = time.monotonic() + 240
     for line in first.stdout:
         output.append(line)
-        if "finished" in line and "done |" in line:
+        if re.match(r"\[\d+:\d\d:\d\d\] finished ", line):  # a trial's end, above the status line
             break
         assert time.monotonic() < deadline, "no trial finished"
     time.sleep(1.5)  # let the next trial get a few epochs in
@@ -160,6 +174,10 @@ def test_interrupted_sweep_resumes_without_redoing_trials_or_duplicating_runs(tm
         else:
             assert child.data.tags[STATUS_TAG] == "finished" and history == list(range(1, 41))
     assert re.search(r"\| dot \| learned \| none \| 1000000.0 \| 1 \(1 diverged\) \| NaN", second.stdout)
+    # The answer is published again after the resume, from every trial: lr 0.1 pairs its seed, 1e6 diverged.
+    answer = parents[0].data.tags["fixray.answer"]
+    assert "lr=0.1" in answer and "over 1 seed(s) paired" in answer
+    assert "| dot | none | 1000000.0 | 0 | 1 diverged / 1 diverged |" in second.stdout
 
 
 DDP_WITH_ASHA = """\

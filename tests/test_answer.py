@@ -1,0 +1,156 @@
+"""The answer: fixed minus learned, paired by seed, with a t interval, from a synthetic MLflow store whose
+differences are known in advance; diverged, failed and unfinished runs counted and never averaged."""
+
+import math
+
+import pytest
+from mlflow.entities import Metric
+from PIL import Image
+from scipy import stats
+
+from fixray import answer
+from fixray.answer import BEST_ACC, COMPACTNESS, LAST_ACC, paired_interval
+from fixray.cli import main
+from fixray.html_report import markdown_to_html
+from fixray.plan import run_name
+from fixray.report import markdown_table, summarise
+from fixray.spec import parse_sweep
+from fixray.tracking import STATUS_TAG, SweepRuns, param_value
+from fixray.trial import HeadConfig, TrialConfig, to_params
+
+T_2 = 4.302652729911275  # Student's t, 97.5th percentile, 2 degrees of freedom
+
+# (S, fixed) -> seed -> (status or None for unfinished, best acc, last acc, compactness)
+LEARNED_16 = {0: 0.80, 1: 0.82, 2: 0.84}
+STORE = {
+    (16.0, False): {s: ("finished", a, a - 0.01, 0.50) for s, a in LEARNED_16.items()},
+    # fixed = learned + 1, 2, 3 pp (best), + 2 pp every seed (last), compactness + 0.10, 0.20, 0.30
+    (16.0, True): {
+        s: ("finished", a + d, a - 0.01 + 0.02, 0.50 + 10 * d)
+        for (s, a), d in zip(LEARNED_16.items(), (0.01, 0.02, 0.03))
+    },
+    (1.0, True): {0: ("finished", 0.60, 0.60, 0.2), 1: ("finished", 0.62, 0.62, 0.2), 2: ("diverged", 0.99, 0.99, 0.9)},
+    (1.0, False): {0: ("finished", 0.50, 0.50, 0.1), 1: ("error", 0.99, 0.99, 0.9), 2: (None, 0.99, 0.99, 0.9)},
+}
+
+
+def _fill(tmp_path) -> tuple[str, SweepRuns]:
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    runs = SweepRuns(uri, "fixray", "answer")
+    spec = parse_sweep(
+        {
+            "dataset": "digits",
+            "model": "small_cnn",
+            "epochs": 3,
+            "head": {"kind": "cosine"},
+            "search": {"space": {"S": [1, 16]}},
+        },
+        tmp_path / "s",
+    )
+    for (S, fixed), seeds in STORE.items():
+        for seed, (status, best, last, compactness) in seeds.items():
+            cfg = TrialConfig(model="small_cnn", epochs=3, seed=seed, head=HeadConfig(kind="cosine", S=S, fixed=fixed))
+            params = {k: param_value(v) for k, v in to_params(cfg.settled()).items()}
+            run_id, _ = runs.child_for_trial(f"t-{S}-{fixed}-{seed}", run_name(cfg.settled(), spec), params)
+            metrics = {BEST_ACC: best, LAST_ACC: last, COMPACTNESS: compactness}
+            runs.client.log_batch(run_id, metrics=[Metric(k, v, 0, 3) for k, v in metrics.items()])
+            if status:
+                runs.client.set_tag(run_id, STATUS_TAG, status)
+    return uri, runs
+
+
+def test_the_t_interval_is_the_paired_t_test_interval():
+    fixed, learned = [0.81, 0.84, 0.87, 0.80], [0.80, 0.82, 0.84, 0.81]
+    found = paired_interval([f - g for f, g in zip(fixed, learned)])
+    expected = stats.ttest_rel(fixed, learned).confidence_interval(0.95)
+    assert found.n == 4 and math.isclose(found.low, expected.low) and math.isclose(found.high, expected.high)
+    assert (
+        math.isnan(paired_interval([0.02]).low) and paired_interval([0.02]).text(100) == "+2.00 (one seed: no interval)"
+    )
+
+
+def test_fixed_minus_learned_pairs_finished_seeds_and_counts_the_rest(tmp_path):
+    _, runs = _fill(tmp_path)
+    rows = summarise(runs.children())
+    by_s = {c.key["S"]: c for c in answer.comparisons(rows)}
+    assert set(by_s) == {1.0, 16.0}
+
+    best = by_s[16.0].interval(BEST_ACC)
+    assert best.n == 3 and math.isclose(best.mean, 0.02)
+    assert math.isclose(best.high - best.mean, T_2 * 0.01 / math.sqrt(3))  # sd of (1, 2, 3) pp is 1 pp
+    last = by_s[16.0].interval(LAST_ACC)
+    assert math.isclose(last.mean, 0.02) and math.isclose(last.low, 0.02) and math.isclose(last.high, 0.02)
+    assert math.isclose(by_s[16.0].interval(COMPACTNESS).mean, 0.2)
+
+    # S = 1: fixed seed 2 diverged, learned seed 1 failed and seed 2 is unfinished: only seed 0 pairs.
+    one = by_s[1.0].interval(BEST_ACC)
+    assert one.n == 1 and math.isclose(one.mean, 0.10) and math.isnan(one.low)
+
+    text = answer.answer_markdown(rows)
+    assert "| cosine | 16.0 | 0.1 | 3 | — / — | +2.00 [-0.48, +4.48] | +2.00 [+2.00, +2.00] | +0.200 [" in text
+    assert "| cosine | 1.0 | 0.1 | 1 | 1 diverged / 1 error, 1 unfinished | +10.00 (one seed: no interval) |" in text
+    table = markdown_table(rows)  # the per-configuration table averages finished seeds only
+    assert "| cosine | learned | 1.0 | 0.1 | 3 (1 error, 1 unfinished) | 50.00 ± 0.00 | 50.00 ± 0.00 |" in table
+    assert "| cosine | fixed | 1.0 | 0.1 | 3 (1 diverged) | 61.00 ± 1.41 |" in table
+
+
+def test_the_headline_compares_the_best_fixed_and_learned_and_lands_on_the_parent_run(tmp_path):
+    uri, runs = _fill(tmp_path)
+    headline = answer.publish(runs)
+    # An unfinished 0.99 and a failed 0.99 at S = 1 would make S = 1 the best learned head if they were averaged.
+    assert headline.best.learned.key["S"] == 16.0 and headline.best.fixed.key["S"] == 16.0
+    parent = runs.client.get_run(runs.parent_id)
+    metrics = parent.data.metrics
+    assert math.isclose(metrics["answer/best_fixed_acc"], 0.84) and math.isclose(
+        metrics["answer/best_learned_acc"], 0.82
+    )
+    assert math.isclose(metrics["answer/fixed_minus_learned"], 0.02)
+    assert math.isclose(metrics["answer/ci95_low"], 0.02 - T_2 * 0.01 / math.sqrt(3))
+    assert metrics["answer/seeds_paired"] == 3
+    assert "fixed minus learned +2.00 [-0.48, +4.48] pp" in parent.data.tags["fixray.answer"]
+    assert "Fixed minus learned, paired by seed" in parent.data.tags["mlflow.note.content"]
+    figures = {a.path for a in runs.client.list_artifacts(runs.parent_id, "figures")}
+    assert figures == {"figures/acc_best_vs_S.png", "figures/compactness_vs_S.png"}
+    local = runs.client.download_artifacts(runs.parent_id, "figures/acc_best_vs_S.png", str(tmp_path))
+    assert Image.open(local).size[0] > 400
+
+    answer.publish(runs)  # again, as after a resume: the same answer, figures replaced, not added
+    assert len(runs.client.list_artifacts(runs.parent_id, "figures")) == 2
+
+    html = tmp_path / "report.html"
+    assert main(["report", "answer", "--tracking-uri", uri, "--html", str(html)]) == 0
+    page = html.read_text()
+    assert page.index("Answer") < page.index("The answer: fixed vs learned") < page.index("head=cosine")
+    assert page.count("<table>") == 2
+
+
+def test_figure_lines_hold_finished_seeds_per_lr_with_fixed_and_learned_apart(tmp_path):
+    _, runs = _fill(tmp_path)
+    rows = summarise(runs.children())
+    assert answer.figure_axis(rows) == "S"
+    lines = {line.label: line for line in answer.series(rows, "S", BEST_ACC)}
+    assert set(lines) == {"fixed lr=0.1", "learned lr=0.1"}
+    assert lines["fixed lr=0.1"].fixed and not lines["learned lr=0.1"].fixed
+    assert [(x, sorted(v)) for x, v in lines["learned lr=0.1"].points] == [(1.0, [0.5]), (16.0, [0.80, 0.82, 0.84])]
+    assert [x for x, _ in lines["fixed lr=0.1"].points] == [1.0, 16.0] and len(lines["fixed lr=0.1"].points[0][1]) == 2
+
+
+@pytest.mark.parametrize(
+    ("lrs", "figures"), [([0.1, 0.01], {"acc_best_vs_lr.png", "compactness_vs_lr.png"}), ([0.1], set())]
+)
+def test_a_sweep_without_an_S_search_is_plotted_against_lr_or_not_at_all(lrs, figures):
+    class Run:  # the shape of an MLflow run that summarise reads
+        def __init__(self, lr, fixed, seed):
+            cfg = TrialConfig(model="small_cnn", epochs=1, seed=seed, lr=lr, head=HeadConfig(kind="dot", fixed=fixed))
+            params = {k: param_value(v) for k, v in to_params(cfg.settled()).items()}
+            metrics = {BEST_ACC: 0.5, COMPACTNESS: 0.3}
+            self.data = type("Data", (), {"params": params, "metrics": metrics, "tags": {STATUS_TAG: "finished"}})()
+
+    rows = summarise([Run(lr, fixed, seed) for lr in lrs for fixed in (True, False) for seed in (0, 1)])
+    assert answer.figure_axis(rows) == ("lr" if figures else None)
+    assert set(answer.answer_figures(rows)) == figures
+
+
+def test_html_keeps_each_markdown_table_apart():
+    page = markdown_to_html("**Answer**: it.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n**Table**\n\n| c |\n|---|\n| 3 |")
+    assert page.count("<table>") == 2 and "<b>Answer</b>: it." in page

@@ -1,0 +1,73 @@
+"""The live view counts what a researcher asks of a long sweep: trials done / running / queued, epochs of the
+total (shrunk by trials that ended early), the time left at the measured rate, the best fixed and learned
+accuracy so far; it redraws one line on a terminal and prints plain lines otherwise."""
+
+import io
+import math
+from pathlib import Path
+
+from fixray.plan import TrialDescriber
+from fixray.progress import Progress, Snapshot, status_line
+from fixray.spec import parse_sweep
+
+SPEC = parse_sweep(
+    {"dataset": "digits", "model": "small_cnn", "epochs": 10, "search": {"space": {"fixed": [True, False]}}},
+    Path("s.yaml"),
+)
+
+
+class Trial:
+    """The attributes of a Tune trial the view reads (status names as Tune's Trial spells them)."""
+
+    PENDING, RUNNING, TERMINATED, ERROR = "PENDING", "RUNNING", "TERMINATED", "ERROR"
+
+    def __init__(self, trial_id, status, fixed, epochs=0, best=None, seed=0):
+        self.trial_id, self.status = trial_id, status
+        self.config = {TrialDescriber.POINT: {"fixed": fixed, "seed": seed}}
+        self.last_result = {"training_iteration": epochs} | ({"val/acc_best": best} if best is not None else {})
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_snapshot_counts_trials_epochs_and_the_best_of_each_head():
+    progress = Progress(TrialDescriber(SPEC), trials=5)
+    trials = [
+        Trial("a", Trial.TERMINATED, True, epochs=10, best=0.91),
+        Trial("b", Trial.TERMINATED, False, epochs=3, best=0.40),  # stopped early: 7 epochs it will never run
+        Trial("c", Trial.RUNNING, False, epochs=4, best=0.88),
+        Trial("d", Trial.PENDING, True),
+    ]
+    progress.started_at -= 100  # this driver has run 100 s
+    progress.epochs_at_start = 7  # ... and found 7 epochs done (a resume): 10 epochs in 100 s since
+    now = progress.snapshot(trials)
+    assert (now.done, now.running, now.queued) == (2, 1, 2)  # the fifth trial is not created yet: queued
+    assert now.epochs_done == 17 and now.epochs_total == 5 * 10 - 7
+    assert math.isclose(now.rate, 10 / 100, rel_tol=0.01)
+    assert math.isclose(now.left_s, (43 - 17) / 0.1, rel_tol=0.01)
+    assert now.best == {True: 0.91, False: 0.88}
+
+
+def test_the_status_line_reads_like_a_progress_bar():
+    now = Snapshot(12, 3, 2, 45, 240, 725.0, 45 / 725.0, {True: 0.912})
+    line = status_line(now)
+    assert line.startswith("[0:12:05] [###.................] trials 3/12 done, 2 running, 7 queued")
+    assert "epochs 45/240 (19%)" in line and "~0:52:22 left" in line
+    assert line.endswith("best test acc: fixed 91.20% learned -")
+    assert "~? left" in status_line(Snapshot(2, 0, 0, 0, 20, 1.0, math.nan, {}))
+
+
+def test_a_terminal_gets_one_line_redrawn_and_a_pipe_gets_plain_lines():
+    trials = [Trial("a", Trial.TERMINATED, True, epochs=10, best=0.9), Trial("b", Trial.RUNNING, False, epochs=2)]
+    for stream, terminal in ((Terminal(), True), (io.StringIO(), False)):
+        progress = Progress(TrialDescriber(SPEC), trials=2, stream=stream)
+        progress.on_trial_complete(0, trials, trials[0])
+        progress.on_step(1, trials)  # within the refresh interval: not redrawn
+        progress.on_experiment_end(trials)
+        text = stream.getvalue()
+        assert "finished" in text and "dot-fixed-lr0.1-seed0" in text
+        assert ("\r\x1b[2K" in text) == terminal
+        assert text.endswith("\n")
+        assert text.count("trials 1/2 done") == 2  # once after the trial's end, once at the experiment's end
