@@ -60,16 +60,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     import ray
 
     from fixray.answer import sweep_report
+    from fixray.driver import DriverLock, check_tracking, record_tracking, stop_on_sigterm
     from fixray.sweep import run_sweep
     from fixray.sweep_data import prepare_data
 
     print(f"Sweep {spec.name!r}: {_summary(spec)}", flush=True)
+    check_tracking(spec)  # DataError -> exit 2: a resume goes to the store the sweep started in
     splits = prepare_data(spec)  # DataError -> exit 2 before Ray or MLflow start
-    ray.init(address=args.address, logging_level="ERROR", log_to_driver=True)
-    try:
-        outcome = run_sweep(spec, splits)
-    finally:
-        ray.shutdown()
+    with DriverLock(spec):  # SweepBusy -> exit 2: one driver per sweep
+        ray.init(address=args.address, logging_level="ERROR", log_to_driver=True)
+        stop_on_sigterm()  # after ray.init, which installs its own handler
+        try:
+            record_tracking(spec)
+            outcome = run_sweep(spec, splits)
+        finally:
+            ray.shutdown()
     print()
     print(sweep_report(spec.tracking.uri, spec.tracking.experiment, spec.name)[0])
     print()

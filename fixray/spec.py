@@ -215,6 +215,12 @@ class ResourcesSpec(Schema):
     cpus_per_trial: float = Field(1.0, gt=0, description="CPU cores per training worker")
     gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per training worker; 0 trains on the CPU")
     workers: int = Field(1, ge=1, description="DDP workers per trial; > 1 runs the trial through Ray Train")
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="times a trial whose process or node died is retried from its last checkpoint in the run "
+        "(an error in the trial's own code is not: a rerun of the command retries it)",
+    )
 
 
 class TrackingSpec(Schema):

@@ -19,10 +19,11 @@ from ray.tune.search import Repeater
 
 from fixray.answer import publish
 from fixray.data import Splits
+from fixray.driver import experiment_dir
 from fixray.plan import TrialDescriber, expected_trials, points
 from fixray.progress import Progress
 from fixray.spec import SweepSpec
-from fixray.tracking import FIGURES_DIR, STATUS_TAG, SweepRuns
+from fixray.tracking import FIGURES_DIR, STATUS_TAG, SweepRuns, outcome
 from fixray.train import train
 from fixray.trial import TrialConfig
 from fixray.tune_mlflow import MlflowTrialLogger
@@ -133,19 +134,71 @@ def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, spec: SweepSpec) -> None:
     trainer.fit()
 
 
-def make_trainable(spec: SweepSpec, splits: Splits):
+INFRASTRUCTURE_ERRORS = (  # a process, node or object the trial's code did not break
+    ray.exceptions.RayActorError,
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.ObjectLostError,
+    ray.exceptions.OwnerDiedError,
+    ray.exceptions.RaySystemError,
+)
+
+
+def infrastructure_failure(error: BaseException) -> bool:
+    """Whether an error came from Ray's processes or nodes (retry it) rather than the trial's own code (do not)."""
+    seen, pending = set(), [error]
+    while pending:
+        found = pending.pop()
+        if found is None or id(found) in seen:
+            continue
+        seen.add(id(found))
+        if isinstance(found, INFRASTRUCTURE_ERRORS):
+            return True
+        pending += [found.__cause__, found.__context__, getattr(found, "cause", None)]
+        pending += list((getattr(found, "worker_failures", None) or {}).values())  # Ray Train's worker group
+    return False
+
+
+@ray.remote(num_cpus=0)
+class CodeErrors:
+    """The trials whose own code raised in this driver's run; lives as long as the driver, so a rerun retries them."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+
+    def add(self, trial_id: str, error: str) -> None:
+        self.errors[trial_id] = error
+
+    def get(self, trial_id: str) -> str | None:
+        return self.errors.get(trial_id)
+
+
+class TrialCodeError(RuntimeError):
+    """Raised at once by a retry of a trial whose own code raised: Tune's retries are for dead processes only."""
+
+
+def make_trainable(spec: SweepSpec, splits: Splits, code_errors):
     describer = TrialDescriber(spec)
 
     def run_trial(config: dict[str, Any], data: list[ray.ObjectRef]) -> None:
         # `data` holds the ref in a list, so Tune passes the ref on: DDP workers fetch it themselves.
         _quiet_checkpoint_logs()
+        trial_id = tune.get_context().get_trial_id()
+        earlier = ray.get(code_errors.get.remote(trial_id))
+        if earlier is not None:
+            raise TrialCodeError(f"not retried in this run (run the command again to retry it): {earlier}")
         cfg = describer.config(config)
-        if spec.resources.workers > 1:
-            _run_ddp(cfg, data[0], spec)
-            return
-        torch.set_num_threads(_threads(spec))
-        device = "cuda" if spec.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-        train(cfg, ray.get(data[0]), _checkpointing(tune.report), _load_state(tune.get_checkpoint()), device)
+        try:
+            if spec.resources.workers > 1:
+                _run_ddp(cfg, data[0], spec)
+                return
+            torch.set_num_threads(_threads(spec))
+            device = "cuda" if spec.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+            train(cfg, ray.get(data[0]), _checkpointing(tune.report), _load_state(tune.get_checkpoint()), device)
+        except Exception as error:
+            if not infrastructure_failure(error):
+                ray.get(code_errors.add.remote(trial_id, f"{type(error).__name__}: {error}"))
+            raise
 
     resources = spec.resources
     if resources.workers > 1:
@@ -203,10 +256,6 @@ class SweepOutcome:
     unfinished: int  # trials not run to an end (the sweep was interrupted): rerun to resume
 
 
-def experiment_dir(spec: SweepSpec) -> Path:
-    return (spec.storage_path / spec.name).resolve()
-
-
 def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
     """Runs (or resumes) a sweep on the Ray already initialised; returns its MLflow runs and Tune results."""
     # Tune runs each trial in its own working directory: relative paths must be fixed here, in the driver.
@@ -221,12 +270,16 @@ def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
             "seeds": spec.seeds,
         }
     )
-    trainable = make_trainable(spec, splits)
+    trainable = make_trainable(spec, splits, CodeErrors.remote())
     path = experiment_dir(spec)
     if tune.Tuner.can_restore(str(path)):
-        print(f"Resuming the sweep in {path}: finished trials are kept, unfinished ones continue.", flush=True)
+        errored = sum(outcome(c) == "error" for c in runs.children())
+        retried = (
+            f"; {errored} trial(s) that failed with an error are retried from their last checkpoint" if errored else ""
+        )
+        print(f"Resuming the sweep in {path}: finished trials are kept, unfinished ones continue{retried}.", flush=True)
         tuner = tune.Tuner.restore(
-            str(path), trainable=trainable, param_space=param_space(spec), resume_unfinished=True
+            str(path), trainable=trainable, param_space=param_space(spec), resume_unfinished=True, resume_errored=True
         )
     else:
         describer = TrialDescriber(spec)
@@ -252,7 +305,8 @@ def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
                     Progress(describer, expected_trials(spec)),
                 ],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=0),  # errors are reported, never retried
+                # A dead process or node is retried from the last checkpoint; code errors fail fast (CodeErrors).
+                failure_config=tune.FailureConfig(max_failures=spec.resources.max_retries),
                 verbose=0,
             ),
         )

@@ -6,13 +6,17 @@ an interrupted sweep never gets a second parent or a second child for the same t
 
 from __future__ import annotations
 
+import fcntl
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
@@ -42,6 +46,20 @@ def local_store_path(tracking_uri: str) -> Path | None:
     if parsed.scheme in ("", "file"):
         return Path(parsed.path if parsed.scheme == "file" else tracking_uri)
     return None
+
+
+@contextmanager
+def creating(tracking_uri: str) -> Iterator[None]:
+    """One driver at a time sets up a local store: two creating one SQLite file at once race in MLflow's schema
+    migration, and two creating one experiment race in its name check."""
+    path = local_store_path(tracking_uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def reading_client(tracking_uri: str) -> MlflowClient:
@@ -90,16 +108,20 @@ class SweepRuns:
     def __init__(self, tracking_uri: str, experiment: str, sweep: str, create: bool = True) -> None:
         # create=False only reads: a missing store raises MissingStore, a missing experiment or sweep
         # LookupError, and nothing is written.
-        self.client = MlflowClient(tracking_uri) if create else reading_client(tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None and not create:
-            raise LookupError(f"no MLflow experiment {experiment!r} in {tracking_uri}")
-        if found is None:
-            self.experiment_id = self.client.create_experiment(experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        if create:
+            with creating(tracking_uri):
+                self.client = MlflowClient(tracking_uri)
+                found = self.client.get_experiment_by_name(experiment)
+                if found is None:
+                    found = self._create_experiment(experiment)
         else:
-            self.experiment_id = found.experiment_id
-            if create and EXPERIMENT_KIND_TAG not in found.tags:
-                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            self.client = reading_client(tracking_uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                raise LookupError(f"no MLflow experiment {experiment!r} in {tracking_uri}")
+        self.experiment_id = found.experiment_id
+        if create and EXPERIMENT_KIND_TAG not in found.tags:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         self.sweep = sweep
         existing = self._find(f"tags.`{SWEEP_TAG}` = {quoted(sweep)} and tags.`{ROLE_TAG}` = 'sweep'")
         if existing:
@@ -111,6 +133,15 @@ class SweepRuns:
             self.parent_id = self.client.create_run(self.experiment_id, run_name=sweep, tags=tags).info.run_id
         else:
             raise LookupError(f"no sweep named {sweep!r} in MLflow experiment {experiment!r} ({tracking_uri})")
+
+    def _create_experiment(self, name: str):
+        """Creates the experiment, or finds the one another driver on the same server created a moment before."""
+        try:
+            self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        return self.client.get_experiment_by_name(name)
 
     def _find(self, filter_string: str) -> list:
         """Every run the filter matches, page by page (a sweep may hold more runs than one page)."""

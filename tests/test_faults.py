@@ -1,0 +1,165 @@
+"""Faults injected for real: SIGTERM to the driver, SIGKILL to a trial's process, a bug in a trial's code, a
+second driver, another tracking store, two stores created at once. Each ends with nothing lost, asserted on
+the MLflow store: one parent, one child per trial, every epoch once, the right status tag."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_sweep_e2e import ENV, FIXRAY, run, steps, store
+
+from fixray.cli import main
+from fixray.driver import DriverLock, record_tracking
+from fixray.spec import load_sweep
+from fixray.tracking import STATUS_TAG, TRIAL_TAG
+
+FAULTS = Path(__file__).parent / "fault_injection"
+
+TWO_TRIALS = """\
+name: {name}
+dataset: digits
+model: small_cnn
+epochs: {epochs}
+batch_size: 64
+seeds: [0]
+resources: {{max_retries: 2}}
+search:
+  max_concurrent_trials: 1
+  space:
+    fixed: [true, false]
+"""
+
+
+def _every_epoch_once(tmp_path: Path, epochs: int, trials: int = 2) -> list:
+    client, parents, children = store(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == trials and len({c.data.tags[TRIAL_TAG] for c in children}) == trials
+    for child in children:
+        assert child.data.tags[STATUS_TAG] == "finished"
+        assert steps(client, child, "train/loss") == list(range(1, epochs + 1)), "an epoch lost or logged twice"
+    return children
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_sweep_resumably_with_exit_130(tmp_path):
+    (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="term", epochs=20))
+    first = subprocess.Popen(
+        FIXRAY + ["sweep", "s.yaml"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output, deadline = [], time.monotonic() + 240
+    for line in first.stdout:
+        output.append(line)
+        if " started " in line:
+            break
+        assert time.monotonic() < deadline, "no trial started"
+    time.sleep(3)  # a few epochs in
+    first.send_signal(signal.SIGTERM)  # what a scheduler or `ray job stop` sends
+    output += first.stdout.readlines()
+    assert first.wait(timeout=120) == 130, "".join(output)
+    assert "run the same command again to resume" in "".join(output)
+    _, parents, _ = store(tmp_path)
+    assert parents[0].info.status == "KILLED"
+
+    again = run(["sweep", "s.yaml"], tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    _every_epoch_once(tmp_path, 20)
+
+
+def _results(tmp_path: Path, name: str) -> list[dict]:
+    return [
+        json.loads(line)
+        for path in (tmp_path / "fixray-runs" / name).glob("*/result.json")
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
+
+
+@pytest.mark.slow
+def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path):
+    (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="kill", epochs=15).replace("[true, false]", "[true]"))
+    sweep = subprocess.Popen(
+        FIXRAY + ["sweep", "s.yaml"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 240
+    while not [r for r in _results(tmp_path, "kill") if r.get("training_iteration", 0) >= 3]:
+        assert sweep.poll() is None and time.monotonic() < deadline, "the trial never reached epoch 3"
+        time.sleep(0.2)
+    victim = _results(tmp_path, "kill")[-1]["pid"]
+    os.kill(victim, signal.SIGKILL)  # the trial's worker process dies, as on an OOM kill or a lost node
+    output = sweep.communicate(timeout=300)[0]
+    assert sweep.returncode == 0, output
+    _every_epoch_once(tmp_path, 15, trials=1)
+    after = [r for r in _results(tmp_path, "kill") if r["pid"] != victim]
+    assert after and after[0]["epoch"] > 1, "the retry started over instead of resuming from a checkpoint"
+
+
+@pytest.mark.slow
+def test_a_bug_in_a_trial_is_not_retried_in_the_run_but_a_rerun_retries_it(tmp_path):
+    fault, calls = tmp_path / "fault", tmp_path / "calls.log"
+    fault.touch()
+    env = {**ENV, "PYTHONPATH": str(FAULTS), "FIXRAY_FAULT_FILE": str(fault), "FIXRAY_FAULT_LOG": str(calls)}
+    one_trial = TWO_TRIALS.format(name="bug", epochs=3).replace("[true, false]", "[true]")
+    (tmp_path / "s.yaml").write_text(one_trial.replace("max_retries: 2", "max_retries: 1"))
+    first = run(["sweep", "s.yaml"], tmp_path, env=env)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert len(calls.read_text().splitlines()) == 1, "a trial's own error was retried in the run"
+    assert "not retried in this run" in first.stdout + first.stderr  # its retry failed at once, saying why
+    _, _, children = store(tmp_path)
+    assert [c.data.tags[STATUS_TAG] for c in children] == ["error"]
+    assert "| 1 (1 error) | NaN" in first.stdout  # counted, never averaged
+
+    fault.unlink()  # the bug is fixed
+    second = run(["sweep", "s.yaml"], tmp_path, env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "1 trial(s) that failed with an error are retried" in second.stdout
+    _every_epoch_once(tmp_path, 3, trials=1)
+
+
+def test_a_second_driver_on_a_running_sweep_is_refused(tmp_path, monkeypatch, capsys):
+    (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="busy", epochs=2))
+    monkeypatch.chdir(tmp_path)
+    with DriverLock(load_sweep(tmp_path / "s.yaml")):
+        assert main(["sweep", "s.yaml"]) == 2
+    message = capsys.readouterr().err
+    assert "sweep 'busy' is already running" in message and f"pid {os.getpid()}" in message
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_resuming_under_another_tracking_store_is_refused_not_split(tmp_path, monkeypatch, capsys):
+    (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="moved", epochs=2))
+    monkeypatch.chdir(tmp_path)
+    record_tracking(load_sweep(tmp_path / "s.yaml"))  # as the first run of the sweep wrote it
+    assert main(["sweep", "s.yaml", "--tracking-uri", "sqlite:///other.db"]) == 2
+    message = capsys.readouterr().err
+    assert (
+        "was started with MLflow 'sqlite:///mlflow.db'" in message and "--tracking-uri sqlite:///mlflow.db" in message
+    )
+    assert not (tmp_path / "other.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+CREATE = """
+import sys
+from fixray.tracking import SweepRuns
+SweepRuns(sys.argv[1], "fixray", sys.argv[2])
+"""
+
+
+def test_drivers_creating_one_store_at_once_all_succeed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CREATE, uri, f"sweep{i}"], stderr=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("fixray")
+    parents = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in parents) == [f"sweep{i}" for i in range(4)]
