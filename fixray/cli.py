@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from fixray.data import DataError
-from fixray.spec import SweepFileError, load_sweep
+from fixray.pending import use_driver_http_settings
+from fixray.spec import SweepFileError, default_tracking_uri, load_sweep
 from fixray.tracking import MissingStore
 
 EXIT_BAD_INPUT = 2  # a sweep file, dataset or option the user must fix; nothing was started
@@ -57,15 +58,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     spec = spec.model_copy(update=updates)
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    use_driver_http_settings()  # before MLflow's client reads them
     import ray
 
     from fixray.answer import sweep_report
-    from fixray.driver import DriverLock, check_tracking, record_tracking, stop_on_sigterm
+    from fixray.driver import DriverLock, check_reachable, check_tracking, record_tracking, stop_on_sigterm
     from fixray.sweep import run_sweep
     from fixray.sweep_data import prepare_data
 
     print(f"Sweep {spec.name!r}: {_summary(spec)}", flush=True)
     check_tracking(spec)  # DataError -> exit 2: a resume goes to the store the sweep started in
+    check_reachable(spec.tracking.uri)  # DataError -> exit 2: a server that is away at the start
     splits = prepare_data(spec)  # DataError -> exit 2 before Ray or MLflow start
     with DriverLock(spec):  # SweepBusy -> exit 2: one driver per sweep
         ray.init(address=args.address, logging_level="ERROR", log_to_driver=True)
@@ -76,6 +79,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         finally:
             ray.shutdown()
     print()
+    if outcome.pending:
+        print(
+            f"MLflow at {spec.tracking.uri} stayed unreachable: {outcome.pending} write(s) wait in {outcome.spool}. "
+            f"Training is saved; when the server is back, run the same command: it writes them first, then resumes."
+        )
+        return EXIT_INTERRUPTED
     print(sweep_report(spec.tracking.uri, spec.tracking.experiment, spec.name)[0])
     print()
     errors = len(outcome.results.errors)
@@ -96,7 +105,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from fixray.answer import sweep_report
     from fixray.html_report import html_page, run_figures
 
-    uri = args.tracking_uri or "sqlite:///mlflow.db"
+    uri = args.tracking_uri or default_tracking_uri()
     if args.sweep in paper.TABLES:
         grid, results = paper.collect(args.sweep, uri, args.experiment or paper.PAPER_EXPERIMENT)
         markdown = paper.render(grid, results, with_paper=args.paper)
@@ -160,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="a sweep name, the sweep file that names it, or a paper table: table1 ... table9, spearman"
     )
     report.add_argument(
-        "--tracking-uri", default=None, help="MLflow tracking URI (default: the sweep file's, else sqlite:///mlflow.db)"
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: the sweep file's, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
     )
     report.add_argument(
         "--experiment", default=None, help="MLflow experiment (default: fixray; fixray-paper for paper tables)"

@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 from fixray.data import DataError
+from fixray.pending import unreachable
 from fixray.spec import SweepSpec
+from fixray.tracking import local_store_path
 
 LOCK_FILE = ".fixray-driver.lock"  # in the sweep's folder: held (flock) by the driver running it
 TRACKING_FILE = "fixray-tracking.json"  # in the sweep's folder: the MLflow store and experiment it writes to
@@ -87,6 +89,23 @@ def record_tracking(spec: SweepSpec) -> None:
     if not record.exists():
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps({"uri": spec.tracking.uri, "experiment": spec.tracking.experiment}) + "\n")
+
+
+def check_reachable(tracking_uri: str) -> None:
+    """A tracking server must answer when a sweep starts (later outages are waited out, see pending.py)."""
+    if local_store_path(tracking_uri) is not None:
+        return
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri).search_experiments(max_results=1)
+    except Exception as error:
+        if not unreachable(error):
+            raise
+        raise DataError(
+            f"the MLflow server at {tracking_uri} does not answer ({type(error).__name__}); start it (on a cluster: "
+            f"the head's `mlflow server`, see README) or pass --tracking-uri with one that runs"
+        ) from None
 
 
 def stop_on_sigterm() -> None:

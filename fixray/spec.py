@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 from pathlib import Path
@@ -54,7 +55,19 @@ MAX_NODES = 100_000  # values in a parsed sweep file, YAML aliases expanded (no 
 MAX_TRIALS = 10_000  # default search.max_trials: trials one sweep may plan before it is refused
 NAME_CHARS = "letters, digits and . _ + = - (starting with a letter or digit, no '..', at most 128)"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
+LOCAL_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow store when neither the file nor $MLFLOW_TRACKING_URI names one
+LOCAL_STORAGE = Path("fixray-runs")  # Tune's folder when neither the file nor $FIXRAY_STORAGE names one
 PATH_PART = re.compile(r"[\w .+=@~-]+")  # one folder of a storage path: no quotes, no shell or glob characters
+
+
+def default_tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI (a cluster's head sets it to its MLflow server), else a SQLite file here."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or LOCAL_TRACKING_URI
+
+
+def default_storage() -> Path:
+    """$FIXRAY_STORAGE (a cluster sets it to storage every node mounts), else a folder here."""
+    return Path(os.environ.get("FIXRAY_STORAGE") or LOCAL_STORAGE)
 
 
 def _identifier(name: str) -> str:
@@ -226,7 +239,11 @@ class ResourcesSpec(Schema):
 class TrackingSpec(Schema):
     """Where MLflow runs go."""
 
-    uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI; on a cluster, an `mlflow server` address")
+    uri: str | None = Field(
+        None,
+        description=f"MLflow tracking URI (on a cluster, the head's `mlflow server`); null: $MLFLOW_TRACKING_URI, "
+        f"else {LOCAL_TRACKING_URI}",
+    )
     experiment: Identifier = Field("fixray", description=f"MLflow experiment holding the parent run: {NAME_CHARS}")
 
 
@@ -266,8 +283,10 @@ class SweepSpec(Schema):
     search: SearchSpec = Field(description="how configurations are chosen: method, space, early stopping")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Ray resources per trial")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow")
-    storage_path: Annotated[Path, AfterValidator(_storage_path)] = Field(
-        Path("fixray-runs"), description="Ray Tune's results and checkpoints (resume reads them); no '..'"
+    storage_path: Annotated[Path, AfterValidator(_storage_path)] | None = Field(
+        None,
+        description=f"Ray Tune's results and checkpoints (resume reads them; on a cluster, storage every node "
+        f"mounts); no '..'; null: $FIXRAY_STORAGE, else {LOCAL_STORAGE}",
     )
 
 
@@ -521,6 +540,13 @@ def parse_sweep(raw: Any, file: Path) -> SweepSpec:
             spec = spec.model_copy(update={"name": _identifier(file.stem)})
         except ValueError as error:
             problems.append(Problem("name", None, f"{error}: the file's stem {file.stem!r} is not one, so set name:"))
+    if spec is not None and spec.storage_path is None:
+        try:
+            spec = spec.model_copy(update={"storage_path": _storage_path(default_storage())})
+        except ValueError as error:
+            problems.append(Problem("storage_path", str(default_storage()), f"{error} (from $FIXRAY_STORAGE)"))
+    if spec is not None and spec.tracking.uri is None:
+        spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"uri": default_tracking_uri()})})
     if problems or spec is None:
         raise SweepFileError(file, problems)
     return spec

@@ -16,14 +16,16 @@ import ray
 import torch
 from ray import tune
 from ray.tune.search import Repeater
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from fixray.answer import publish
 from fixray.data import Splits
 from fixray.driver import experiment_dir
+from fixray.pending import SPOOL_FILE
 from fixray.plan import TrialDescriber, expected_trials, points
 from fixray.progress import Progress
 from fixray.spec import SweepSpec
-from fixray.tracking import FIGURES_DIR, STATUS_TAG, SweepRuns, outcome
+from fixray.tracking import FIGURES_DIR, NODES_KEY, RESOURCES_KEY, STATUS_TAG, SweepRuns, outcome
 from fixray.train import train
 from fixray.trial import TrialConfig
 from fixray.tune_mlflow import MlflowTrialLogger
@@ -69,10 +71,18 @@ def _load_state(checkpoint) -> dict[str, Any] | None:
         return torch.load(Path(folder) / STATE_FILE, weights_only=True)  # tensors and plain values, never code
 
 
-def _checkpointing(report_fn):
-    """Adapts tune.report or ray.train.report to the loop's report(metrics, state) callback."""
+def placement(nodes: list[str] | None = None) -> dict[str, str]:
+    """Where a trial trains (Ray node ids, the resources Ray assigned it): the driver tags its MLflow run with it."""
+    context = ray.get_runtime_context()
+    resources = ", ".join(f"{name} {amount:g}" for name, amount in sorted(context.get_assigned_resources().items()))
+    return {NODES_KEY: ",".join(nodes or [context.get_node_id()]), RESOURCES_KEY: resources}
+
+
+def _checkpointing(report_fn, where: dict[str, str]):
+    """Adapts tune.report or ray.train.report to the loop's report(metrics, state) callback, adding `where`."""
 
     def report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        metrics = metrics | where
         if state is None:
             report_fn(metrics)
             return
@@ -105,7 +115,10 @@ def ddp_worker(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(loop_config["threads"])
     splits: Splits = ray.get(loop_config["splits"])
     start = _load_state(ray.train.get_checkpoint())
-    train(cfg, splits, _checkpointing(ray.train.report), start, ray.train.torch.get_device())
+    nodes = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())  # every worker's node
+    where = placement(list(dict.fromkeys(nodes)))
+    train(cfg, splits, _checkpointing(ray.train.report, where), start, ray.train.torch.get_device())
 
 
 def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, spec: SweepSpec) -> None:
@@ -194,7 +207,8 @@ def make_trainable(spec: SweepSpec, splits: Splits, code_errors):
                 return
             torch.set_num_threads(_threads(spec))
             device = "cuda" if spec.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-            train(cfg, ray.get(data[0]), _checkpointing(tune.report), _load_state(tune.get_checkpoint()), device)
+            report = _checkpointing(tune.report, placement())
+            train(cfg, ray.get(data[0]), report, _load_state(tune.get_checkpoint()), device)
         except Exception as error:
             if not infrastructure_failure(error):
                 ray.get(code_errors.add.remote(trial_id, f"{type(error).__name__}: {error}"))
@@ -254,6 +268,8 @@ class SweepOutcome:
     runs: SweepRuns
     results: tune.ResultGrid
     unfinished: int  # trials not run to an end (the sweep was interrupted): rerun to resume
+    pending: int = 0  # MLflow writes still waiting for the tracking server, spooled in `spool`
+    spool: Path | None = None
 
 
 def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
@@ -270,8 +286,11 @@ def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
             "seeds": spec.seeds,
         }
     )
-    trainable = make_trainable(spec, splits, CodeErrors.remote())
+    # On the driver's node: a worker node lost mid-sweep must not take the record of code errors with it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    trainable = make_trainable(spec, splits, CodeErrors.options(scheduling_strategy=here).remote())
     path = experiment_dir(spec)
+    spool = path / SPOOL_FILE
     if tune.Tuner.can_restore(str(path)):
         errored = sum(outcome(c) == "error" for c in runs.children())
         retried = (
@@ -301,7 +320,7 @@ def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
                 name=spec.name,
                 storage_path=str(path.parent),
                 callbacks=[
-                    MlflowTrialLogger(spec.tracking.uri, spec.tracking.experiment, spec.name, describer),
+                    MlflowTrialLogger(spec.tracking.uri, spec.tracking.experiment, spec.name, describer, spool),
                     Progress(describer, expected_trials(spec)),
                 ],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -313,8 +332,12 @@ def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
     try:
         results = tuner.fit()
     except BaseException:
-        runs.end("KILLED")
+        if not spool.exists():
+            runs.end("KILLED")
         raise
+    if spool.exists():  # MLflow is still away: its writes wait in the spool for the next run of the command
+        pending = sum(1 for line in spool.read_text().splitlines() if line.strip())
+        return SweepOutcome(runs, results, expected_trials(spec), pending, spool)
     publish(runs)  # after a resume too: the answer covers every trial the store holds
     unfinished = expected_trials(spec) - sum(STATUS_TAG in c.data.tags for c in runs.children())
     runs.end("KILLED" if unfinished > 0 else "FAILED" if results.errors else "FINISHED")

@@ -27,6 +27,8 @@ STATUS_TAG = "fixray.status"  # finished | diverged | stopped_early | error
 FINISHED = "finished"  # the only outcome whose numbers a table averages as a seed
 UNFINISHED = "unfinished"  # no status tag yet: running, or its sweep was interrupted
 OUTCOMES = (FINISHED, "diverged", "stopped_early", "error", UNFINISHED)  # in the order summaries name them
+NODES_KEY, RESOURCES_KEY = "node_ids", "resources"  # in each result: where the trial trains (Ray node ids)
+NODES_TAG, RESOURCES_TAG = "fixray.nodes", "fixray.resources"  # on a child run: every node it trained on, in order
 FIGURES_DIR = "figures"  # in a trial's last checkpoint, and the artifact folder of its child run
 SEARCH_PAGE = 1000  # runs per MLflow search request; lookups page through all of them
 UNTRACKED_SCALARS = {"lr", "diverged"}  # metric keys without a '/' section that are still logged
@@ -164,16 +166,26 @@ class SweepRuns:
     def children(self) -> list:
         return self._find(f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(self.parent_id)}")
 
-    def child_for_trial(self, trial_id: str, run_name: str, params: dict[str, Any]) -> tuple[str, int]:
-        """The child run of a trial (created once) and the last epoch it already holds."""
+    def find_child(self, trial_id: str) -> tuple[str, int]:
+        """The child run of a trial created earlier and the last epoch it holds; LookupError when there is none."""
         existing = self._find(
             f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(self.parent_id)} and tags.`{TRIAL_TAG}` = {quoted(trial_id)}"
         )
-        if existing:
-            run_id = existing[0].info.run_id
-            history = self.client.get_metric_history(run_id, "train/loss")
+        if not existing:
+            raise LookupError(f"no child run of sweep {self.sweep!r} for trial {trial_id}")
+        run_id = existing[0].info.run_id
+        history = self.client.get_metric_history(run_id, "train/loss")
+        return run_id, max((m.step for m in history), default=0)
+
+    def child_for_trial(self, trial_id: str, run_name: str, params: dict[str, Any]) -> tuple[str, int]:
+        """The child run of a trial (created once) and the last epoch it already holds."""
+        try:
+            run_id, epoch = self.find_child(trial_id)
+        except LookupError:
+            pass
+        else:
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-            return run_id, max((m.step for m in history), default=0)
+            return run_id, epoch
         tags = {
             MLFLOW_PARENT_RUN_ID: self.parent_id,
             SWEEP_TAG: self.sweep,

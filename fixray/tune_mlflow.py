@@ -1,33 +1,68 @@
-"""The Ray Tune callback that mirrors every trial into a child MLflow run, from the sweep driver alone."""
+"""The Ray Tune callback that mirrors every trial into a child MLflow run, from the sweep driver alone.
+
+Every write goes through PendingWrites: while the tracking server is away, training goes on and the writes
+wait (spooled beside the sweep's Tune state), then land in order, each epoch once.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from ray.tune.logger import LoggerCallback
 
-from fixray.tracking import FIGURES_DIR, STATUS_TAG, SweepRuns, is_tracked_metric
+from fixray.pending import RETRIED, PendingWrites
+from fixray.tracking import (
+    FIGURES_DIR,
+    NODES_KEY,
+    NODES_TAG,
+    RESOURCES_KEY,
+    RESOURCES_TAG,
+    STATUS_TAG,
+    SweepRuns,
+    is_tracked_metric,
+)
+
+END_WAIT_S = 60.0  # at the end of a sweep, seconds to keep retrying writes still pending before leaving them spooled
 
 
 class MlflowTrialLogger(LoggerCallback):
     """Ray Tune callback (runs in the driver) that mirrors every trial into a child run."""
 
     def __init__(
-        self, tracking_uri: str, experiment: str, sweep: str, describe: Callable[[dict], tuple[str, dict, int]]
+        self,
+        tracking_uri: str,
+        experiment: str,
+        sweep: str,
+        describe: Callable[[dict], tuple[str, dict, int]],
+        spool: Path,
     ) -> None:
         # describe(trial config) -> (run name, params to log, epochs planned); kept picklable for Tuner.restore.
         self.tracking_uri, self.experiment, self.sweep, self.describe = tracking_uri, experiment, sweep, describe
+        self.spool = spool  # pending writes, in the sweep's folder
+        self._reset()
+
+    def _reset(self) -> None:
         self._runs: SweepRuns | None = None
-        self._child: dict[str, tuple[str, int]] = {}  # trial id -> (run id, last epoch logged)
-        self._last: dict[str, dict] = {}
+        self._pending: PendingWrites | None = None
+        self._started: set[str] = set()  # trials whose start was submitted by this driver
+        self._last: dict[str, dict] = {}  # trial id -> its last result
+        self._child: dict[str, tuple[str, int]] = {}  # trial id -> (run id, last epoch in the store)
+        self._nodes: dict[str, list[str]] = {}  # trial id -> Ray node ids it trained on
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_runs": None, "_child": {}, "_last": {}}
+        keep = ("tracking_uri", "experiment", "sweep", "describe", "spool")
+        return {k: v for k, v in self.__dict__.items() if k in keep}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("spool", Path("mlflow-pending.jsonl"))  # a sweep saved by an older fixray
+        self._reset()
 
     @property
     def runs(self) -> SweepRuns:
@@ -35,26 +70,39 @@ class MlflowTrialLogger(LoggerCallback):
             self._runs = SweepRuns(self.tracking_uri, self.experiment, self.sweep)
         return self._runs
 
+    @property
+    def pending(self) -> PendingWrites:
+        if self._pending is None:
+            self._pending = PendingWrites(self.spool, self._apply)
+        return self._pending
+
+    # --- Tune's events -> writes -------------------------------------------------------------------
+
+    def setup(self, *args, **kwargs) -> None:
+        self.pending.flush(wait=True)  # what an earlier driver left pending goes first
+
+    def on_step(self, *args, **kwargs) -> None:
+        self.pending.flush()  # retried with backoff while the store is away
+
     def log_trial_start(self, trial: Trial) -> None:
-        if trial.trial_id not in self._child:
+        if trial.trial_id not in self._started:
+            self._started.add(trial.trial_id)
             name, params, _ = self.describe(trial.config)
-            self._child[trial.trial_id] = self.runs.child_for_trial(trial.trial_id, name, params)
+            self.pending.submit({"op": "start", "trial": trial.trial_id, "name": name, "params": params})
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict) -> None:
         self.log_trial_start(trial)
-        run_id, logged_epoch = self._child[trial.trial_id]
-        epoch = int(result.get("epoch", iteration))
         self._last[trial.trial_id] = result
-        if epoch <= logged_epoch:  # already in MLflow from before an interruption
-            return
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in result.items() if is_tracked_metric(k, v)]
-        self.runs.client.log_batch(run_id, metrics=batch)
-        self._child[trial.trial_id] = (run_id, epoch)
+        if NODES_KEY in result:
+            nodes = {"nodes": str(result[NODES_KEY]).split(","), "resources": str(result.get(RESOURCES_KEY, ""))}
+            self.pending.submit({"op": "placement", "trial": trial.trial_id, **nodes})
+        metrics = {k: float(v) for k, v in result.items() if is_tracked_metric(k, v)}
+        epoch = int(result.get("epoch", iteration))
+        write = {"op": "metrics", "trial": trial.trial_id, "epoch": epoch, "metrics": metrics}
+        self.pending.submit(write | {"time": int(time.time() * 1000)})
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         self.log_trial_start(trial)
-        run_id, _ = self._child[trial.trial_id]
         last = self._last.get(trial.trial_id) or trial.last_result or {}
         _, _, epochs = self.describe(trial.config)
         if failed:
@@ -66,10 +114,47 @@ class MlflowTrialLogger(LoggerCallback):
         else:
             status = "finished"
         figures = _figures_folder(trial, last)
-        if figures is not None:
-            self.runs.client.log_artifacts(run_id, str(figures), artifact_path=FIGURES_DIR)
-        self.runs.client.set_tag(run_id, STATUS_TAG, status)
-        self.runs.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        write = {"op": "end", "trial": trial.trial_id, "status": status, "failed": failed}
+        self.pending.submit(write | {"figures": str(figures) if figures else None})
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        deadline = time.monotonic() + END_WAIT_S
+        while not self.pending.flush(wait=True) and time.monotonic() < deadline:
+            time.sleep(min(self.pending.backoff, max(0.0, deadline - time.monotonic())))
+
+    # --- writes -> MLflow (each may be applied twice with the same outcome) ---------------------------
+
+    def _apply(self, write: dict[str, Any]) -> None:
+        trial = write["trial"]
+        if write["op"] == "start":
+            self._child[trial] = self.runs.child_for_trial(trial, write["name"], write["params"])
+            return
+        if trial not in self._child or write.get(
+            RETRIED
+        ):  # started by an earlier driver, or this write may have landed
+            self._child[trial] = self.runs.find_child(trial)
+        run_id, logged_epoch = self._child[trial]
+        client = self.runs.client
+        if write["op"] == "metrics":
+            if write["epoch"] <= logged_epoch:  # already in MLflow (a resumed trial, or a replayed write)
+                return
+            batch = [Metric(k, v, write["time"], write["epoch"]) for k, v in write["metrics"].items()]
+            client.log_batch(run_id, metrics=batch)
+            self._child[trial] = (run_id, write["epoch"])
+        elif write["op"] == "placement":
+            known = self._nodes.get(trial)
+            if known is None:
+                known = [n for n in client.get_run(run_id).data.tags.get(NODES_TAG, "").split(",") if n]
+            fresh = [n for n in write["nodes"] if n not in known]
+            if fresh:
+                tags = {NODES_TAG: ",".join(known + fresh), RESOURCES_TAG: write["resources"]}
+                client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            self._nodes[trial] = known + fresh
+        elif write["op"] == "end":
+            if write["figures"] is not None and Path(write["figures"]).is_dir():
+                client.log_artifacts(run_id, write["figures"], artifact_path=FIGURES_DIR)
+            client.set_tag(run_id, STATUS_TAG, write["status"])
+            client.set_terminated(run_id, "FAILED" if write["failed"] else "FINISHED")
 
 
 def _figures_folder(trial: Trial, last: dict) -> Path | None:

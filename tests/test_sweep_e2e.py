@@ -148,7 +148,7 @@ def test_interrupted_sweep_resumes_without_redoing_trials_or_duplicating_runs(tm
             break
         assert time.monotonic() < deadline, "no trial finished"
     time.sleep(1.5)  # let the next trial get a few epochs in
-    first.send_signal(signal.SIGINT)
+    first.send_signal(signal.SIGTERM)  # what a scheduler or `ray job stop` sends; Ctrl-C takes the same path
     output += first.stdout.readlines()
     assert first.wait(timeout=120) == 130, "".join(output)
     assert "run the same command again to resume" in "".join(output)
