@@ -181,6 +181,7 @@ class Series:
     label: str
     fixed: bool
     points: list[tuple[float, list[float]]]
+    setting: str = ""  # the line's settings besides fixed/learned (e.g. 'lr=0.1'): one colour each
 
 
 def series(rows: list[Row], x: str, metric: str) -> list[Series]:
@@ -191,10 +192,10 @@ def series(rows: list[Row], x: str, metric: str) -> list[Series]:
         if row.key.get(x) is None or not isinstance(row.key.get("fixed"), bool) or not row.values(metric):
             continue
         rest = {k: v for k, v in row.key.items() if k not in (x, "fixed") and v is not None}
-        name = ("fixed" if row.key["fixed"] else "learned") + "".join(
-            f" {k}={shown_value(k, v)}" for k, v in rest.items() if k != "kind" or several_kinds
-        )
-        line = lines.setdefault((row.key["fixed"], tuple(rest.items())), Series(name, row.key["fixed"], []))
+        setting = " ".join(f"{k}={shown_value(k, v)}" for k, v in rest.items() if k != "kind" or several_kinds)
+        name = f"{'fixed' if row.key['fixed'] else 'learned'} {setting}".strip()
+        key = (row.key["fixed"], tuple(rest.items()))
+        line = lines.setdefault(key, Series(name, row.key["fixed"], [], setting))
         line.points.append((float(row.key[x]), row.values(metric)))
     for line in lines.values():
         line.points.sort()

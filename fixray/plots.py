@@ -70,11 +70,13 @@ def sweep_curve_png(lines: list, x_label: str, y_label: str, title: str) -> byte
     """A sweep's answer as a picture: one line per fixed/learned head and setting (mean over seeds), its band the
     seeds' min to max; fixed heads solid, learned dashed, x on a log axis (S and LR are searched on one)."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {setting: palette[i % len(palette)] for i, setting in enumerate(dict.fromkeys(s.setting for s in lines))}
     for line in lines:
         xs = [x for x, _ in line.points]
         means = [sum(v) / len(v) for _, v in line.points]
-        drawn = axes.plot(xs, means, marker="o", linestyle="-" if line.fixed else "--", label=line.label)
-        colour = drawn[0].get_color()
+        colour = colours[line.setting]  # fixed and learned at one setting share a colour, solid vs dashed
+        axes.plot(xs, means, marker="o", linestyle="-" if line.fixed else "--", color=colour, label=line.label)
         axes.fill_between(
             xs, [min(v) for _, v in line.points], [max(v) for _, v in line.points], color=colour, alpha=0.15
         )
