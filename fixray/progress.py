@@ -90,15 +90,24 @@ class Progress(tune.Callback):
     def setup(self, **info) -> None:
         self._reset()
 
-    def snapshot(self, trials: list) -> Snapshot:
+    @staticmethod
+    def _epochs(trials: list) -> dict[str, int]:
+        return {t.trial_id: (t.last_result or {}).get("training_iteration", 0) for t in trials}
+
+    def _baseline(self, trials: list) -> None:
+        """Epochs already done when this driver first sees the trials (a resume): the rate counts only new ones."""
+        if self.epochs_at_start is None:
+            self.epochs_at_start = sum(self._epochs(trials).values())
+
+    def snapshot(self, trials: list, ending=None) -> Snapshot:
+        """`ending`: a trial Tune is ending right now, not yet marked so (counted as done)."""
+        self._baseline(trials)
         epochs = self.describer.spec.epochs
-        ended = [t for t in trials if t.status in (t.TERMINATED, t.ERROR)]
-        done_epochs = {t.trial_id: (t.last_result or {}).get("training_iteration", 0) for t in trials}
+        ended = [t for t in trials if t.status in (t.TERMINATED, t.ERROR) or t is ending]
+        done_epochs = self._epochs(trials)
         epochs_done = sum(done_epochs.values())
         # An ended trial will run no more epochs: the total shrinks by what it left out (early stop, divergence).
         epochs_total = self.trials * epochs - sum(epochs - done_epochs[t.trial_id] for t in ended)
-        if self.epochs_at_start is None:
-            self.epochs_at_start = epochs_done
         elapsed = time.monotonic() - self.started_at
         new_epochs = epochs_done - self.epochs_at_start
         best: dict[bool, float] = {}
@@ -110,7 +119,7 @@ class Progress(tune.Callback):
         return Snapshot(
             trials=self.trials,
             done=len(ended),
-            running=sum(t.status == t.RUNNING for t in trials),
+            running=sum(t.status == t.RUNNING and t is not ending for t in trials),
             epochs_done=epochs_done,
             epochs_total=max(epochs_total, epochs_done),
             elapsed_s=elapsed,
@@ -121,13 +130,14 @@ class Progress(tune.Callback):
     def _terminal(self) -> bool:
         return getattr(self._out, "isatty", lambda: False)()
 
-    def _status(self, trials: list, force: bool = False) -> None:
+    def _status(self, trials: list, force: bool = False, ending=None) -> None:
+        self._baseline(trials)
         now = time.monotonic()
         every = REFRESH_S if self._terminal() else PLAIN_EVERY_S
         if not force and now - self.drawn_at < every:
             return
         self.drawn_at = now
-        line = status_line(self.snapshot(trials))
+        line = status_line(self.snapshot(trials, ending))
         if self._terminal():
             self._out.write(f"\r\x1b[2K{line}")
             self.status_shown = True
@@ -140,7 +150,8 @@ class Progress(tune.Callback):
         clear = "\r\x1b[2K" if self.status_shown else ""
         self._out.write(f"{clear}[{_clock(time.monotonic() - self.started_at)}] {verb:<8} {name}{extra}\n")
         self.status_shown = False
-        self._status(trials, force=self._terminal() or verb != "started")  # plain output: a status per trial end
+        ending = trial if verb != "started" else None
+        self._status(trials, force=self._terminal() or ending is not None, ending=ending)  # plain: per trial end
 
     def on_step(self, iteration, trials, **info) -> None:
         self._status(trials)

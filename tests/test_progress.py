@@ -71,3 +71,16 @@ def test_a_terminal_gets_one_line_redrawn_and_a_pipe_gets_plain_lines():
         assert ("\r\x1b[2K" in text) == terminal
         assert text.endswith("\n")
         assert text.count("trials 1/2 done") == 2  # once after the trial's end, once at the experiment's end
+
+
+def test_a_trial_that_tune_is_ending_counts_as_done_and_the_rate_counts_from_the_first_step():
+    stream = io.StringIO()
+    progress = Progress(TrialDescriber(SPEC), trials=2, stream=stream)
+    trials = [Trial("a", Trial.RUNNING, True), Trial("b", Trial.PENDING, False)]
+    progress.on_step(0, trials)  # the driver's first step: no epoch done yet
+    trials[0].last_result = {"training_iteration": 10, "val/acc_best": 0.9}
+    progress.started_at -= 20  # 10 epochs in 20 s
+    progress.on_trial_complete(1, trials, trials[0])  # Tune has not marked it TERMINATED yet
+    line = stream.getvalue().splitlines()[-1]
+    assert "trials 1/2 done, 0 running, 1 queued | epochs 10/20 (50%)" in line
+    assert "~0:00:20 left" in line  # 10 epochs left at 0.5 epochs/s
