@@ -120,3 +120,24 @@ def test_each_table_shows_its_caption_runs_at_their_best_epoch(table, tmp_path):
             assert shown == format_cell(values, grid.scale, 1 if grid.scale == 100 else 2), (row, column)
     assert BEST in text or table in ("table4", "table5", "table6", "spearman")
     assert not math.isnan(sum(sum(v) for v in expected.values()))
+
+
+@pytest.mark.parametrize("status", [None, "error", "stopped_early"])
+def test_a_paper_cell_never_averages_a_run_that_did_not_finish(status, tmp_path):
+    """A third seed that is unfinished (no status yet), failed or stopped early, with a value far off, is counted
+    beside the cell and left out of its mean and std."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    expected = _fill(store, "table2")
+    row, column = next(iter(sorted(expected)))
+    sweep, where, _, _ = caption_source("table2", row, column)
+    runs = SweepRuns(store, paper.PAPER_EXPERIMENT, sweep)
+    params = {k: str(v) for k, v in where.items()} | {"seed": "2"}
+    run_id, _ = runs.child_for_trial("late", "late", params)
+    runs.client.log_batch(run_id, metrics=[Metric(BEST, 0.99, 0, 1)])
+    if status:
+        runs.client.set_tag(run_id, STATUS_TAG, status)
+    grid, results = paper.collect("table2", store)
+    assert sorted(results[row, column].values) == pytest.approx(sorted(expected[row, column]))
+    line = next(line for line in paper.render(grid, results).splitlines() if line.startswith(f"| {row} |"))
+    cell = line.strip("| ").split(" | ")[1 + grid.columns.index(column)]
+    assert cell == f"{format_cell(expected[row, column], grid.scale, 1)} (1 {status or 'unfinished'})"
