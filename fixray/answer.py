@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-from fixray.report import HEADERS, Row, markdown_table, row_caption, shown_value, summarise
+from fixray.report import HEADERS, Row, markdown_table, mean_std, row_caption, shown_value, summarise
 from fixray.tracking import SweepRuns, left_out
 
 CONFIDENCE = 0.95  # of every interval fixray reports
@@ -90,8 +90,7 @@ def comparisons(rows: list[Row]) -> list[Comparison]:
 
 
 def _mean(row: Row, metric: str) -> float:
-    values = row.values(metric)
-    return statistics.fmean(values) if values else math.nan
+    return mean_std(row.values(metric))[0]
 
 
 def label(row: Row) -> str:

@@ -62,7 +62,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     import ray
 
     from fixray.answer import sweep_report
-    from fixray.driver import DriverLock, check_reachable, check_tracking, record_tracking, stop_on_sigterm
+    from fixray.driver import (
+        DriverLock,
+        check_reachable,
+        check_tracking,
+        experiment_dir,
+        record_tracking,
+        stop_on_sigterm,
+    )
     from fixray.sweep import run_sweep
     from fixray.sweep_data import prepare_data
 
@@ -89,7 +96,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print()
     errors = len(outcome.results.errors)
     if errors:
-        print(f"{errors} trial(s) failed with errors; their logs are under {spec.storage_path.resolve() / spec.name}")
+        print(f"{errors} trial(s) failed with errors; their logs are under {experiment_dir(spec)}")
     print(f"MLflow: experiment {spec.tracking.experiment!r}, parent run {spec.name!r} ({outcome.runs.parent_id}).")
     print(f"Open it with:  mlflow ui --backend-store-uri {spec.tracking.uri}")
     if outcome.unfinished:

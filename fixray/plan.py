@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from fixray.data import DATASETS
-from fixray.spec import SweepSpec
+from fixray.spec import SweepSpec, planned_trials_bound
 from fixray.trial import TrialConfig, to_params, with_values
 
 SEED = "seed"
@@ -74,8 +74,8 @@ def _iter_points(spec: SweepSpec) -> Iterator[dict[str, Any]]:
 
 def expected_trials(spec: SweepSpec) -> int:
     """Trials after de-duplication, counted one at a time (validation has bounded them by search.max_trials)."""
-    if spec.search.method == "tpe":
-        return spec.search.num_samples * len(spec.seeds)
+    if spec.search.method == "tpe":  # Optuna draws each configuration: nothing to de-duplicate in advance
+        return planned_trials_bound(spec)
     return sum(1 for _ in _iter_points(spec))
 
 

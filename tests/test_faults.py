@@ -3,7 +3,6 @@ tracking store, two stores created at once (SIGTERM to the driver: test_sweep_e2
 ends with nothing lost, asserted on the MLflow store: one parent, one child per trial, every epoch once, the
 right status tag."""
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_sweep_e2e import ENV, FIXRAY, run, steps, store
+from test_sweep_e2e import ENV, FIXRAY, run, steps, store, tune_results
 
 from fixray.cli import main
 from fixray.driver import DriverLock, record_tracking
@@ -46,15 +45,6 @@ def _every_epoch_once(tmp_path: Path, epochs: int, trials: int = 2) -> list:
     return children
 
 
-def _results(tmp_path: Path, name: str) -> list[dict]:
-    return [
-        json.loads(line)
-        for path in (tmp_path / "fixray-runs" / name).glob("*/result.json")
-        for line in path.read_text().splitlines()
-        if line.strip()
-    ]
-
-
 @pytest.mark.slow
 def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path):
     (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="kill", epochs=15).replace("[true, false]", "[true]"))
@@ -62,15 +52,15 @@ def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path):
         FIXRAY + ["sweep", "s.yaml"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     deadline = time.monotonic() + 240
-    while not [r for r in _results(tmp_path, "kill") if r.get("training_iteration", 0) >= 3]:
+    while not [r for r in tune_results(tmp_path, "kill") if r.get("training_iteration", 0) >= 3]:
         assert sweep.poll() is None and time.monotonic() < deadline, "the trial never reached epoch 3"
         time.sleep(0.2)
-    victim = _results(tmp_path, "kill")[-1]["pid"]
+    victim = tune_results(tmp_path, "kill")[-1]["pid"]
     os.kill(victim, signal.SIGKILL)  # the trial's worker process dies, as on an OOM kill or a lost node
     output = sweep.communicate(timeout=300)[0]
     assert sweep.returncode == 0, output
     _every_epoch_once(tmp_path, 15, trials=1)
-    after = [r for r in _results(tmp_path, "kill") if r["pid"] != victim]
+    after = [r for r in tune_results(tmp_path, "kill") if r["pid"] != victim]
     assert after and after[0]["epoch"] > 1, "the retry started over instead of resuming from a checkpoint"
 
 

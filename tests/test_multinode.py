@@ -2,14 +2,12 @@
 declaring its own CPUs and a GPU): trials pack four to a GPU, run on both nodes, and when a node is removed
 mid-sweep its trials are rescheduled, resume from their last checkpoint, and finish, with MLflow intact."""
 
-import json
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from ray.cluster_utils import Cluster
-from test_sweep_e2e import ENV, FIXRAY, steps, store
+from test_sweep_e2e import ENV, FIXRAY, steps, store, tune_results
 
 from fixray.tracking import NODES_TAG, RESOURCES_TAG, STATUS_TAG
 
@@ -29,15 +27,6 @@ search:
 """
 
 
-def _reports(tmp_path: Path) -> list[dict]:
-    return [
-        json.loads(line)
-        for path in (tmp_path / "fixray-runs" / "nodes").glob("*/result.json")
-        for line in path.read_text().splitlines()
-        if line.strip()
-    ]
-
-
 def test_trials_pack_on_gpus_spread_over_nodes_and_survive_losing_one(tmp_path):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the driver's node trains nothing
     workers = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
@@ -55,7 +44,7 @@ def test_trials_pack_on_gpus_spread_over_nodes_and_survive_losing_one(tmp_path):
         worker_ids = {w.node_id for w in workers}
         deadline = time.monotonic() + 300
         while True:  # until trials train on both worker nodes, a few epochs in
-            seen = {r["node_ids"] for r in _reports(tmp_path) if r.get("training_iteration", 0) >= 2}
+            seen = {r["node_ids"] for r in tune_results(tmp_path, "nodes") if r.get("training_iteration", 0) >= 2}
             if seen >= worker_ids:
                 break
             assert sweep.poll() is None and time.monotonic() < deadline, f"trials never ran on both nodes: {seen}"
@@ -78,8 +67,8 @@ def test_trials_pack_on_gpus_spread_over_nodes_and_survive_losing_one(tmp_path):
     assert moved and all(n == [lost.node_id, workers[1].node_id] for n in moved), nodes  # rescheduled
     # Each moved trial resumed from a checkpoint: its first report on the new node is past epoch 1.
     first_after_move = {}
-    for report in _reports(tmp_path):
+    for report in tune_results(tmp_path, "nodes"):
         if report["node_ids"] == workers[1].node_id:
             first_after_move.setdefault(report["trial_id"], report["epoch"])
-    lost_trials = {r["trial_id"] for r in _reports(tmp_path) if r["node_ids"] == lost.node_id}
+    lost_trials = {r["trial_id"] for r in tune_results(tmp_path, "nodes") if r["node_ids"] == lost.node_id}
     assert lost_trials and all(first_after_move[t] > 1 for t in lost_trials), first_after_move

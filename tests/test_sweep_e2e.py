@@ -1,5 +1,6 @@
 """`fixray sweep` end to end: real local Ray, real MLflow (SQLite), bundled digits; no mocks."""
 
+import json
 import math
 import os
 import re
@@ -31,6 +32,16 @@ def store(cwd: Path):
     parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"]
     children = [r for r in runs if r.data.tags.get(ROLE_TAG) == "trial"]
     return client, parents, children
+
+
+def tune_results(cwd: Path, sweep: str) -> list[dict]:
+    """Every result Tune wrote for a sweep's trials so far (result.json lines), while it runs or after."""
+    return [
+        json.loads(line)
+        for path in (cwd / "fixray-runs" / sweep).glob("*/result.json")
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
 
 
 def steps(client, run, key: str) -> list[int]:
