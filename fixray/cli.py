@@ -58,6 +58,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     spec = spec.model_copy(update=updates)
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Every checkpoint is kept until pruned (checkpoints.py): Tune's record of each holds its score alone.
+    os.environ.setdefault("TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE", "1")
     use_driver_http_settings()  # before MLflow's client reads them
     import ray
 
@@ -66,11 +68,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         DriverLock,
         check_reachable,
         check_tracking,
-        experiment_dir,
         record_tracking,
         stop_on_sigterm,
+        storage,
     )
-    from fixray.sweep import run_sweep
+    from fixray.sweep import StorageFull, run_sweep
     from fixray.sweep_data import prepare_data
 
     print(f"Sweep {spec.name!r}: {_summary(spec)}", flush=True)
@@ -83,6 +85,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         try:
             record_tracking(spec)
             outcome = run_sweep(spec, splits)
+        except StorageFull as full:
+            print(f"\nfixray: {full}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         finally:
             ray.shutdown()
     print()
@@ -96,7 +101,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print()
     errors = len(outcome.results.errors)
     if errors:
-        print(f"{errors} trial(s) failed with errors; their logs are under {experiment_dir(spec)}")
+        print(f"{errors} trial(s) failed with errors; their logs are under {storage(spec).shown(spec.name)}")
     print(f"MLflow: experiment {spec.tracking.experiment!r}, parent run {spec.name!r} ({outcome.runs.parent_id}).")
     print(f"Open it with:  mlflow ui --backend-store-uri {spec.tracking.uri}")
     if outcome.unfinished:

@@ -1,5 +1,6 @@
-"""What one sweep driver holds while it runs, checked before Ray or MLflow start: the sweep's folder locked
-against a second driver, the tracking store it was first run with, and SIGTERM turned into a resumable stop.
+"""What one sweep driver holds while it runs, checked before Ray or MLflow start: the sweep locked against
+a second driver, the storage and the tracking store it was first run with, and SIGTERM turned into a
+resumable stop.
 """
 
 from __future__ import annotations
@@ -15,26 +16,32 @@ from pathlib import Path
 from fixray.data import DataError
 from fixray.pending import unreachable
 from fixray.spec import SweepSpec
+from fixray.storage import Storage
 from fixray.tracking import local_store_path
 
-LOCK_FILE = ".fixray-driver.lock"  # in the sweep's folder: held (flock) by the driver running it
-TRACKING_FILE = "fixray-tracking.json"  # in the sweep's folder: the MLflow store and experiment it writes to
+LOCK_FILE = ".fixray-driver.lock"  # in the driver's folder: held (flock) by the driver running the sweep
+TRACKING_FILE = "fixray-tracking.json"  # in the sweep's storage: the MLflow store and experiment it writes to
 
 
 class SweepBusy(DataError):
     """Another driver is running this sweep; nothing was started."""
 
 
-def experiment_dir(spec: SweepSpec) -> Path:
-    """The sweep's folder under storage_path: Tune's state, trials and checkpoints, and fixray's two files."""
-    return (spec.storage_path / spec.name).resolve()
+def storage(spec: SweepSpec) -> Storage:
+    """The sweep's storage root; its folder `spec.name` holds Tune's state, trials, checkpoints and the record."""
+    return Storage(spec.storage_path)
+
+
+def driver_dir(spec: SweepSpec) -> Path:
+    """The driver's local folder for this sweep: its lock and its spool of pending MLflow writes."""
+    return storage(spec).driver_dir(spec.name)
 
 
 class DriverLock:
     """An exclusive lock on the sweep's folder for as long as this driver runs it (released if it dies)."""
 
     def __init__(self, spec: SweepSpec) -> None:
-        self.path = experiment_dir(spec) / LOCK_FILE
+        self.path = driver_dir(spec) / LOCK_FILE
         self.name = spec.name
         self._file = None
 
@@ -66,14 +73,23 @@ class DriverLock:
 
 
 def check_tracking(spec: SweepSpec) -> None:
-    """A sweep resumes in the store it started in: another tracking URI or experiment is refused, not split."""
-    record = experiment_dir(spec) / TRACKING_FILE
+    """A sweep resumes in the store it started in: another tracking URI or experiment is refused, not split.
+
+    Also the first look at the storage: a bucket that is missing or out of reach stops the sweep here.
+    """
+    where = storage(spec)
+    record = where.shown(spec.name, TRACKING_FILE)
     wanted = {"uri": spec.tracking.uri, "experiment": spec.tracking.experiment}
-    if not record.exists():
-        return
     try:
-        first = json.loads(record.read_text())
-    except (OSError, ValueError) as error:
+        where.check()
+        if not where.exists(spec.name, TRACKING_FILE):
+            return
+        text = where.read_text(spec.name, TRACKING_FILE)
+    except OSError as error:
+        raise DataError(f"storage_path {where.shown()}: not readable ({error})") from None
+    try:
+        first = json.loads(text)
+    except ValueError as error:
         raise DataError(f"{record}: unreadable ({error}); it records where sweep {spec.name!r} is tracked") from None
     if first != wanted:
         raise DataError(
@@ -85,10 +101,10 @@ def check_tracking(spec: SweepSpec) -> None:
 
 
 def record_tracking(spec: SweepSpec) -> None:
-    record = experiment_dir(spec) / TRACKING_FILE
-    if not record.exists():
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"uri": spec.tracking.uri, "experiment": spec.tracking.experiment}) + "\n")
+    where = storage(spec)
+    if not where.exists(spec.name, TRACKING_FILE):
+        wanted = {"uri": spec.tracking.uri, "experiment": spec.tracking.experiment}
+        where.write_text(json.dumps(wanted) + "\n", spec.name, TRACKING_FILE)
 
 
 def check_reachable(tracking_uri: str) -> None:

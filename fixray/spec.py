@@ -13,6 +13,7 @@ import re
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 from pydantic import (
@@ -34,6 +35,7 @@ from fixray.corruptions import CORRUPTIONS, MIN_SIZE, Corruption
 from fixray.data import DATASETS
 from fixray.heads import HEADS
 from fixray.models import BACKBONES, feature_dim
+from fixray.storage import URI_SCHEMES, is_uri
 from fixray.trial import (
     FLAT_PATHS,
     SEARCHABLE,
@@ -56,8 +58,12 @@ MAX_TRIALS = 10_000  # default search.max_trials: trials one sweep may plan befo
 NAME_CHARS = "letters, digits and . _ + = - (starting with a letter or digit, no '..', at most 128)"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
 LOCAL_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow store when neither the file nor $MLFLOW_TRACKING_URI names one
-LOCAL_STORAGE = Path("fixray-runs")  # Tune's folder when neither the file nor $FIXRAY_STORAGE names one
+LOCAL_STORAGE = "fixray-runs"  # Tune's folder when neither the file nor $FIXRAY_STORAGE names one
 PATH_PART = re.compile(r"[\w .+=@~-]+")  # one folder of a storage path: no quotes, no shell or glob characters
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # an S3 or GCS bucket name
+# pyarrow's options a bucket URI may carry (a private S3-compatible server); credentials come from the environment
+URI_OPTIONS = {"endpoint_override": re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?"), "scheme": re.compile(r"https?")}
+URI_OPTIONS |= {"region": re.compile(r"[a-z0-9-]+")}
 
 
 def default_tracking_uri() -> str:
@@ -65,9 +71,9 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or LOCAL_TRACKING_URI
 
 
-def default_storage() -> Path:
-    """$FIXRAY_STORAGE (a cluster sets it to storage every node mounts), else a folder here."""
-    return Path(os.environ.get("FIXRAY_STORAGE") or LOCAL_STORAGE)
+def default_storage() -> str:
+    """$FIXRAY_STORAGE (a cluster sets it to a bucket or to storage every node mounts), else a folder here."""
+    return os.environ.get("FIXRAY_STORAGE") or LOCAL_STORAGE
 
 
 def _identifier(name: str) -> str:
@@ -76,11 +82,35 @@ def _identifier(name: str) -> str:
     return name
 
 
-def _storage_path(path: Path) -> Path:
-    parts = [part for part in path.parts if part != path.anchor]
+def _folder_parts(parts: list[str], what: str) -> None:
     if ".." in parts or not all(PATH_PART.fullmatch(part) for part in parts):
-        raise ValueError("a folder path whose folder names hold letters, digits, spaces and . _ + = @ ~ - (no '..')")
-    return path
+        raise ValueError(f"{what} whose folder names hold letters, digits, spaces and . _ + = @ ~ - (no '..')")
+
+
+def _storage_uri(location: str) -> str:
+    uri = urlsplit(location)
+    if not BUCKET.fullmatch(uri.netloc):
+        raise ValueError(
+            f"{uri.scheme}://BUCKET/PATH with a bucket name of lowercase letters, digits, . and - "
+            "(credentials come from the environment, never the URI)"
+        )
+    _folder_parts([part for part in uri.path.split("/") if part], f"{uri.scheme}://{uri.netloc}/PATH")
+    if uri.fragment:
+        raise ValueError("a bucket URI without a '#' fragment")
+    for option, value in parse_qsl(uri.query, keep_blank_values=True):
+        if option not in URI_OPTIONS or not URI_OPTIONS[option].fullmatch(value):
+            raise ValueError(f"bucket URI options among {', '.join(URI_OPTIONS)} (e.g. endpoint_override=host:port)")
+    return location
+
+
+def _storage_path(location: str) -> str:
+    if is_uri(location):
+        return _storage_uri(location)
+    if "://" in location:
+        raise ValueError(f"a folder, or a bucket URI of {', '.join(s + '://' for s in URI_SCHEMES)}")
+    path = Path(location)
+    _folder_parts([part for part in path.parts if part != path.anchor], "a folder path")
+    return location
 
 
 Identifier = Annotated[str, AfterValidator(_identifier)]  # names that become MLflow filter values and folder names
@@ -283,10 +313,11 @@ class SweepSpec(Schema):
     search: SearchSpec = Field(description="how configurations are chosen: method, space, early stopping")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Ray resources per trial")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow")
-    storage_path: Annotated[Path, AfterValidator(_storage_path)] | None = Field(
+    storage_path: Annotated[str, AfterValidator(_storage_path)] | None = Field(
         None,
-        description=f"Ray Tune's results and checkpoints (resume reads them; on a cluster, storage every node "
-        f"mounts); no '..'; null: $FIXRAY_STORAGE, else {LOCAL_STORAGE}",
+        description=f"Ray Tune's results and checkpoints (resume reads them): a folder, or on a cluster a bucket "
+        f"URI (s3://bucket/prefix, gs://...) or storage every node mounts; no '..'; null: $FIXRAY_STORAGE, "
+        f"else {LOCAL_STORAGE}",
     )
 
 

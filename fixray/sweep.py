@@ -6,7 +6,9 @@ start a Ray Train TorchTrainer (DDP) from the Tune function, which forwards work
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,9 @@ from ray.tune.search import Repeater
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from fixray.answer import publish
+from fixray.checkpoints import CheckpointPruner, repair
 from fixray.data import Splits
-from fixray.driver import experiment_dir
+from fixray.driver import driver_dir, storage
 from fixray.pending import SPOOL_FILE
 from fixray.plan import TrialDescriber, expected_trials, points
 from fixray.progress import Progress
@@ -127,6 +130,7 @@ def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, spec: SweepSpec) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     resources = spec.resources
+    where = storage(spec)
     trainer = TorchTrainer(
         ddp_worker,
         train_loop_config={"cfg": cfg, "splits": splits, "threads": _threads(spec)},
@@ -138,7 +142,9 @@ def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, spec: SweepSpec) -> None:
         run_config=RunConfig(
             # Stable per trial, so a resumed sweep's trainer picks up its own checkpoints.
             name=f"{spec.name}-{tune.get_context().get_trial_id()}",
-            storage_path=str((spec.storage_path / "ddp").resolve()),
+            storage_path=where.path("ddp"),
+            storage_filesystem=where.fs,
+            # Train V2 records its newest checkpoint before it deletes the older one: one is always restorable.
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()],
             logging_config=LoggingConfig(log_level="WARNING"),  # not a line per report per worker
@@ -157,19 +163,34 @@ INFRASTRUCTURE_ERRORS = (  # a process, node or object the trial's code did not 
 )
 
 
-def infrastructure_failure(error: BaseException) -> bool:
-    """Whether an error came from Ray's processes or nodes (retry it) rather than the trial's own code (do not)."""
+def _causes(error: BaseException):
+    """An error and every error behind it: causes, contexts, Ray's wrapped causes and DDP worker failures."""
     seen, pending = set(), [error]
     while pending:
         found = pending.pop()
         if found is None or id(found) in seen:
             continue
         seen.add(id(found))
-        if isinstance(found, INFRASTRUCTURE_ERRORS):
-            return True
+        yield found
         pending += [found.__cause__, found.__context__, getattr(found, "cause", None)]
         pending += list((getattr(found, "worker_failures", None) or {}).values())  # Ray Train's worker group
-    return False
+
+
+def infrastructure_failure(error: BaseException) -> bool:
+    """Whether an error came from Ray's processes or nodes (retry it) rather than the trial's own code (do not)."""
+    return any(isinstance(found, INFRASTRUCTURE_ERRORS) for found in _causes(error))
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Whether an error is a full disk (ENOSPC), even one Ray passed on as text."""
+    return any(
+        (isinstance(found, OSError) and found.errno == errno.ENOSPC) or os.strerror(errno.ENOSPC) in str(found)
+        for found in _causes(error)
+    )
+
+
+class StorageFull(RuntimeError):
+    """The sweep's storage ran out of space: trials stopped at their last checkpoint; free space, run again."""
 
 
 @ray.remote(num_cpus=0)
@@ -275,7 +296,8 @@ class SweepOutcome:
 def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
     """Runs (or resumes) a sweep on the Ray already initialised; returns its MLflow runs and Tune results."""
     # Tune runs each trial in its own working directory: relative paths must be fixed here, in the driver.
-    spec = spec.model_copy(update={"storage_path": spec.storage_path.resolve()})
+    where = storage(spec)
+    spec = spec.model_copy(update={"storage_path": where.location})
     runs = SweepRuns(spec.tracking.uri, spec.tracking.experiment, spec.name)
     runs.log_sweep_params(
         {
@@ -289,16 +311,28 @@ def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
     # On the driver's node: a worker node lost mid-sweep must not take the record of code errors with it.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     trainable = make_trainable(spec, splits, CodeErrors.options(scheduling_strategy=here).remote())
-    path = experiment_dir(spec)
-    spool = path / SPOOL_FILE
-    if tune.Tuner.can_restore(str(path)):
+    spool = driver_dir(spec) / SPOOL_FILE
+    path = where.path(spec.name)
+    if repair(where, spec.name):
+        print(
+            f"The sweep's saved state in {where.shown(spec.name)} was cut short (a full disk?): its last whole "
+            "copy is restored.",
+            flush=True,
+        )
+    if tune.Tuner.can_restore(path, storage_filesystem=where.fs):
         errored = sum(outcome(c) == "error" for c in runs.children())
         retried = (
             f"; {errored} trial(s) that failed with an error are retried from their last checkpoint" if errored else ""
         )
-        print(f"Resuming the sweep in {path}: finished trials are kept, unfinished ones continue{retried}.", flush=True)
+        kept = "finished trials are kept, unfinished ones continue"
+        print(f"Resuming the sweep in {where.shown(spec.name)}: {kept}{retried}.", flush=True)
         tuner = tune.Tuner.restore(
-            str(path), trainable=trainable, param_space=param_space(spec), resume_unfinished=True, resume_errored=True
+            path,
+            trainable=trainable,
+            param_space=param_space(spec),
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=where.fs,
         )
     else:
         describer = TrialDescriber(spec)
@@ -318,23 +352,38 @@ def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
             ),
             run_config=tune.RunConfig(
                 name=spec.name,
-                storage_path=str(path.parent),
+                storage_path=where.path(),
+                storage_filesystem=where.fs,
                 callbacks=[
-                    MlflowTrialLogger(spec.tracking.uri, spec.tracking.experiment, spec.name, describer, spool),
+                    MlflowTrialLogger(
+                        spec.tracking.uri, spec.tracking.experiment, spec.name, describer, spool, where.location
+                    ),
                     Progress(describer, expected_trials(spec)),
+                    CheckpointPruner(where.location, spec.name),
                 ],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # Every checkpoint is kept until the saved state names a newer one (see checkpoints.py).
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
                 # A dead process or node is retried from the last checkpoint; code errors fail fast (CodeErrors).
                 failure_config=tune.FailureConfig(max_failures=spec.resources.max_retries),
                 verbose=0,
             ),
         )
+    full = StorageFull(
+        f"the sweep's storage {where.shown()} is full (no space left on device): the trials that could not save "
+        f"stopped at their last checkpoint. Free space there, then run the same command: it resumes them."
+    )
     try:
         results = tuner.fit()
-    except BaseException:
+    except BaseException as error:
         if not spool.exists():
             runs.end("KILLED")
+        # Tune's own end can trip over a file the full disk truncated: the disk, not the error, says why.
+        if isinstance(error, Exception) and (out_of_space(error) or where.full()):
+            raise full from error
         raise
+    if any(out_of_space(error) for error in results.errors):
+        runs.end("KILLED")
+        raise full
     if spool.exists():  # MLflow is still away: its writes wait in the spool for the next run of the command
         pending = sum(1 for line in spool.read_text().splitlines() if line.strip())
         return SweepOutcome(runs, results, expected_trials(spec), pending, spool)

@@ -17,6 +17,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from ray.tune.logger import LoggerCallback
 
 from fixray.pending import RETRIED, PendingWrites
+from fixray.storage import Storage
 from fixray.tracking import (
     FIGURES_DIR,
     NODES_KEY,
@@ -41,10 +42,12 @@ class MlflowTrialLogger(LoggerCallback):
         sweep: str,
         describe: Callable[[dict], tuple[str, dict, int]],
         spool: Path,
+        storage: str,
     ) -> None:
         # describe(trial config) -> (run name, params to log, epochs planned); kept picklable for Tuner.restore.
         self.tracking_uri, self.experiment, self.sweep, self.describe = tracking_uri, experiment, sweep, describe
-        self.spool = spool  # pending writes, in the sweep's folder
+        self.spool = spool  # pending writes, in the driver's folder
+        self.storage = storage  # the sweep's storage_path: checkpoints (and their figures) are read through it
         self._reset()
 
     def _reset(self) -> None:
@@ -56,12 +59,13 @@ class MlflowTrialLogger(LoggerCallback):
         self._nodes: dict[str, list[str]] = {}  # trial id -> Ray node ids it trained on
 
     def __getstate__(self) -> dict:
-        keep = ("tracking_uri", "experiment", "sweep", "describe", "spool")
+        keep = ("tracking_uri", "experiment", "sweep", "describe", "spool", "storage")
         return {k: v for k, v in self.__dict__.items() if k in keep}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.__dict__.setdefault("spool", Path("mlflow-pending.jsonl"))  # a sweep saved by an older fixray
+        self.__dict__.setdefault("spool", Path("mlflow-pending.jsonl"))  # a sweep saved by an older fixray,
+        self.__dict__.setdefault("storage", "/")  # whose checkpoint paths were absolute local paths
         self._reset()
 
     @property
@@ -113,14 +117,22 @@ class MlflowTrialLogger(LoggerCallback):
             status = "stopped_early"
         else:
             status = "finished"
-        figures = _figures_folder(trial, last)
+        figures = self._figures_folder(trial, last)
         write = {"op": "end", "trial": trial.trial_id, "status": status, "failed": failed}
-        self.pending.submit(write | {"figures": str(figures) if figures else None})
+        self.pending.submit(write | {"figures": figures})
 
     def on_experiment_end(self, trials: list, **info) -> None:
         deadline = time.monotonic() + END_WAIT_S
         while not self.pending.flush(wait=True) and time.monotonic() < deadline:
             time.sleep(min(self.pending.backoff, max(0.0, deadline - time.monotonic())))
+
+    def _figures_folder(self, trial: Trial, last: dict) -> list[str] | None:
+        """The figures of a trial's last checkpoint (Tune's own, or a DDP trainer's reported by path), as
+        folder names below the storage root: a spooled write stays valid wherever the driver runs."""
+        checkpoint = trial.checkpoint.path if trial.checkpoint is not None else last.get(CHECKPOINT_PATH_KEY)
+        if checkpoint is None:
+            return None
+        return Storage(self.storage).relative(checkpoint) + [FIGURES_DIR]
 
     # --- writes -> MLflow (each may be applied twice with the same outcome) ---------------------------
 
@@ -151,16 +163,11 @@ class MlflowTrialLogger(LoggerCallback):
                 client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             self._nodes[trial] = known + fresh
         elif write["op"] == "end":
-            if write["figures"] is not None and Path(write["figures"]).is_dir():
-                client.log_artifacts(run_id, write["figures"], artifact_path=FIGURES_DIR)
+            storage, figures = Storage(self.storage), write["figures"]
+            if isinstance(figures, str):  # spooled by an older fixray: an absolute local path
+                figures = storage.relative(figures)
+            if figures is not None and storage.is_dir(*figures):
+                with storage.local_copy(storage.path(*figures)) as folder:
+                    client.log_artifacts(run_id, str(folder), artifact_path=FIGURES_DIR)
             client.set_tag(run_id, STATUS_TAG, write["status"])
             client.set_terminated(run_id, "FAILED" if write["failed"] else "FINISHED")
-
-
-def _figures_folder(trial: Trial, last: dict) -> Path | None:
-    """The figures of a trial's last checkpoint: Tune's own checkpoint, or a DDP trainer's (reported by path)."""
-    checkpoint = trial.checkpoint.path if trial.checkpoint is not None else last.get(CHECKPOINT_PATH_KEY)
-    if checkpoint is None:
-        return None
-    folder = Path(checkpoint) / FIGURES_DIR
-    return folder if folder.is_dir() else None

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from test_sweep_e2e import ENV, FIXRAY, run, steps, store, tune_results
 
+from fixray.checkpoints import KEPT_STATE, restorable
 from fixray.cli import main
 from fixray.driver import DriverLock, record_tracking
 from fixray.spec import load_sweep
@@ -129,3 +130,88 @@ def test_drivers_creating_one_store_at_once_all_succeed(tmp_path):
     experiment = client.get_experiment_by_name("fixray")
     parents = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in parents) == [f"sweep{i}" for i in range(4)]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 MiB tmpfs at tmp_path/disk, as a storage_path that can fill up (needs root: skipped without)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs needs root: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * (1 << 20))
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.slow
+def test_a_full_storage_stops_the_sweep_resumably_and_a_rerun_after_freeing_it_finishes(tmp_path, small_disk):
+    sweep_text = TWO_TRIALS.format(name="full", epochs=70).replace(
+        "max_concurrent_trials: 1", "max_concurrent_trials: 2"
+    )
+    (tmp_path / "s.yaml").write_text(sweep_text + "storage_path: disk/runs\n")
+    sweep = subprocess.Popen(
+        FIXRAY + ["sweep", "s.yaml"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 240
+    kept = small_disk / "runs" / "full" / KEPT_STATE
+    while not (kept.exists() and restorable(kept.read_text())):  # the sweep has checkpointed, and pruned once
+        assert sweep.poll() is None and time.monotonic() < deadline, "the sweep never saved a restorable state"
+        time.sleep(0.2)
+    filler = _fill(small_disk)  # the disk fills up mid-sweep
+    output = sweep.communicate(timeout=300)[0]
+    assert sweep.returncode == 130, output
+    assert "is full (no space left on device)" in output and "run the same command" in output
+    _, parents, children = store(tmp_path)
+    assert parents[0].info.status == "KILLED" and len(children) == 2
+
+    filler.unlink()  # space is freed
+    second = run(["sweep", "s.yaml"], tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    _every_epoch_once(tmp_path, 70)  # the same two child runs, each epoch once
+
+
+@pytest.mark.slow
+def test_a_driver_killed_at_any_moment_leaves_a_restorable_checkpoint_and_the_rerun_finishes(tmp_path):
+    """SIGKILL to the driver (and the local Ray it started) twice: right after its trial's first checkpoint, and
+    after checkpoints were pruned; each time the state a restore reads names checkpoints that exist."""
+    (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="killed", epochs=60).replace("[true, false]", "[true]"))
+    runs = tmp_path / "fixray-runs" / "killed"
+
+    def kill_when(ready) -> None:
+        sweep = subprocess.Popen(
+            FIXRAY + ["sweep", "s.yaml"], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + 240
+        while not ready():
+            assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before the kill was due"
+            time.sleep(0.1)
+        os.killpg(sweep.pid, signal.SIGKILL)  # no handler runs: the driver, its Ray and its trial die at once
+        sweep.wait()
+        newest = max(runs.glob("experiment_state-*.json"))
+        for folder, index in restorable(newest.read_text()).items():
+            assert (runs / folder / f"checkpoint_{index:06d}").is_dir(), "a restore would find no checkpoint"
+
+    kill_when(lambda: any(r["training_iteration"] >= 1 for r in tune_results(tmp_path, "killed")))
+    # ... and once old checkpoints were pruned (if they never are, the sweep ends first and this fails)
+    kill_when(
+        lambda: (
+            not list(runs.glob("*/checkpoint_000000"))
+            and max(r["epoch"] for r in tune_results(tmp_path, "killed")) > 20
+        )
+    )
+    last = run(["sweep", "s.yaml"], tmp_path)
+    assert last.returncode == 0, last.stdout + last.stderr
+    _every_epoch_once(tmp_path, 60, trials=1)

@@ -321,6 +321,13 @@ BAD_NAMES = {  # case -> (sweep file text, key path named, bad value shown)
     "a quote in the experiment": (DIGITS + 'tracking: {experiment: "a\'b"}\n', "tracking.experiment", "a'b"),
     "a storage path leaving its folder": (DIGITS + "storage_path: ../elsewhere\n", "storage_path", "../elsewhere"),
     "a glob in the storage path": (DIGITS + "storage_path: runs/*\n", "storage_path", "runs/*"),
+    "credentials in a bucket URI": (
+        DIGITS + "storage_path: s3://key:secret@bkt/x\n",
+        "storage_path",
+        "s3://key:secret@bkt/x",
+    ),
+    "a bucket URI leaving its prefix": (DIGITS + "storage_path: s3://bkt/a/../b\n", "storage_path", "s3://bkt/a/../b"),
+    "a glob in a bucket path": (DIGITS + "storage_path: gs://bkt/runs/*\n", "storage_path", "gs://bkt/runs/*"),
 }
 BAD_SIZES = {  # case -> (sweep file text, text shown)
     "num_samples 100,000,000": (

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fixray.storage import Storage, is_uri
 from fixray.tracking import ROLE_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_TAG
 
 pytestmark = pytest.mark.slow
@@ -34,14 +35,15 @@ def store(cwd: Path):
     return client, parents, children
 
 
-def tune_results(cwd: Path, sweep: str) -> list[dict]:
+def tune_results(cwd: Path, sweep: str, storage_path: str = "fixray-runs") -> list[dict]:
     """Every result Tune wrote for a sweep's trials so far (result.json lines), while it runs or after."""
-    return [
-        json.loads(line)
-        for path in (cwd / "fixray-runs" / sweep).glob("*/result.json")
-        for line in path.read_text().splitlines()
-        if line.strip()
-    ]
+    where = Storage(storage_path if is_uri(storage_path) else str(cwd / storage_path))
+    results = []
+    for trial in where.listing(sweep):
+        if where.exists(sweep, trial.base_name, "result.json"):
+            lines = where.read_text(sweep, trial.base_name, "result.json").splitlines()
+            results += [json.loads(line) for line in lines if line.endswith("}")]  # not a line being written
+    return results
 
 
 def steps(client, run, key: str) -> list[int]:

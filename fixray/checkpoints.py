@@ -1,0 +1,116 @@
+"""Which trial checkpoints a killed driver still needs, and deleting the rest.
+
+Tune keeps every checkpoint here (`num_to_keep=None`): with a bound, it deletes the older checkpoint as
+soon as a newer one is registered, before its saved experiment state points at the newer one, so a driver
+killed in between resumes from a checkpoint that is gone. Instead the driver deletes only checkpoints
+older than the one the newest saved experiment state on storage names: whatever instant a kill lands,
+the state a restore reads names a checkpoint that exists.
+
+Tune does not write its state atomically, so a full disk can leave it truncated. Before deleting anything
+the driver keeps a copy of the state it read (written whole or not at all); a resume that finds the
+newest state unreadable puts that copy back, and every checkpoint it names is still there.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import re
+import time
+
+from ray.tune import Callback
+
+from fixray.storage import Storage
+
+STATE_PATTERN = "experiment_state-*.json"  # Tune's saved experiment state; a restore reads the newest by name
+KEPT_STATE = "fixray-restorable-state.json"  # the newest state that parsed: no checkpoint it names is deleted
+CHECKPOINT_DIR = re.compile(r"checkpoint_(\d{6})")  # Tune's checkpoint folder in a trial's folder
+PRUNE_EVERY_S = 10.0  # seconds between prunes while a sweep runs (one listing of the storage each)
+
+logger = logging.getLogger(__name__)
+
+
+def restorable(state_text: str) -> dict[str, int]:
+    """Trial folder -> index of the newest checkpoint a restore from this experiment state would use.
+
+    The checkpoint manager is a cloudpickled blob in hex; its checkpoint folder names are read from the
+    bytes as text, never unpickled.
+    """
+    kept: dict[str, int] = {}
+    for trial_json, metadata_json in json.loads(state_text)["trial_data"]:
+        folder = json.loads(trial_json).get("relative_logdir")
+        manager = json.loads(metadata_json).get("checkpoint_manager")
+        if not folder or not isinstance(manager, dict) or not isinstance(manager.get("value"), str):
+            continue
+        indices = [int(i) for i in CHECKPOINT_DIR.findall(bytes.fromhex(manager["value"]).decode("latin-1"))]
+        if indices:
+            kept[folder] = max(indices)
+    return kept
+
+
+def _newest_state(storage: Storage, experiment: str) -> str | None:
+    names = [info.base_name for info in storage.listing(experiment) if fnmatch.fnmatch(info.base_name, STATE_PATTERN)]
+    return max(names, default=None)
+
+
+def prune(storage: Storage, experiment: str) -> int:
+    """Deletes trial checkpoints older than those the newest saved state names; returns how many."""
+    newest = _newest_state(storage, experiment)
+    if newest is None:
+        return 0
+    try:
+        text = storage.read_text(experiment, newest)
+        kept = restorable(text)
+    except (OSError, ValueError, KeyError):
+        return 0  # being rewritten right now: the next prune reads it
+    storage.write_whole(text, experiment, KEPT_STATE)  # OSError (a full disk): nothing is deleted
+    deleted = 0
+    for folder, newest_index in kept.items():
+        for info in storage.listing(experiment, folder):
+            found = CHECKPOINT_DIR.fullmatch(info.base_name)
+            if found and int(found.group(1)) < newest_index:
+                storage.delete_dir(info.path)
+                deleted += 1
+    return deleted
+
+
+def repair(storage: Storage, experiment: str) -> bool:
+    """Puts the kept copy back where the newest saved state is unreadable (truncated); True if it did."""
+    newest = _newest_state(storage, experiment)
+    if newest is None or not storage.exists(experiment, KEPT_STATE):
+        return False
+    try:
+        restorable(storage.read_text(experiment, newest))
+        return False
+    except (ValueError, KeyError):
+        storage.write_whole(storage.read_text(experiment, KEPT_STATE), experiment, newest)
+        return True
+
+
+class CheckpointPruner(Callback):
+    """Tune callback (runs in the driver): prunes every PRUNE_EVERY_S seconds and once at the end."""
+
+    def __init__(self, location: str, experiment: str) -> None:
+        self.location, self.experiment = location, experiment
+        self._last = 0.0
+
+    def __getstate__(self) -> dict:
+        return {"location": self.location, "experiment": self.experiment}  # not another process's clock
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["location"], state["experiment"])
+
+    def _prune(self) -> None:
+        self._last = time.monotonic()
+        try:
+            prune(Storage(self.location), self.experiment)
+        except OSError as error:  # storage away or full: nothing is lost by keeping checkpoints a while longer
+            logger.warning("pruning old checkpoints failed (%s); retried in %g s", error, PRUNE_EVERY_S)
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if time.monotonic() - self._last >= PRUNE_EVERY_S:
+            self._prune()
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self._prune()
