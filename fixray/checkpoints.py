@@ -6,16 +6,19 @@ killed in between resumes from a checkpoint that is gone. Instead the driver del
 older than the one the newest saved experiment state on storage names: whatever instant a kill lands,
 the state a restore reads names a checkpoint that exists.
 
-Tune does not write its state atomically, so a full disk can leave it truncated. Before deleting anything
-the driver keeps a copy of the state it read (written whole or not at all); a resume that finds the
-newest state unreadable puts that copy back, and every checkpoint it names is still there.
+Tune does not write its state atomically, so a full disk can leave it truncated, and a restore that cannot
+read it starts every trial anew. Before deleting anything the driver keeps a copy of Tune's state files
+(each written whole or not at all); a resume that finds one of them unreadable puts the copies back, and
+every checkpoint they name is still there.
 """
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import json
 import logging
+import pickletools
 import re
 import time
 
@@ -24,7 +27,9 @@ from ray.tune import Callback
 from fixray.storage import Storage
 
 STATE_PATTERN = "experiment_state-*.json"  # Tune's saved experiment state; a restore reads the newest by name
-KEPT_STATE = "fixray-restorable-state.json"  # the newest state that parsed: no checkpoint it names is deleted
+# Beside it, what a restore reads too: the searcher's state (pickles, whatever their names end in).
+SEARCHER_PATTERNS = ("basic-variant-state-*.json", "searcher-state-*.pkl")
+KEPT_DIR = "fixray-restorable-state"  # copies of the newest state files that parsed: no checkpoint they name is deleted
 CHECKPOINT_DIR = re.compile(r"checkpoint_(\d{6})")  # Tune's checkpoint folder in a trial's folder
 PRUNE_EVERY_S = 10.0  # seconds between prunes while a sweep runs (one listing of the storage each)
 
@@ -49,14 +54,28 @@ def restorable(state_text: str) -> dict[str, int]:
     return kept
 
 
-def _newest_state(storage: Storage, experiment: str) -> str | None:
-    names = [info.base_name for info in storage.listing(experiment) if fnmatch.fnmatch(info.base_name, STATE_PATTERN)]
+def _newest(storage: Storage, experiment: str, pattern: str) -> str | None:
+    names = [info.base_name for info in storage.listing(experiment) if fnmatch.fnmatch(info.base_name, pattern)]
     return max(names, default=None)
+
+
+def _readable(storage: Storage, experiment: str, name: str) -> bool:
+    """Whether a state file is whole: Tune's JSON parses; a searcher's pickle has every opcode up to its STOP
+    (walked by pickletools, never unpickled)."""
+    data = storage.read_bytes(experiment, name)
+    try:
+        if fnmatch.fnmatch(name, STATE_PATTERN):
+            json.loads(data)
+        else:
+            collections.deque(pickletools.genops(data), maxlen=0)
+        return True
+    except ValueError:
+        return False
 
 
 def prune(storage: Storage, experiment: str) -> int:
     """Deletes trial checkpoints older than those the newest saved state names; returns how many."""
-    newest = _newest_state(storage, experiment)
+    newest = _newest(storage, experiment, STATE_PATTERN)
     if newest is None:
         return 0
     try:
@@ -64,7 +83,13 @@ def prune(storage: Storage, experiment: str) -> int:
         kept = restorable(text)
     except (OSError, ValueError, KeyError):
         return 0  # being rewritten right now: the next prune reads it
-    storage.write_whole(text, experiment, KEPT_STATE)  # OSError (a full disk): nothing is deleted
+    searchers = [name for pattern in SEARCHER_PATTERNS if (name := _newest(storage, experiment, pattern))]
+    if not all(_readable(storage, experiment, name) for name in searchers):
+        return 0
+    # A copy of what a restore reads, before anything it names is deleted (OSError, a full disk: nothing is)
+    for name in searchers:
+        storage.write_whole(storage.read_bytes(experiment, name), experiment, KEPT_DIR, name)
+    storage.write_whole(text.encode(), experiment, KEPT_DIR, newest)
     deleted = 0
     for folder, newest_index in kept.items():
         for info in storage.listing(experiment, folder):
@@ -76,16 +101,19 @@ def prune(storage: Storage, experiment: str) -> int:
 
 
 def repair(storage: Storage, experiment: str) -> bool:
-    """Puts the kept copy back where the newest saved state is unreadable (truncated); True if it did."""
-    newest = _newest_state(storage, experiment)
-    if newest is None or not storage.exists(experiment, KEPT_STATE):
+    """Puts the kept copies back where a newest state file is unreadable (truncated); True if it did."""
+    kept = {info.base_name for info in storage.listing(experiment, KEPT_DIR) if not info.base_name.startswith(".")}
+    newest = [
+        name for pattern in (STATE_PATTERN, *SEARCHER_PATTERNS) if (name := _newest(storage, experiment, pattern))
+    ]
+    if not kept or all(_readable(storage, experiment, name) for name in newest):
         return False
-    try:
-        restorable(storage.read_text(experiment, newest))
-        return False
-    except (ValueError, KeyError):
-        storage.write_whole(storage.read_text(experiment, KEPT_STATE), experiment, newest)
-        return True
+    for name in newest:  # from a later save than the copies, which are restored together as one snapshot
+        if name not in kept:
+            storage.fs.delete_file(storage.path(experiment, name))
+    for name in kept:
+        storage.write_whole(storage.read_bytes(experiment, KEPT_DIR, name), experiment, name)
+    return True
 
 
 class CheckpointPruner(Callback):

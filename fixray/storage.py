@@ -70,20 +70,26 @@ class Storage:
     def is_dir(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.path(*parts)).type == pyarrow.fs.FileType.Directory
 
-    def read_text(self, *parts: str) -> str:
+    def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_stream(self.path(*parts)) as stream:
-            return stream.read().decode()
+            return stream.read()
 
-    def write_text(self, text: str, *parts: str) -> None:
+    def read_text(self, *parts: str) -> str:
+        return self.read_bytes(*parts).decode()
+
+    def write_bytes(self, data: bytes, *parts: str) -> None:
         self.fs.create_dir(self.path(*parts[:-1]), recursive=True)
         with self.fs.open_output_stream(self.path(*parts)) as stream:
-            stream.write(text.encode())
+            stream.write(data)
 
-    def write_whole(self, text: str, *parts: str) -> None:
+    def write_text(self, text: str, *parts: str) -> None:
+        self.write_bytes(text.encode(), *parts)
+
+    def write_whole(self, data: bytes, *parts: str) -> None:
         """Writes a file whole or not at all (a full disk leaves the old one): a temporary file, then a move."""
         temporary = parts[:-1] + (f".{parts[-1]}.{os.getpid()}.tmp",)
         try:
-            self.write_text(text, *temporary)
+            self.write_bytes(data, *temporary)
         except OSError:
             self.fs.delete_file(self.path(*temporary))  # what part of it got written
             raise

@@ -26,6 +26,7 @@ from fixray.models import Classifier, build_classifier
 from fixray.trial import TrialConfig
 
 EVAL_BATCH = 1024  # images per forward pass when measuring the test split
+FINITE_CHECK_STEPS = 50  # steps between looks at the running loss (each is a GPU -> host sync) to stop a diverged trial
 
 # report(metrics, state): state is a checkpoint to keep (model, optimiser, scheduler, epoch; after the
 # last epoch also "figures": PNG bytes by file name) or None.
@@ -214,26 +215,26 @@ def train(
     last: dict[str, float] = {}
     for epoch in range(first_epoch, cfg.epochs + 1):
         net.train()
-        loss_sum, correct, seen, finite = 0.0, 0, 0, True
+        # Running sums stay on the device (loss x images, correct images): the host reads them once an epoch,
+        # so a GPU never waits for the CPU inside the step loop. A NaN or inf loss makes the sum non-finite.
+        sums, seen = torch.zeros(2, dtype=torch.float64, device=device), 0
         order = _epoch_order(len(train_x), cfg.seed, epoch, rank, world).to(device)
         generator = torch.Generator().manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank)
-        for i in range(0, len(order), cfg.batch_size):
+        for step, i in enumerate(range(0, len(order), cfg.batch_size), start=1):
             batch = order[i : i + cfg.batch_size]
             labels = train_y[batch]
             logits = net(normalise(augment(train_x[batch], cfg.augmentation, generator), mean, std), labels)
             loss = F.cross_entropy(logits, labels)
-            if not torch.isfinite(loss):
-                finite = False
-                if world == 1:
-                    break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * len(batch)
-            correct += (logits.argmax(1) == labels).sum().item()
+            sums += torch.stack([loss.detach() * len(batch), (logits.argmax(1) == labels).sum()])
             seen += len(batch)
+            if world == 1 and step % FINITE_CHECK_STEPS == 0 and not math.isfinite(sums[0].item()):
+                break  # diverged: no use training on (DDP ranks must take the same steps, so they go on)
+        loss_sum, correct = sums.tolist()
         lr = optimizer.param_groups[0]["lr"]
-        if not _all_ranks_finite(finite, device):
+        if not _all_ranks_finite(math.isfinite(loss_sum), device):
             last = {"epoch": epoch, "train/loss": math.nan, "val/acc": math.nan, "lr": lr, "diverged": 1.0}
             if best is not None:
                 last |= {"val/acc_best": best["acc"], "val/acc_best_epoch": best["epoch"]}

@@ -3,6 +3,7 @@ everything older, on a local folder and on a real S3-compatible server. (A drive
 resumed: test_faults.)"""
 
 import json
+import pickle
 
 import pytest
 from ray.train import Checkpoint, CheckpointConfig
@@ -72,14 +73,22 @@ def test_pruning_a_sweep_with_no_saved_state_yet_deletes_nothing(tmp_path):
     assert storage.exists("s", "a", "checkpoint_000000")
 
 
-def test_a_truncated_newest_state_is_repaired_from_the_copy_pruning_kept(tmp_path):
+@pytest.mark.parametrize("cut", ["experiment_state-2.json", "basic-variant-state-2.json"])
+def test_a_truncated_state_file_is_repaired_from_the_copies_pruning_kept(tmp_path, cut):
     storage = Storage(str(tmp_path))
     for i in range(3):
         storage.write_text("weights", "s", "a", f"checkpoint_{i:06d}", "state.pt")
-    whole = _state({"a": [0, 1]})
+    whole, searcher = _state({"a": [0, 1]}), pickle.dumps({"grid": "state"})
     storage.write_text(whole, "s", "experiment_state-1.json")
-    assert prune(storage, "s") == 1 and not repair(storage, "s")  # a whole state needs no repair
-    storage.write_text(whole[:100], "s", "experiment_state-2.json")  # a full disk cut the next save short
-    assert prune(storage, "s") == 0  # nothing deleted on the word of a state that does not parse
-    assert repair(storage, "s") and storage.read_text("s", "experiment_state-2.json") == whole
+    storage.write_bytes(searcher, "s", "basic-variant-state-1.json")  # a pickle, as Tune's
+    assert prune(storage, "s") == 1 and not repair(storage, "s")  # whole state files need no repair
+    # The next save (a later driver's) is cut short by a full disk: one of its files is truncated.
+    storage.write_text(_state({"a": [0, 1, 2]}), "s", "experiment_state-2.json")
+    storage.write_bytes(searcher, "s", "basic-variant-state-2.json")
+    storage.write_bytes(storage.read_bytes("s", cut)[:10], "s", cut)
+    assert prune(storage, "s") == 0  # nothing deleted on the word of a save that does not parse
+    assert repair(storage, "s")
+    names = sorted(info.base_name for info in storage.listing("s") if info.base_name.endswith(".json"))
+    assert names == ["basic-variant-state-1.json", "experiment_state-1.json"]  # one whole snapshot, restored
+    assert storage.read_text("s", "experiment_state-1.json") == whole
     assert all(storage.exists("s", "a", f"checkpoint_{i:06d}") for i in restorable(whole).values())

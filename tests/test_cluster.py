@@ -11,6 +11,8 @@ CONFIG_TEXT = (ROOT / "cluster.yaml").read_text()
 CONFIG = yaml.safe_load(CONFIG_TEXT)
 HEAD = " ".join(CONFIG["head_start_ray_commands"])
 WORKER = " ".join(CONFIG["worker_start_ray_commands"])
+SETUP = " ".join(CONFIG["setup_commands"])
+SOURCES_ENV = "set -a && . ~/fixray.env && set +a && ray start"  # the one env file, read before Ray starts
 
 
 def test_cluster_yaml_passes_rays_schema_and_has_gpu_workers():
@@ -29,14 +31,20 @@ def test_only_ssh_is_open_and_every_service_listens_privately():
 
 
 def test_token_authentication_is_on_for_every_node_with_one_shared_token():
-    assert HEAD.count("RAY_AUTH_MODE=token") == 1 and "RAY_AUTH_MODE=token" in WORKER
+    assert SETUP.count("RAY_AUTH_MODE=token") == 1
+    assert SOURCES_ENV in HEAD and SOURCES_ENV in WORKER
     assert CONFIG["file_mounts"]["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"
 
 
-def test_sweeps_on_the_head_default_to_its_mlflow_server_and_to_shared_storage():
-    assert "MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in HEAD
-    assert "FIXRAY_STORAGE=/mnt/fixray/runs" in HEAD and "FIXRAY_STORAGE=/mnt/fixray/runs" in WORKER
-    assert len(re.findall(r"fs-[0-9a-f]+\.efs", CONFIG_TEXT)) == 1  # the shared storage is named in one place
+def test_sweeps_on_the_head_default_to_its_mlflow_server_and_to_a_bucket_named_once(tmp_path, monkeypatch):
+    from fixray.spec import parse_sweep
+
+    assert "MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in SETUP and SOURCES_ENV in HEAD
+    (bucket,) = re.findall(r"FIXRAY_STORAGE=(\S+)", CONFIG_TEXT)  # named in one place
+    assert re.findall(r"s3://\S+", CONFIG_TEXT) == [bucket]
+    monkeypatch.setenv("FIXRAY_STORAGE", bucket)
+    raw = {"dataset": "digits", "model": "small_cnn", "epochs": 1, "search": {"space": {"fixed": [True]}}}
+    assert parse_sweep(raw, tmp_path / "s.yaml").storage_path == bucket  # a storage_path fixray accepts
 
 
 def test_the_environment_names_the_defaults_a_sweep_file_leaves_open(tmp_path, monkeypatch):

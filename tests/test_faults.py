@@ -10,10 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
+from mlflow.tracking import MlflowClient
 from test_sweep_e2e import ENV, FIXRAY, run, steps, store, tune_results
 
-from fixray.checkpoints import KEPT_STATE, restorable
+from fixray.checkpoints import KEPT_DIR, restorable
 from fixray.cli import main
 from fixray.driver import DriverLock, record_tracking
 from fixray.spec import load_sweep
@@ -36,6 +38,15 @@ search:
 """
 
 
+def _epochs_logged(cwd: Path) -> int:
+    """Epochs the sweep's trials have in MLflow so far."""
+    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    if not (cwd / "mlflow.db").exists() or client.get_experiment_by_name("fixray") is None:
+        return 0
+    client, _, children = store(cwd)
+    return sum(len(steps(client, child, "train/loss")) for child in children)
+
+
 def _every_epoch_once(tmp_path: Path, epochs: int, trials: int = 2) -> list:
     client, parents, children = store(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -48,19 +59,22 @@ def _every_epoch_once(tmp_path: Path, epochs: int, trials: int = 2) -> list:
 
 @pytest.mark.slow
 def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path):
-    (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="kill", epochs=15).replace("[true, false]", "[true]"))
+    (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="kill", epochs=30).replace("[true, false]", "[true]"))
     sweep = subprocess.Popen(
         FIXRAY + ["sweep", "s.yaml"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     deadline = time.monotonic() + 240
-    while not [r for r in tune_results(tmp_path, "kill") if r.get("training_iteration", 0) >= 3]:
+    while _epochs_logged(tmp_path) < 3:  # MLflow has each epoch as it ends (Tune's result files lag)
         assert sweep.poll() is None and time.monotonic() < deadline, "the trial never reached epoch 3"
         time.sleep(0.2)
-    victim = tune_results(tmp_path, "kill")[-1]["pid"]
-    os.kill(victim, signal.SIGKILL)  # the trial's worker process dies, as on an OOM kill or a lost node
+    (victim,) = [
+        p for p in psutil.process_iter(["cmdline"]) if "ray::ImplicitFunc" in " ".join(p.info["cmdline"] or [])
+    ]
+    victim.kill()  # the trial's worker process dies (SIGKILL), as on an OOM kill or a lost node
+    victim = victim.pid
     output = sweep.communicate(timeout=300)[0]
     assert sweep.returncode == 0, output
-    _every_epoch_once(tmp_path, 15, trials=1)
+    _every_epoch_once(tmp_path, 30, trials=1)
     after = [r for r in tune_results(tmp_path, "kill") if r["pid"] != victim]
     assert after and after[0]["epoch"] > 1, "the retry started over instead of resuming from a checkpoint"
 
@@ -166,8 +180,8 @@ def test_a_full_storage_stops_the_sweep_resumably_and_a_rerun_after_freeing_it_f
         FIXRAY + ["sweep", "s.yaml"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     deadline = time.monotonic() + 240
-    kept = small_disk / "runs" / "full" / KEPT_STATE
-    while not (kept.exists() and restorable(kept.read_text())):  # the sweep has checkpointed, and pruned once
+    kept = small_disk / "runs" / "full" / KEPT_DIR
+    while not any(restorable(f.read_text()) for f in kept.glob("experiment_state-*.json")):  # checkpointed, pruned
         assert sweep.poll() is None and time.monotonic() < deadline, "the sweep never saved a restorable state"
         time.sleep(0.2)
     filler = _fill(small_disk)  # the disk fills up mid-sweep
@@ -180,6 +194,8 @@ def test_a_full_storage_stops_the_sweep_resumably_and_a_rerun_after_freeing_it_f
     filler.unlink()  # space is freed
     second = run(["sweep", "s.yaml"], tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
+    _, _, children = store(tmp_path)
+    assert len(children) == 2, output + second.stdout + second.stderr  # no second child run for a trial
     _every_epoch_once(tmp_path, 70)  # the same two child runs, each epoch once
 
 

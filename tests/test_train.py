@@ -1,13 +1,15 @@
 """The plain training loop on bundled digits: it learns, it stops on divergence, it resumes exactly."""
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from fixray.data import load_dataset
-from fixray.train import train
+from fixray.train import FINITE_CHECK_STEPS, train
 from fixray.trial import HeadConfig, OptimizerConfig, TrialConfig
 
 
@@ -100,3 +102,28 @@ def test_learned_cosine_head_is_more_compact_with_S_1_than_with_S_20(digits):
         final = train(_cfg(kind="cosine", fixed=False, S=scale, epochs=6), digits, Recorder())
         compact[scale] = final["val/compactness"]
     assert compact[1.0] > compact[20.0] + 0.1
+
+
+class HostReads(TorchFunctionMode):
+    """Counts reads of tensor values back to the host (each one a GPU -> CPU sync on a GPU)."""
+
+    READS = {"item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_step_loop_reads_nothing_back_to_the_host(digits):
+    """Host reads must not grow with the number of steps: 8x the steps add at most one look per 50 steps."""
+    counts, steps = {}, {}
+    for batch in (128, 16):
+        cfg = dataclasses.replace(_cfg(epochs=1), batch_size=batch)
+        with HostReads() as reads:
+            train(cfg, digits, Recorder())
+        counts[batch], steps[batch] = reads.count, math.ceil(len(digits.train.y) / batch)
+    assert counts[16] - counts[128] <= (steps[16] - steps[128]) // FINITE_CHECK_STEPS, counts
