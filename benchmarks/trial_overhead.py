@@ -66,7 +66,7 @@ def nested_trainers(spec, folder: Path) -> float:
         cfg = trial_config(spec, config["point"])
         TorchTrainer(
             ddp_worker,
-            train_loop_config={"cfg": cfg, "splits": splits_ref, "threads": 1},
+            train_loop_config={"cfg": cfg, "splits": splits_ref, "threads": 1, "checkpoint_every": 1},
             scaling_config=ScalingConfig(num_workers=1),
             run_config=RunConfig(
                 name=f"nested-{tune.get_context().get_trial_id()}",

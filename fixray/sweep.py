@@ -121,7 +121,8 @@ def ddp_worker(loop_config: dict[str, Any]) -> None:
     nodes = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())  # every worker's node
     where = placement(list(dict.fromkeys(nodes)))
-    train(cfg, splits, _checkpointing(ray.train.report, where), start, ray.train.torch.get_device())
+    report = _checkpointing(ray.train.report, where)
+    train(cfg, splits, report, start, ray.train.torch.get_device(), loop_config["checkpoint_every"])
 
 
 def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, spec: SweepSpec) -> None:
@@ -133,7 +134,12 @@ def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, spec: SweepSpec) -> None:
     where = storage(spec)
     trainer = TorchTrainer(
         ddp_worker,
-        train_loop_config={"cfg": cfg, "splits": splits, "threads": _threads(spec)},
+        train_loop_config={
+            "cfg": cfg,
+            "splits": splits,
+            "threads": _threads(spec),
+            "checkpoint_every": resources.checkpoint_every,
+        },
         scaling_config=ScalingConfig(
             num_workers=resources.workers,
             use_gpu=resources.gpus_per_trial > 0,
@@ -229,7 +235,8 @@ def make_trainable(spec: SweepSpec, splits: Splits, code_errors):
             torch.set_num_threads(_threads(spec))
             device = "cuda" if spec.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
             report = _checkpointing(tune.report, placement())
-            train(cfg, ray.get(data[0]), report, _load_state(tune.get_checkpoint()), device)
+            start = _load_state(tune.get_checkpoint())
+            train(cfg, ray.get(data[0]), report, start, device, spec.resources.checkpoint_every)
         except Exception as error:
             if not infrastructure_failure(error):
                 ray.get(code_errors.add.remote(trial_id, f"{type(error).__name__}: {error}"))

@@ -189,8 +189,13 @@ def train(
     report: Report,
     start: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
+    checkpoint_every: int = 1,
 ) -> dict[str, float]:
-    """Trains one model for cfg.epochs epochs (from `start`, a state this loop reported); returns the last metrics."""
+    """Trains one model for cfg.epochs epochs (from `start`, a state this loop reported); returns the last metrics.
+
+    A state (a checkpoint) is reported every `checkpoint_every` epochs and after the last; the others report
+    metrics alone, and the loop does not copy its state for them.
+    """
     cfg = cfg.settled()  # head-kind defaults (bias, weight decay) resolved, as plan.trial_config does
     device = torch.device(device)
     rank, world = _distributed()
@@ -263,7 +268,7 @@ def train(
         if world > 1 and epoch == cfg.epochs:
             last["ddp/max_weight_diff"] = _max_weight_difference(model, device)
         state = None
-        if rank == 0:
+        if rank == 0 and (epoch % checkpoint_every == 0 or epoch == cfg.epochs):
             state = copy.deepcopy(
                 {  # a snapshot: state_dict() tensors alias the live, still-training ones
                     "epoch": epoch,

@@ -59,7 +59,9 @@ def _every_epoch_once(tmp_path: Path, epochs: int, trials: int = 2) -> list:
 
 @pytest.mark.slow
 def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path):
-    (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="kill", epochs=30).replace("[true, false]", "[true]"))
+    sweep_text = TWO_TRIALS.format(name="kill", epochs=30).replace("[true, false]", "[true]")
+    # A checkpoint every 2 epochs: the retry redoes the epochs since, and MLflow still holds each once.
+    (tmp_path / "s.yaml").write_text(sweep_text.replace("max_retries: 2", "max_retries: 2, checkpoint_every: 2"))
     sweep = subprocess.Popen(
         FIXRAY + ["sweep", "s.yaml"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

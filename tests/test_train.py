@@ -127,3 +127,15 @@ def test_the_step_loop_reads_nothing_back_to_the_host(digits):
             train(cfg, digits, Recorder())
         counts[batch], steps[batch] = reads.count, math.ceil(len(digits.train.y) / batch)
     assert counts[16] - counts[128] <= (steps[16] - steps[128]) // FINITE_CHECK_STEPS, counts
+
+
+def test_a_checkpoint_every_third_epoch_and_the_last_resumes_exactly(digits):
+    straight = Recorder()
+    train(_cfg(epochs=7, fixed=False), digits, straight, checkpoint_every=3)
+    assert [m["epoch"] for m, s in zip(straight.metrics, straight.states) if s is not None] == [3, 6, 7]
+    resumed = Recorder()
+    train(_cfg(epochs=7, fixed=False), digits, resumed, start=straight.states[2], checkpoint_every=3)
+    assert [m["epoch"] for m in resumed.metrics] == [4, 5, 6, 7]  # the epochs since the checkpoint, redone
+    for key, value in straight.states[-1]["model"].items():
+        assert torch.equal(value, resumed.states[-1]["model"][key]), key
+    assert resumed.metrics == straight.metrics[3:]
