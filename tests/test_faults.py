@@ -174,7 +174,7 @@ def _fill(disk: Path) -> Path:
 
 @pytest.mark.slow
 def test_a_full_storage_stops_the_sweep_resumably_and_a_rerun_after_freeing_it_finishes(tmp_path, small_disk):
-    sweep_text = TWO_TRIALS.format(name="full", epochs=70).replace(
+    sweep_text = TWO_TRIALS.format(name="full", epochs=150).replace(
         "max_concurrent_trials: 1", "max_concurrent_trials: 2"
     )
     (tmp_path / "s.yaml").write_text(sweep_text + "storage_path: disk/runs\n")
@@ -186,6 +186,7 @@ def test_a_full_storage_stops_the_sweep_resumably_and_a_rerun_after_freeing_it_f
     while not any(restorable(f.read_text()) for f in kept.glob("experiment_state-*.json")):  # checkpointed, pruned
         assert sweep.poll() is None and time.monotonic() < deadline, "the sweep never saved a restorable state"
         time.sleep(0.2)
+    assert _epochs_logged(tmp_path) < 200, "the trials (2 x 150 epochs) ended before the disk could fill"
     filler = _fill(small_disk)  # the disk fills up mid-sweep
     output = sweep.communicate(timeout=300)[0]
     assert sweep.returncode == 130, output
@@ -198,14 +199,14 @@ def test_a_full_storage_stops_the_sweep_resumably_and_a_rerun_after_freeing_it_f
     assert second.returncode == 0, second.stdout + second.stderr
     _, _, children = store(tmp_path)
     assert len(children) == 2, output + second.stdout + second.stderr  # no second child run for a trial
-    _every_epoch_once(tmp_path, 70)  # the same two child runs, each epoch once
+    _every_epoch_once(tmp_path, 150)  # the same two child runs, each epoch once
 
 
 @pytest.mark.slow
 def test_a_driver_killed_at_any_moment_leaves_a_restorable_checkpoint_and_the_rerun_finishes(tmp_path):
     """SIGKILL to the driver (and the local Ray it started) twice: right after its trial's first checkpoint, and
     after checkpoints were pruned; each time the state a restore reads names checkpoints that exist."""
-    (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="killed", epochs=60).replace("[true, false]", "[true]"))
+    (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="killed", epochs=120).replace("[true, false]", "[true]"))
     runs = tmp_path / "fixray-runs" / "killed"
 
     def kill_when(ready) -> None:
@@ -232,4 +233,4 @@ def test_a_driver_killed_at_any_moment_leaves_a_restorable_checkpoint_and_the_re
     )
     last = run(["sweep", "s.yaml"], tmp_path)
     assert last.returncode == 0, last.stdout + last.stderr
-    _every_epoch_once(tmp_path, 60, trials=1)
+    _every_epoch_once(tmp_path, 120, trials=1)
