@@ -54,9 +54,13 @@ def restorable(state_text: str) -> dict[str, int]:
     return kept
 
 
-def _newest(storage: Storage, experiment: str, pattern: str) -> str | None:
-    names = [info.base_name for info in storage.listing(experiment) if fnmatch.fnmatch(info.base_name, pattern)]
-    return max(names, default=None)
+def _newest(storage: Storage, experiment: str) -> dict[str, str]:
+    """Tune's newest state file of each kind (by name, as a restore picks them), from one listing."""
+    names = [info.base_name for info in storage.listing(experiment)]
+    newest = {
+        pattern: max(fnmatch.filter(names, pattern), default=None) for pattern in (STATE_PATTERN, *SEARCHER_PATTERNS)
+    }
+    return {pattern: name for pattern, name in newest.items() if name is not None}
 
 
 def _readable(storage: Storage, experiment: str, name: str) -> bool:
@@ -75,7 +79,8 @@ def _readable(storage: Storage, experiment: str, name: str) -> bool:
 
 def prune(storage: Storage, experiment: str) -> int:
     """Deletes trial checkpoints older than those the newest saved state names; returns how many."""
-    newest = _newest(storage, experiment, STATE_PATTERN)
+    files = _newest(storage, experiment)
+    newest = files.pop(STATE_PATTERN, None)
     if newest is None:
         return 0
     try:
@@ -83,7 +88,7 @@ def prune(storage: Storage, experiment: str) -> int:
         kept = restorable(text)
     except (OSError, ValueError, KeyError):
         return 0  # being rewritten right now: the next prune reads it
-    searchers = [name for pattern in SEARCHER_PATTERNS if (name := _newest(storage, experiment, pattern))]
+    searchers = list(files.values())
     if not all(_readable(storage, experiment, name) for name in searchers):
         return 0
     # A copy of what a restore reads, before anything it names is deleted (OSError, a full disk: nothing is)
@@ -103,9 +108,7 @@ def prune(storage: Storage, experiment: str) -> int:
 def repair(storage: Storage, experiment: str) -> bool:
     """Puts the kept copies back where a newest state file is unreadable (truncated); True if it did."""
     kept = {info.base_name for info in storage.listing(experiment, KEPT_DIR) if not info.base_name.startswith(".")}
-    newest = [
-        name for pattern in (STATE_PATTERN, *SEARCHER_PATTERNS) if (name := _newest(storage, experiment, pattern))
-    ]
+    newest = list(_newest(storage, experiment).values())
     if not kept or all(_readable(storage, experiment, name) for name in newest):
         return False
     for name in newest:  # from a later save than the copies, which are restored together as one snapshot

@@ -36,7 +36,8 @@ def write_sweep(tmp_path):
     return write
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -48,7 +49,7 @@ def s3_storage(tmp_path, monkeypatch):
 
     Credentials reach fixray, Ray's workers and pyarrow through the environment, as on a real cluster.
     """
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

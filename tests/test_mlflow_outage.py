@@ -9,9 +9,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from mlflow.tracking import MlflowClient
-from test_mlflow_ui import _free_port
-from test_sweep_e2e import ENV, FIXRAY
+from test_sweep_e2e import ENV, FIXRAY, epochs_logged
 
 from fixray.tracking import ROLE_TAG, STATUS_TAG
 
@@ -62,17 +62,8 @@ def _stop(server: subprocess.Popen) -> None:
     subprocess.run(["pkill", "-KILL", "-g", str(server.pid)], check=False)  # uvicorn workers of its group
 
 
-def _epochs_logged(uri: str) -> int:
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("fixray")
-    if experiment is None:
-        return 0
-    runs = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
-    return sum(len(client.get_metric_history(r.info.run_id, "train/loss")) for r in runs)
-
-
 def test_a_sweep_outlives_its_mlflow_server_going_away_and_loses_no_epoch(tmp_path):
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _server(tmp_path, port)
     (tmp_path / "s.yaml").write_text(SWEEP)
@@ -82,7 +73,7 @@ def test_a_sweep_outlives_its_mlflow_server_going_away_and_loses_no_epoch(tmp_pa
     )
     try:
         deadline = time.monotonic() + 240
-        while _epochs_logged(uri) < 3:
+        while epochs_logged(uri) < 3:
             assert sweep.poll() is None and time.monotonic() < deadline, "no epoch reached MLflow"
             time.sleep(0.5)
         _stop(server)

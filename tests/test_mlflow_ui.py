@@ -8,7 +8,6 @@ screenshots/.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, free_port
 from test_sweep_e2e import run, store
 
 pytestmark = pytest.mark.slow
@@ -39,12 +38,6 @@ search:
     S: 10
     lr: [0.1, 0.05]
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -81,7 +74,7 @@ def filled_server(tmp_path):
     (tmp_path / "ui.yaml").write_text(UI_SWEEP)
     done = run(["sweep", "ui.yaml"], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             str(MLFLOW),

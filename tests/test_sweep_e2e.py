@@ -46,6 +46,16 @@ def tune_results(cwd: Path, sweep: str, storage_path: str = "fixray-runs") -> li
     return results
 
 
+def epochs_logged(uri: str) -> int:
+    """Epochs the sweep's trials have in the MLflow store at `uri` so far."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("fixray")
+    if experiment is None:
+        return 0
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
+    return sum(len(client.get_metric_history(r.info.run_id, "train/loss")) for r in runs)
+
+
 def steps(client, run, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
 
