@@ -65,14 +65,16 @@ def creating(tracking_uri: str) -> Iterator[None]:
 
 
 def reading_client(tracking_uri: str) -> MlflowClient:
-    """A client for commands that only read: a local store that does not exist is an error, never created."""
+    """A client for commands that only read: a local store that does not exist is an error, never created, and
+    one a driver is creating is waited for (opening a SQLite file before its tables exist migrates it too)."""
     path = local_store_path(tracking_uri)
     if path is not None and not path.exists():
         raise MissingStore(
             f"no MLflow store at {tracking_uri} ({path.resolve()} does not exist): run a sweep first, or pass "
             f"--tracking-uri with the store the sweep wrote to"
         )
-    return MlflowClient(tracking_uri)
+    with creating(tracking_uri):
+        return MlflowClient(tracking_uri)  # opens the store now, under the lock
 
 
 def is_tracked_metric(key: str, value: Any) -> bool:

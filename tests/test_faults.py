@@ -38,8 +38,8 @@ search:
 
 
 def _epochs_logged(cwd: Path) -> int:
-    """Epochs in the sweep's SQLite store so far (none before the driver creates it: a test never does)."""
-    return epochs_logged(f"sqlite:///{cwd / 'mlflow.db'}") if (cwd / "mlflow.db").exists() else 0
+    """Epochs in the sweep's default SQLite store so far."""
+    return epochs_logged(f"sqlite:///{cwd / 'mlflow.db'}")
 
 
 def _every_epoch_once(tmp_path: Path, epochs: int, trials: int = 2) -> list:
@@ -127,9 +127,21 @@ SweepRuns(sys.argv[1], "fixray", sys.argv[2])
 """
 
 
-def test_drivers_creating_one_store_at_once_all_succeed(tmp_path):
+READ_WHEN_THERE = """
+import os, sys, time
+from fixray.tracking import local_store_path, reading_client
+while not local_store_path(sys.argv[1]).exists():
+    time.sleep(0.001)
+reading_client(sys.argv[1]).search_experiments()
+"""
+
+
+def test_drivers_creating_one_store_at_once_all_succeed_and_a_reader_waits_for_them(tmp_path):
     uri = f"sqlite:///{tmp_path / 'new.db'}"
-    procs = [
+    # Readers open the file the moment it appears, mid-migration, as `fixray report` or a test polling might.
+    readers = [subprocess.Popen([sys.executable, "-c", READ_WHEN_THERE, uri], stderr=subprocess.PIPE, text=True)]
+    time.sleep(2)  # the reader is polling before any creator starts
+    procs = readers + [
         subprocess.Popen([sys.executable, "-c", CREATE, uri, f"sweep{i}"], stderr=subprocess.PIPE, text=True)
         for i in range(4)
     ]

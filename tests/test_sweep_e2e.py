@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from fixray.storage import Storage, is_uri
-from fixray.tracking import ROLE_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_TAG
+from fixray.tracking import ROLE_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_TAG, MissingStore, reading_client
 
 pytestmark = pytest.mark.slow
 FIXRAY = [os.path.join(os.path.dirname(sys.executable), "fixray")]
@@ -27,7 +26,7 @@ def run(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = Non
 
 def store(cwd: Path):
     """(client, parent run, child runs) of the one sweep in cwd's default SQLite store."""
-    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    client = reading_client(f"sqlite:///{cwd / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("fixray")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"]
@@ -47,8 +46,11 @@ def tune_results(cwd: Path, sweep: str, storage_path: str = "fixray-runs") -> li
 
 
 def epochs_logged(uri: str) -> int:
-    """Epochs the sweep's trials have in the MLflow store at `uri` so far."""
-    client = MlflowClient(uri)
+    """Epochs the sweep's trials have in the MLflow store at `uri` so far (none before a driver creates it)."""
+    try:
+        client = reading_client(uri)  # waits while a driver creates the store, never creates it
+    except MissingStore:
+        return 0
     experiment = client.get_experiment_by_name("fixray")
     if experiment is None:
         return 0
