@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from fixray.augment import augment, normalise
 from fixray.data import InputSpec
 from fixray.models import build_classifier
-from fixray.trial import Augmentation, HeadConfig
+from fixray.train import Device, share_gpu
+from fixray.trial import Augmentation, Execution, HeadConfig
 
 # CIFAR ResNet18 on 32x32: about 0.56 G multiply-adds forward per image, so 1.12 GFLOP forward and, with the
 # backward at twice the forward, about 3.36 GFLOP per trained image.
@@ -36,19 +37,17 @@ AUGMENTATION = Augmentation(crop_padding=4, flip=True)  # CIFAR's standard crop 
 
 @dataclass(frozen=True)
 class Setting:
-    """How one step runs: memory layout, autocast dtype, compiled or eager."""
+    """A named way for fixray's loop to run a step: memory layout, autocast dtype, compiled or eager."""
 
     name: str
-    channels_last: bool = False
-    bf16: bool = False
-    compile: bool = False
+    execution: Execution
 
 
 SETTINGS = [
-    Setting("fp32"),
-    Setting("channels_last", channels_last=True),
-    Setting("bf16+channels_last", channels_last=True, bf16=True),
-    Setting("bf16+channels_last+compile", channels_last=True, bf16=True, compile=True),
+    Setting("fp32", Execution(channels_last=False, bf16=False)),
+    Setting("channels_last", Execution(channels_last=True, bf16=False)),
+    Setting("bf16+channels_last", Execution(channels_last=True, bf16=True)),
+    Setting("bf16+channels_last+compile", Execution(channels_last=True, bf16=True, compile=True)),
 ]
 
 
@@ -74,7 +73,7 @@ QUICK = Plan(
     packed_batch=(8,),
     warmup_steps=1,
     steps=2,
-    settings=tuple(s for s in SETTINGS if not s.compile),  # compiling on the CPU takes longer than the test
+    settings=tuple(s for s in SETTINGS if not s.execution.compile),  # compiling on the CPU outlasts the test
 )
 
 
@@ -84,13 +83,13 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(plan: Plan, setting: Setting, batch: int, device_name: str, repeats: int) -> list[float]:
-    """Images/s of `repeats` timed runs of `plan.steps` training steps each."""
-    device = torch.device(device_name)
+    """Images/s of `repeats` timed runs of `plan.steps` training steps each, as fixray's loop takes them."""
+    on = Device(device_name, setting.execution)
+    device = on.device
     torch.manual_seed(0)
-    model = build_classifier(plan.model, CIFAR, 10, HeadConfig(kind="dot", fixed=True), seed=0).to(device)
-    memory_format = torch.channels_last if setting.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    step_model = torch.compile(model) if setting.compile else model
+    model = build_classifier(plan.model, CIFAR, 10, HeadConfig(kind="dot", fixed=True), seed=0)
+    model = model.to(device, memory_format=on.memory_format)
+    step_model = on.compiled(model, distributed=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     images = torch.randint(0, 256, (plan.images, *((CIFAR.channels, CIFAR.size, CIFAR.size))), dtype=torch.uint8)
     images, labels = images.to(device), torch.randint(0, 10, (plan.images,)).to(device)
@@ -100,11 +99,10 @@ def measure(plan: Plan, setting: Setting, batch: int, device_name: str, repeats:
 
     def step() -> None:
         picked = torch.randint(0, plan.images, (batch,), generator=generator).to(device)
-        x = normalise(augment(images[picked], AUGMENTATION, generator), half, half)
-        x = x.contiguous(memory_format=memory_format)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=setting.bf16):
+        x = on.images(normalise(augment(images[picked], AUGMENTATION, generator), half, half))
+        with on.autocast():
             logits = step_model(x, labels[picked])
-            loss = F.cross_entropy(logits.float(), labels[picked])
+            loss = F.cross_entropy(logits, labels[picked])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -125,8 +123,11 @@ def measure(plan: Plan, setting: Setting, batch: int, device_name: str, repeats:
 
 
 def _packed_worker(args: tuple) -> list[float]:
-    plan, setting, batch, device_name, repeats, threads, start_at = args
+    plan, setting, batch, device_name, repeats, threads, start_at, share = args
     torch.set_num_threads(threads)
+    if device_name.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device_name))
+        print(f"    a packed trial: {share_gpu(share)}", flush=True)  # as a sweep's packed trial is bounded
     while time.time() < start_at:  # every trial starts its timed steps together
         time.sleep(0.001)
     return measure(plan, setting, batch, device_name, repeats)
@@ -138,7 +139,8 @@ def measure_packed(plan: Plan, setting: Setting, batch: int, trials: int, device
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     with context.Pool(trials) as pool:
         start_at = time.time() + 2 + trials  # after each process has imported torch
-        per_trial = pool.map(_packed_worker, [(plan, setting, batch, device, repeats, threads, start_at)] * trials)
+        work = (plan, setting, batch, device, repeats, threads, start_at, 1 / trials)
+        per_trial = pool.map(_packed_worker, [work] * trials)
     return [sum(rates) for rates in zip(*per_trial)]  # aggregate, repeat by repeat
 
 

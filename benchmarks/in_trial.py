@@ -2,9 +2,11 @@
 and device, and what fixray's per-epoch measurements and checkpoints cost on top. Measured side by side,
 repeat by repeat, in one run (this machine is shared and noisy): compare the ratios, not the seconds.
 
-Both loops train on the same CIFAR-shaped uint8 images (random, no download) without augmentation, so the
-work per step is the same; fixray's loop also measures the test split each epoch (accuracy, compactness,
-separability, Spearman) and deep-copies its state for a checkpoint.
+Both loops train on the same CIFAR-shaped uint8 images (random, no download) without augmentation and with
+the same device settings (channels-last, bf16 where fixray picks them), so the work per step is the same.
+fixray's loop also passes over the test split each epoch (the authors' loop does too: its LR schedule and
+best-epoch accuracy read it), measures the geometry from that pass (compactness, separability, Spearman), and
+copies its state for a checkpoint; a second bare loop takes the test accuracy each epoch, as the authors' does.
 
 Rerun:  .venv/bin/python benchmarks/in_trial.py            (--device cuda on a GPU machine)
 """
@@ -12,8 +14,11 @@ Rerun:  .venv/bin/python benchmarks/in_trial.py            (--device cuda on a G
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,8 +27,8 @@ import torch.nn.functional as F
 from fixray.augment import normalise
 from fixray.data import ImageSet, Splits
 from fixray.models import build_classifier
-from fixray.train import _embed, measure, train
-from fixray.trial import Augmentation, HeadConfig, TrialConfig
+from fixray.train import Device, _embed, measure, train
+from fixray.trial import Augmentation, Execution, HeadConfig, TrialConfig
 
 
 def synthetic(train_images: int, test_images: int) -> Splits:
@@ -49,41 +54,62 @@ def config(args) -> TrialConfig:
     )
 
 
-def bare_loop(cfg: TrialConfig, splits: Splits, device: torch.device) -> float:
-    """Seconds for cfg.epochs epochs of forward, loss, backward, step: nothing else."""
-    model = build_classifier(cfg.model, splits.input_spec, 10, cfg.head, 0).to(device)
+def bare_loop(cfg: TrialConfig, splits: Splits, on: Device, evaluate: bool) -> float:
+    """Seconds for cfg.epochs epochs of forward, loss, backward, step (and, with `evaluate`, the test accuracy
+    each epoch, as the authors' loop takes it), with fixray's device settings: nothing else."""
+    model = build_classifier(cfg.model, splits.input_spec, 10, cfg.head, 0).to(
+        on.device, memory_format=on.memory_format
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    x, y = torch.from_numpy(splits.train.x).to(device), torch.from_numpy(splits.train.y).to(device)
-    half = torch.full((3,), 0.5, device=device)
+    x, y = torch.from_numpy(splits.train.x).to(on.device), torch.from_numpy(splits.train.y).to(on.device)
+    test_x, test_y = torch.from_numpy(splits.test.x).to(on.device), torch.from_numpy(splits.test.y).to(on.device)
+    half = torch.full((3,), 0.5, device=on.device)
     start = time.perf_counter()
     for epoch in range(cfg.epochs):
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch)).to(device)
+        model.train()
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch)).to(on.device)
         for i in range(0, len(order), cfg.batch_size):
             batch = order[i : i + cfg.batch_size]
-            loss = F.cross_entropy(model(normalise(x[batch], half, half), y[batch]), y[batch])
+            with on.autocast():
+                loss = F.cross_entropy(model(on.images(normalise(x[batch], half, half)), y[batch]), y[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        if evaluate:
+            model.eval()
+            with torch.inference_mode(), on.autocast():
+                step = on.eval_batch()
+                correct = sum(
+                    (model(on.images(normalise(test_x[i : i + step], half, half))).argmax(1) == test_y[i : i + step])
+                    .sum()
+                    .item()
+                    for i in range(0, len(test_y), step)
+                )
+            assert 0 <= correct <= len(test_y)
+    if on.device.type == "cuda":
+        torch.cuda.synchronize(on.device)
     return time.perf_counter() - start
 
 
-def fixray_loop(cfg: TrialConfig, splits: Splits, device: torch.device, checkpoint_every: int) -> float:
+def fixray_loop(cfg: TrialConfig, splits: Splits, on: Device, checkpoint_every: int) -> float:
+    execution = dataclasses.replace(on.execution, checkpoint_every=checkpoint_every)
     start = time.perf_counter()
-    train(cfg, splits, lambda metrics, state: None, device=device, checkpoint_every=checkpoint_every)
+    train(cfg, splits, lambda metrics, state: None, device=on.device, execution=execution)
     return time.perf_counter() - start
 
 
-def measurement(cfg: TrialConfig, splits: Splits, device: torch.device) -> float:
-    """Seconds for one epoch's measurements of the test split, as fixray's loop takes them."""
-    model = build_classifier(cfg.model, splits.input_spec, 10, cfg.head, 0).to(device)
-    x, y = torch.from_numpy(splits.test.x).to(device), torch.from_numpy(splits.test.y).to(device)
-    half = torch.full((3,), 0.5, device=device)
+def measurement(cfg: TrialConfig, splits: Splits, on: Device) -> tuple[float, float]:
+    """Seconds for one epoch's pass over the test split, and for the geometry measured from it on top."""
+    model = build_classifier(cfg.model, splits.input_spec, 10, cfg.head, 0).to(
+        on.device, memory_format=on.memory_format
+    )
+    x, y = torch.from_numpy(splits.test.x).to(on.device), torch.from_numpy(splits.test.y).to(on.device)
+    half = torch.full((3,), 0.5, device=on.device)
     start = time.perf_counter()
-    features, logits = _embed(model, x, half, half)
+    features, logits = _embed(model, x, half, half, on)
+    passed = time.perf_counter()
     measure(features, logits, y, model.head.class_vectors)
-    return time.perf_counter() - start
+    return passed - start, time.perf_counter() - passed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,31 +122,50 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=32, help="the paper's batch size")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a one-CPU trial has one)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    device, splits, cfg = torch.device(args.device), synthetic(args.train_images, args.test_images), config(args)
+    on = Device(args.device, Execution())
+    splits, cfg = synthetic(args.train_images, args.test_images), config(args)
     images = args.epochs * args.train_images
-    times: dict[str, list[float]] = {"bare": [], "fixray, checkpoint every epoch": [], "fixray, checkpoint at end": []}
-    measuring = []
+    times: dict[str, list[float]] = {
+        "bare": [],
+        "bare + test accuracy each epoch": [],
+        f"fixray, checkpoint every {Execution().checkpoint_every} epochs": [],
+        "fixray, checkpoint every epoch": [],
+    }
+    test_pass, geometry = [], []
     for _ in range(args.repeats):  # interleaved, so drifts in the machine's load hit every variant alike
-        times["bare"].append(bare_loop(cfg, splits, device))
-        times["fixray, checkpoint every epoch"].append(fixray_loop(cfg, splits, device, 1))
-        times["fixray, checkpoint at end"].append(fixray_loop(cfg, splits, device, args.epochs))
-        measuring.append(measurement(cfg, splits, device))
-    bare = statistics.fmean(times["bare"])
+        variants = list(times.values())
+        variants[0].append(bare_loop(cfg, splits, on, evaluate=False))
+        variants[1].append(bare_loop(cfg, splits, on, evaluate=True))
+        variants[2].append(fixray_loop(cfg, splits, on, Execution().checkpoint_every))
+        variants[3].append(fixray_loop(cfg, splits, on, 1))
+        seconds = measurement(cfg, splits, on)
+        test_pass.append(seconds[0])
+        geometry.append(seconds[1])
+    bare, evaluated = statistics.fmean(times["bare"]), statistics.fmean(times["bare + test accuracy each epoch"])
+    settings = f"channels_last {on.execution.channels_last}, bf16 {on.execution.bf16}"
     print(f"{args.model}, {args.train_images} train / {args.test_images} test images 3x32x32, batch {args.batch}, ")
-    print(f"{args.epochs} epochs, {args.threads} thread(s) on {args.device}, {args.repeats} repeats (mean, min-max)")
+    print(f"{args.epochs} epochs, {args.threads} thread(s) on {args.device} ({settings}), {args.repeats} repeats")
+    figures = {}
     for name, seconds in times.items():
         mean = statistics.fmean(seconds)
+        figures[name] = {"images_per_s": images / mean, "vs_bare": bare / mean, "vs_bare_evaluating": evaluated / mean}
         print(
-            f"{name:>32}: {images / mean:8.0f} images/s ({images / max(seconds):.0f}-{images / min(seconds):.0f})"
-            f"  speed vs bare {bare / mean:.3f}"
+            f"{name:>34}: {images / mean:8.0f} images/s ({images / max(seconds):.0f}-{images / min(seconds):.0f})"
+            f"  vs bare {bare / mean:.3f}  vs bare + test accuracy {evaluated / mean:.3f}"
         )
     epoch = bare / args.epochs
+    figures["test_pass_share"] = statistics.fmean(test_pass) / epoch
+    figures["geometry_share"] = statistics.fmean(geometry) / epoch
     print(
-        f"per-epoch measurements: {statistics.fmean(measuring):.3f} s = {statistics.fmean(measuring) / epoch:.1%} "
-        f"of a bare epoch ({epoch:.2f} s)"
+        f"each epoch: the test pass {statistics.fmean(test_pass):.3f} s = {figures['test_pass_share']:.1%} of a bare "
+        f"epoch ({epoch:.2f} s); the geometry on top {statistics.fmean(geometry) * 1000:.1f} ms = "
+        f"{figures['geometry_share']:.2%}"
     )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

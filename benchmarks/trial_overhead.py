@@ -1,112 +1,162 @@
-"""What Ray costs per trial: the same digits trials bare, as fixray's Tune function trials, and nested in
-one-worker TorchTrainers (the alternative fixray avoids for one-worker trials). Measured side by side in
-one run, since the machine is shared and noisy; compare the ratios, not the seconds.
+"""What fixray adds per trial: the same trials run bare (fixray's own loop in plain processes, two at a time,
+one torch thread each) and as `fixray sweep` with two concurrent one-CPU trials, at two trial sizes. Both run
+side by side in one run, repeat by repeat (this machine is shared and noisy): compare the ratios.
 
-Rerun:  make benchmark     (or: .venv/bin/python benchmarks/trial_overhead.py --trials 4 --epochs 5)
+The sweep's wall time is split by what its own records say: start-up (command start to the first trial's
+first epoch in Tune's results), the trials (first epoch to last epoch ended), the end (to the command's exit);
+and per trial, its training time in the sweep (Tune's time_total_s) against the same trial bare.
+
+Rerun:  make benchmark      (or: .venv/bin/python benchmarks/trial_overhead.py --repeats 2 --json out.json)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
-import ray
-import torch
-from ray import tune
+import yaml
 
-from fixray.data import load_dataset
-from fixray.plan import points, trial_config
-from fixray.spec import parse_sweep
-from fixray.sweep import ddp_worker, run_sweep
-from fixray.sweep_data import prepare_data
-from fixray.train import train
+from fixray.trial import Execution
+
+FIXRAY = os.path.join(os.path.dirname(sys.executable), "fixray")
+SIZES = {"short": 3, "long": 100}  # digits epochs per trial: about 1 s and about 16 s of training bare, one thread
 
 
-def spec_for(trials: int, epochs: int, folder: Path):
-    raw = {
-        "name": "bench",
-        "dataset": "digits",
-        "model": "small_cnn",
-        "epochs": epochs,
-        "batch_size": 32,
-        "seeds": list(range(trials)),
-        "search": {"space": {"kind": "cosine", "S": 10, "fixed": True}},
-        "storage_path": str(folder / "runs"),
-        "tracking": {"uri": f"sqlite:///{folder / 'mlflow.db'}"},
-    }
-    return parse_sweep(raw, Path("bench.yaml"))
-
-
-def bare(spec) -> float:
-    torch.set_num_threads(1)
-    splits = load_dataset("digits")
-    start = time.perf_counter()
-    for point in points(spec):
-        train(trial_config(spec, point), splits, lambda m, s: None)
-    return time.perf_counter() - start
-
-
-def function_trials(spec) -> float:
-    start = time.perf_counter()
-    run_sweep(spec, prepare_data(spec))
-    return time.perf_counter() - start
-
-
-def nested_trainers(spec, folder: Path) -> float:
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    splits_ref = ray.put(load_dataset("digits"))
-
-    def driver(config):
-        cfg = trial_config(spec, config["point"])
-        TorchTrainer(
-            ddp_worker,
-            train_loop_config={"cfg": cfg, "splits": splits_ref, "threads": 1, "checkpoint_every": 1},
-            scaling_config=ScalingConfig(num_workers=1),
-            run_config=RunConfig(
-                name=f"nested-{tune.get_context().get_trial_id()}",
-                storage_path=str(folder / "nested"),
-                callbacks=[TuneReportCallback()],
-            ),
-        ).fit()
-
-    tuner = tune.Tuner(
-        tune.with_resources(driver, {"cpu": 0, "memory": 2**26}),
-        param_space={"point": tune.grid_search(points(spec))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=2),
-        run_config=tune.RunConfig(name="nested", storage_path=str(folder / "nested-tune"), verbose=0),
+def sweep_text(trials: int, epochs: int, checkpoint_every: int = Execution().checkpoint_every) -> str:
+    return yaml.safe_dump(
+        {
+            "name": "bench",
+            "dataset": "digits",
+            "model": "small_cnn",
+            "epochs": epochs,
+            "batch_size": 32,
+            "seeds": list(range(trials)),
+            "search": {"max_concurrent_trials": 2, "space": {"kind": "cosine", "S": 10, "fixed": True}},
+            "resources": {"cpus_per_trial": 1, "checkpoint_every": checkpoint_every},
+        }
     )
+
+
+def _bare_trial(args: tuple[str, dict]) -> float:
+    """One trial in a plain process: the loop, the data, one thread; seconds of training."""
+    import torch
+
+    from fixray.data import load_dataset
+    from fixray.plan import trial_config
+    from fixray.spec import parse_sweep
+
+    text, point = args
+    torch.set_num_threads(1)
+    spec = parse_sweep(yaml.safe_load(text), Path("bench.yaml"))
+    from fixray.train import train
+
     start = time.perf_counter()
-    tuner.fit()
+    train(trial_config(spec, point), load_dataset("digits"), lambda metrics, state: None)
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=5)
-    args = parser.parse_args()
+def bare(text: str) -> tuple[float, list[float]]:
+    """Wall seconds for every trial, two plain processes at a time, and each trial's training seconds."""
+    from fixray.plan import points
+    from fixray.spec import parse_sweep
+
+    spec = parse_sweep(yaml.safe_load(text), Path("bench.yaml"))
+    start = time.perf_counter()
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        trials = list(pool.map(_bare_trial, [(text, point) for point in points(spec)]))
+    return time.perf_counter() - start, trials
+
+
+def sweep(text: str) -> dict[str, float]:
+    """`fixray sweep` in a fresh folder: wall seconds, split by Tune's own result records."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        spec = spec_for(args.trials, args.epochs, folder)
-        ray.init(num_cpus=os.cpu_count(), logging_level="ERROR")
-        try:
-            seconds = {
-                "bare loop, one after another": bare(spec),
-                "fixray function trials (reuse_actors, MLflow on)": function_trials(spec),
-                "nested 1-worker TorchTrainer per trial": nested_trainers(spec, folder),
-            }
-        finally:
-            ray.shutdown()
-    base = seconds["bare loop, one after another"]
-    print(f"\n{args.trials} digits trials x {args.epochs} epochs on {os.cpu_count()} CPUs (ratio to the bare loop):")
-    for name, value in seconds.items():
-        print(f"  {name:<52} {value:7.1f} s   x{value / base:5.1f}")
+        Path(tmp, "bench.yaml").write_text(text)
+        start = time.time()
+        done = subprocess.run([FIXRAY, "sweep", "bench.yaml"], cwd=tmp, capture_output=True, text=True)
+        end = time.time()
+        if done.returncode != 0:
+            raise RuntimeError(f"fixray sweep exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        results = [
+            json.loads(line)
+            for path in Path(tmp, "fixray-runs", "bench").glob("*/result.json")
+            for line in path.read_text().splitlines()
+        ]
+    first_epoch_ends = min(r["timestamp"] - r["time_this_iter_s"] for r in results if r["training_iteration"] == 1)
+    last_end = max(r["timestamp"] for r in results)
+    last = {}
+    for r in results:
+        last[r["trial_id"]] = max(last.get(r["trial_id"], 0.0), r["time_total_s"])
+    return {
+        "wall": end - start,
+        "start-up": first_epoch_ends - start,
+        "trials": last_end - first_epoch_ends,
+        "end": end - last_end,
+        "trial_mean": statistics.fmean(last.values()),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    figures: dict[str, dict] = {}
+    for size in args.sizes:
+        text, every_epoch = sweep_text(args.trials, SIZES[size]), sweep_text(args.trials, SIZES[size], 1)
+        runs = {"bare": [], "sweep": [], "bare_trial": [], "parts": [], "every_epoch": []}
+        for _ in range(args.repeats):  # interleaved, so drifts in the machine's load hit every variant alike
+            wall, trials = bare(text)
+            runs["bare"].append(wall)
+            runs["bare_trial"].append(statistics.fmean(trials))
+            parts = sweep(text)
+            runs["sweep"].append(parts["wall"])
+            runs["parts"].append(parts)
+            if size == "long":  # what the default checkpoint interval saves, measured on the same trials
+                runs["every_epoch"].append(sweep(every_epoch)["trial_mean"])
+        ratios = [s / b for s, b in zip(runs["sweep"], runs["bare"])]
+        trial_bare = statistics.fmean(runs["bare_trial"])
+        parts = {k: statistics.fmean(p[k] for p in runs["parts"]) for k in runs["parts"][0]}
+        figures[size] = {
+            "epochs": SIZES[size],
+            "bare_s": runs["bare"],
+            "sweep_s": runs["sweep"],
+            "ratio_mean": statistics.fmean(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "bare_trial_s": trial_bare,
+            "sweep_parts_s": parts,
+        }
+        print(
+            f"{size}: {args.trials} digits trials x {SIZES[size]} epochs, two at a time, one CPU each "
+            f"(a trial bare: {trial_bare:.1f} s of training)\n"
+            f"  bare {statistics.fmean(runs['bare']):6.1f} s   fixray sweep {statistics.fmean(runs['sweep']):6.1f} s"
+            f"   ratio {statistics.fmean(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) over {args.repeats}\n"
+            f"  the sweep: start-up {parts['start-up']:.1f} s, trials {parts['trials']:.1f} s, "
+            f"end {parts['end']:.1f} s; a trial trains {parts['trial_mean']:.1f} s in the sweep "
+            f"({parts['trial_mean'] / trial_bare:.2f}x bare)",
+            flush=True,
+        )
+        if runs["every_epoch"]:
+            every = statistics.fmean(runs["every_epoch"])
+            figures[size]["trial_checkpoint_every_epoch_s"] = every
+            print(
+                f"  with a checkpoint every epoch (not every {Execution().checkpoint_every}), a trial trains "
+                f"{every:.1f} s in the sweep ({every / trial_bare:.2f}x bare)",
+                flush=True,
+            )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

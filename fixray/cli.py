@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fixray.data import DataError
@@ -74,17 +75,20 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     )
     from fixray.sweep import StorageFull, run_sweep
     from fixray.sweep_data import prepare_data
+    from fixray.tracking import SweepRuns
 
     print(f"Sweep {spec.name!r}: {_summary(spec)}", flush=True)
     check_tracking(spec)  # DataError -> exit 2: a resume goes to the store the sweep started in
     check_reachable(spec.tracking.uri)  # DataError -> exit 2: a server that is away at the start
     splits = prepare_data(spec)  # DataError -> exit 2 before Ray or MLflow start
-    with DriverLock(spec):  # SweepBusy -> exit 2: one driver per sweep
+    with DriverLock(spec), ThreadPoolExecutor(1) as opener:  # SweepBusy -> exit 2: one driver per sweep
+        # The MLflow store opens while Ray starts (a new SQLite store migrates its schema for about a second).
+        runs = opener.submit(SweepRuns, spec.tracking.uri, spec.tracking.experiment, spec.name)
         ray.init(address=args.address, logging_level="ERROR", log_to_driver=True)
         stop_on_sigterm()  # after ray.init, which installs its own handler
         try:
             record_tracking(spec)
-            outcome = run_sweep(spec, splits)
+            outcome = run_sweep(spec, splits, runs.result())
         except StorageFull as full:
             print(f"\nfixray: {full}", file=sys.stderr)
             return EXIT_INTERRUPTED

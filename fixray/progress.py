@@ -153,7 +153,7 @@ class Progress(tune.Callback):
         ending = trial if verb != "started" else None
         self._status(trials, force=self._terminal() or ending is not None, ending=ending)  # plain: per trial end
 
-    def on_step(self, iteration, trials, **info) -> None:
+    def on_step_end(self, iteration, trials, **info) -> None:
         self._status(trials)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:

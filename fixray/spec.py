@@ -42,7 +42,9 @@ from fixray.trial import (
     Augmentation,
     BatchSize,
     Epochs,
+    Execution,
     HeadConfig,
+    Interval,
     LearningRate,
     OptimizerConfig,
     ScheduleConfig,
@@ -122,9 +124,9 @@ class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-def _from_trial(name: str) -> Any:
+def _from_trial(name: str, contract: type = TrialConfig) -> Any:
     """A schema field that is the trial contract's own: the same default and meaning (its type is written beside)."""
-    trial_field = {f.name: f for f in dataclasses.fields(TrialConfig)}[name]
+    trial_field = {f.name: f for f in dataclasses.fields(contract)}[name]
     default = PydanticUndefined if trial_field.default is dataclasses.MISSING else trial_field.default
     if trial_field.default_factory is not dataclasses.MISSING:
         return Field(default_factory=trial_field.default_factory, description=trial_field.metadata["doc"])
@@ -264,13 +266,14 @@ class ResourcesSpec(Schema):
         description="times a trial whose process or node died is retried from its last checkpoint in the run "
         "(an error in the trial's own code is not: a rerun of the command retries it)",
     )
-    checkpoint_every: int = Field(
-        1,
-        ge=1,
-        description="epochs between a trial's checkpoints, its last epoch always having one: a retried or resumed "
-        "trial redoes at most this many minus one epochs (MLflow still holds each once); 1 saves the model and "
-        "optimiser every epoch (about 90 MB for ResNet18, to shared storage on a cluster)",
-    )
+    checkpoint_every: Interval = _from_trial("checkpoint_every", Execution)
+    channels_last: bool = _from_trial("channels_last", Execution)
+    bf16: bool | None = _from_trial("bf16", Execution)
+    compile: bool = _from_trial("compile", Execution)
+
+    def execution(self) -> Execution:
+        """How each training process runs its loop."""
+        return Execution(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Execution)})
 
 
 class TrackingSpec(Schema):

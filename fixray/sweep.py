@@ -29,7 +29,7 @@ from fixray.plan import TrialDescriber, expected_trials, points
 from fixray.progress import Progress
 from fixray.spec import SweepSpec
 from fixray.tracking import FIGURES_DIR, NODES_KEY, RESOURCES_KEY, STATUS_TAG, SweepRuns, outcome
-from fixray.train import train
+from fixray.train import share_gpu, train
 from fixray.trial import TrialConfig
 from fixray.tune_mlflow import MlflowTrialLogger
 
@@ -74,11 +74,21 @@ def _load_state(checkpoint) -> dict[str, Any] | None:
         return torch.load(Path(folder) / STATE_FILE, weights_only=True)  # tensors and plain values, never code
 
 
-def placement(nodes: list[str] | None = None) -> dict[str, str]:
-    """Where a trial trains (Ray node ids, the resources Ray assigned it): the driver tags its MLflow run with it."""
+def placement(nodes: list[str] | None = None, memory: str = "") -> dict[str, str]:
+    """Where a trial trains (Ray node ids, the resources Ray assigned it and its GPU memory bound): the driver tags
+    its MLflow run with it."""
     context = ray.get_runtime_context()
-    resources = ", ".join(f"{name} {amount:g}" for name, amount in sorted(context.get_assigned_resources().items()))
-    return {NODES_KEY: ",".join(nodes or [context.get_node_id()]), RESOURCES_KEY: resources}
+    resources = [f"{name} {amount:g}" for name, amount in sorted(context.get_assigned_resources().items())]
+    if memory:
+        resources.append(memory)
+    return {NODES_KEY: ",".join(nodes or [context.get_node_id()]), RESOURCES_KEY: ", ".join(resources)}
+
+
+def _trial_device(gpus: float) -> tuple[str, str]:
+    """The device a one-worker trial trains on and, for a share of a GPU, the memory bound it was given."""
+    if gpus <= 0 or not torch.cuda.is_available():
+        return "cpu", ""
+    return "cuda", share_gpu(gpus) if gpus < 1 else ""
 
 
 def _checkpointing(report_fn, where: dict[str, str]):
@@ -120,9 +130,10 @@ def ddp_worker(loop_config: dict[str, Any]) -> None:
     start = _load_state(ray.train.get_checkpoint())
     nodes = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())  # every worker's node
-    where = placement(list(dict.fromkeys(nodes)))
+    memory = _trial_device(loop_config["gpus"])[1]
+    where = placement(list(dict.fromkeys(nodes)), memory)
     report = _checkpointing(ray.train.report, where)
-    train(cfg, splits, report, start, ray.train.torch.get_device(), loop_config["checkpoint_every"])
+    train(cfg, splits, report, start, ray.train.torch.get_device(), loop_config["execution"])
 
 
 def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, spec: SweepSpec) -> None:
@@ -138,7 +149,8 @@ def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, spec: SweepSpec) -> None:
             "cfg": cfg,
             "splits": splits,
             "threads": _threads(spec),
-            "checkpoint_every": resources.checkpoint_every,
+            "execution": resources.execution(),
+            "gpus": resources.gpus_per_trial,
         },
         scaling_config=ScalingConfig(
             num_workers=resources.workers,
@@ -233,10 +245,10 @@ def make_trainable(spec: SweepSpec, splits: Splits, code_errors):
                 _run_ddp(cfg, data[0], spec)
                 return
             torch.set_num_threads(_threads(spec))
-            device = "cuda" if spec.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-            report = _checkpointing(tune.report, placement())
+            device, memory = _trial_device(spec.resources.gpus_per_trial)
+            report = _checkpointing(tune.report, placement(memory=memory))
             start = _load_state(tune.get_checkpoint())
-            train(cfg, ray.get(data[0]), report, start, device, spec.resources.checkpoint_every)
+            train(cfg, ray.get(data[0]), report, start, device, spec.resources.execution())
         except Exception as error:
             if not infrastructure_failure(error):
                 ray.get(code_errors.add.remote(trial_id, f"{type(error).__name__}: {error}"))
@@ -300,12 +312,11 @@ class SweepOutcome:
     spool: Path | None = None
 
 
-def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
-    """Runs (or resumes) a sweep on the Ray already initialised; returns its MLflow runs and Tune results."""
+def run_sweep(spec: SweepSpec, splits: Splits, runs: SweepRuns) -> SweepOutcome:
+    """Runs (or resumes) a sweep, its MLflow runs open, on the Ray already initialised; returns its outcome."""
     # Tune runs each trial in its own working directory: relative paths must be fixed here, in the driver.
     where = storage(spec)
     spec = spec.model_copy(update={"storage_path": where.location})
-    runs = SweepRuns(spec.tracking.uri, spec.tracking.experiment, spec.name)
     runs.log_sweep_params(
         {
             "dataset": spec.dataset,
@@ -313,6 +324,7 @@ def run_sweep(spec: SweepSpec, splits: Splits) -> SweepOutcome:
             "epochs": spec.epochs,
             "method": spec.search.method,
             "seeds": spec.seeds,
+            "execution": spec.resources.execution(),  # bf16 rounds differently: part of what made the numbers
         }
     )
     # On the driver's node: a worker node lost mid-sweep must not take the record of code errors with it.

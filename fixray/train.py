@@ -23,9 +23,11 @@ from fixray import metrics, plots
 from fixray.augment import augment, normalise
 from fixray.data import Splits
 from fixray.models import Classifier, build_classifier
-from fixray.trial import TrialConfig
+from fixray.trial import Execution, TrialConfig
 
-EVAL_BATCH = 1024  # images per forward pass when measuring the test split
+# Images per forward pass when measuring a test split: large on a GPU; on a CPU, batches past about 128
+# spill its caches (measured with small_cnn, one thread: 1024 per pass is 1.4x slower than 128).
+EVAL_BATCH = {"cuda": 1024, "cpu": 128}
 FINITE_CHECK_STEPS = 50  # steps between looks at the running loss (each is a GPU -> host sync) to stop a diverged trial
 
 # report(metrics, state): state is a checkpoint to keep (model, optimiser, scheduler, epoch; after the
@@ -100,17 +102,52 @@ def _make_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
     return None
 
 
-@torch.no_grad()
+class Device:
+    """Where and how the loop computes: the device, the memory order of images and the autocast it trains under."""
+
+    def __init__(self, device: torch.device | str, execution: Execution) -> None:
+        self.device = torch.device(device)
+        self.execution = execution.on(self.device.type)
+        self.memory_format = torch.channels_last if self.execution.channels_last else torch.contiguous_format
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=self.memory_format) if images.dim() == 4 else images
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bool(self.execution.bf16))
+
+    def eval_batch(self) -> int:
+        return EVAL_BATCH.get(self.device.type, EVAL_BATCH["cuda"])
+
+    def compiled(self, net: nn.Module, distributed: bool) -> nn.Module:
+        """The training forward, compiled if asked: with CUDA graphs on a GPU, but not under DDP's hooks."""
+        if not self.execution.compile:
+            return net
+        return torch.compile(net, mode="reduce-overhead" if self.device.type == "cuda" and not distributed else None)
+
+
+def share_gpu(fraction: float) -> str:
+    """Bounds this process to `fraction` of the GPU's memory (packed trials: one's allocation past its share
+    fails in that trial alone, never in its neighbours); says what the bound is."""
+    torch.cuda.set_per_process_memory_fraction(fraction)
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
+    return f"GPU memory bound {fraction * total:.1f} GiB ({fraction:g} of {total:.1f} GiB)"
+
+
+@torch.inference_mode()
 def _embed(
-    model: Classifier, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+    model: Classifier, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, on: Device
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image vectors f(x) and logits of a test split, in float32 whatever the autocast."""
     model.eval()
-    batches = (
-        model.embed_and_classify(normalise(images[i : i + EVAL_BATCH], mean, std))
-        for i in range(0, len(images), EVAL_BATCH)
-    )
+    step = on.eval_batch()
+    with on.autocast():
+        batches = [
+            model.embed_and_classify(on.images(normalise(images[i : i + step], mean, std)))
+            for i in range(0, len(images), step)
+        ]
     features, logits = zip(*batches)
-    return torch.cat(features), torch.cat(logits)
+    return torch.cat(features).float(), torch.cat(logits).float()
 
 
 def measure(
@@ -141,12 +178,12 @@ def _input_stats(cfg: TrialConfig, splits: Splits, device: torch.device) -> tupl
     return (torch.tensor(v, device=device) for v in splits.channel_stats)
 
 
-def _extra_accuracies(model: Classifier, splits: Splits, mean, std, device, suffix: str = "") -> dict[str, float]:
+def _extra_accuracies(model: Classifier, splits: Splits, mean, std, on: Device, suffix: str = "") -> dict[str, float]:
     """Accuracy on each extra test set (corrupted, generalisation) as <prefix>/acc<suffix>."""
     accuracies = {}
     for prefix, extra in splits.extra.items():
-        logits = _embed(model, _tensor(extra.x, device), mean, std)[1]
-        accuracies[f"{prefix}/acc{suffix}"] = metrics.accuracy(logits, _tensor(extra.y, device))
+        logits = _embed(model, _tensor(extra.x, on.device), mean, std, on)[1]
+        accuracies[f"{prefix}/acc{suffix}"] = metrics.accuracy(logits, _tensor(extra.y, on.device))
     return accuracies
 
 
@@ -189,18 +226,19 @@ def train(
     report: Report,
     start: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
-    checkpoint_every: int = 1,
+    execution: Execution | None = None,
 ) -> dict[str, float]:
     """Trains one model for cfg.epochs epochs (from `start`, a state this loop reported); returns the last metrics.
 
-    A state (a checkpoint) is reported every `checkpoint_every` epochs and after the last; the others report
-    metrics alone, and the loop does not copy its state for them.
+    A state (a checkpoint) is reported every `execution.checkpoint_every` epochs and after the last; the others
+    report metrics alone, and the loop does not copy its state for them.
     """
     cfg = cfg.settled()  # head-kind defaults (bias, weight decay) resolved, as plan.trial_config does
-    device = torch.device(device)
+    on = Device(device, execution or Execution())
+    device, checkpoint_every = on.device, on.execution.checkpoint_every
     rank, world = _distributed()
     model = build_classifier(cfg.model, splits.input_spec, splits.num_classes, cfg.head, cfg.seed, cfg.pooling)
-    model = model.to(device)
+    model = model.to(device, memory_format=on.memory_format)
     optimizer = _make_optimizer(cfg, model)
     scheduler = _make_scheduler(cfg, optimizer)
     first_epoch = 1
@@ -212,7 +250,7 @@ def train(
         first_epoch = start["epoch"] + 1
     # The best test accuracy so far, its epoch and weights: the authors report best_acc and keep its checkpoint.
     best: dict[str, Any] | None = start.get("best") if start is not None else None
-    net = DistributedDataParallel(model) if world > 1 else model
+    net = on.compiled(DistributedDataParallel(model) if world > 1 else model, distributed=world > 1)
     train_x, train_y = _tensor(splits.train.x, device), _tensor(splits.train.y, device)
     test_x, test_y = _tensor(splits.test.x, device), _tensor(splits.test.y, device)
     mean, std = _input_stats(cfg, splits, device)
@@ -228,8 +266,10 @@ def train(
         for step, i in enumerate(range(0, len(order), cfg.batch_size), start=1):
             batch = order[i : i + cfg.batch_size]
             labels = train_y[batch]
-            logits = net(normalise(augment(train_x[batch], cfg.augmentation, generator), mean, std), labels)
-            loss = F.cross_entropy(logits, labels)
+            images = on.images(normalise(augment(train_x[batch], cfg.augmentation, generator), mean, std))
+            with on.autocast():
+                logits = net(images, labels)
+                loss = F.cross_entropy(logits, labels)  # float32 under autocast
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -249,7 +289,7 @@ def train(
             _broadcast_buffers(model)
             loss_sum, correct, seen = _sum_over_ranks([loss_sum, correct, seen], device)
         last = {"epoch": epoch, "train/loss": loss_sum / seen, "train/acc": correct / seen, "lr": lr, "diverged": 0.0}
-        features, logits = _embed(model, test_x, mean, std)
+        features, logits = _embed(model, test_x, mean, std, on)
         last.update(measure(features, logits, test_y, model.head.class_vectors))
         last.update({f"head/{name}": value for name, value in model.head.trained_scalars().items()})
         if best is None or last["val/acc"] > best["acc"]:
@@ -257,10 +297,10 @@ def train(
         last |= {"val/acc_best": best["acc"], "val/acc_best_epoch": best["epoch"]}
         if epoch == cfg.epochs and splits.extra:
             # Robustness and generalisation of the best epoch's weights (what the paper compares), and the last's.
-            last.update(_extra_accuracies(model, splits, mean, std, device, suffix="_last"))
+            last.update(_extra_accuracies(model, splits, mean, std, on, suffix="_last"))
             best_model = copy.deepcopy(model)
             best_model.load_state_dict(best["model"])
-            last.update(_extra_accuracies(best_model, splits, mean, std, device))
+            last.update(_extra_accuracies(best_model, splits, mean, std, on))
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(100 * last["val/acc"])
         elif scheduler is not None:

@@ -23,6 +23,7 @@ Epochs = Annotated[int, Ge(1)]
 BatchSize = Annotated[int, Ge(1)]
 Scale = Annotated[float, Gt(0)]
 NonNegative = Annotated[float, Ge(0)]
+Interval = Annotated[int, Ge(1)]
 
 
 def doc(text: str, default: Any = dataclasses.MISSING, *, flat: str | None = None, **kwargs) -> Any:
@@ -136,6 +137,33 @@ class TrialConfig:
         decay = HEADS[self.head.kind].default_weight_decay if decay is None else decay
         optimizer = dataclasses.replace(self.optimizer, weight_decay=decay)
         return dataclasses.replace(self, head=self.head.settled(), optimizer=optimizer)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the loop runs on its device: speed, not the science (bf16 changes rounding, never the recipe)."""
+
+    checkpoint_every: Interval = doc(
+        "epochs between a trial's checkpoints, its last epoch always having one: a retried or resumed trial redoes "
+        "at most this many minus one epochs (MLflow still holds each once); each is the model and optimiser state "
+        "(about 90 MB for ResNet18, to shared storage on a cluster)",
+        5,
+    )
+    channels_last: bool = doc(
+        "images and weights in channels-last memory order: faster convolutions on a GPU's tensor cores, and on the "
+        "CPU too (measured: benchmarks/in_trial.py)",
+        True,
+    )
+    bf16: bool | None = doc("bfloat16 autocast for forward passes; null: on a GPU only (most CPUs are slower)", None)
+    compile: bool = doc(
+        "torch.compile the training forward pass (CUDA graphs on a GPU): faster steps after a compile of about a "
+        "minute per trial; off until benchmarks/gpu.py measures it faster on your GPU",
+        False,
+    )
+
+    def on(self, device_type: str) -> Execution:
+        """The settings left to the device (null) chosen for `device_type` ('cuda', 'cpu')."""
+        return dataclasses.replace(self, bf16=device_type == "cuda" if self.bf16 is None else self.bf16)
 
 
 # Flat name (MLflow param, search-space key) -> path of attribute names in TrialConfig.

@@ -30,6 +30,8 @@ from fixray.tracking import (
 )
 
 END_WAIT_S = 60.0  # at the end of a sweep, seconds to keep retrying writes still pending before leaving them spooled
+GATHER_S = 2.0  # seconds a trial's epochs may wait in the driver to go to MLflow together, in one request
+MAX_BATCH_METRICS = 1000  # MLflow's limit on metrics in one log_batch request
 
 
 class MlflowTrialLogger(LoggerCallback):
@@ -57,6 +59,9 @@ class MlflowTrialLogger(LoggerCallback):
         self._last: dict[str, dict] = {}  # trial id -> its last result
         self._child: dict[str, tuple[str, int]] = {}  # trial id -> (run id, last epoch in the store)
         self._nodes: dict[str, list[str]] = {}  # trial id -> Ray node ids it trained on
+        # trial id -> (when the first waited, its epochs not yet submitted): one MLflow request for several
+        # epochs, sent before any checkpoint past them can be restored (a resume never re-reports them)
+        self._gathered: dict[str, tuple[float, list[dict]]] = {}
 
     def __getstate__(self) -> dict:
         keep = ("tracking_uri", "experiment", "sweep", "describe", "spool", "storage")
@@ -85,8 +90,15 @@ class MlflowTrialLogger(LoggerCallback):
     def setup(self, *args, **kwargs) -> None:
         self.pending.flush(wait=True)  # what an earlier driver left pending goes first
 
-    def on_step(self, *args, **kwargs) -> None:
+    def on_step_end(self, *args, **kwargs) -> None:
+        now = time.monotonic()
+        for trial_id in [t for t, (since, _) in self._gathered.items() if now - since >= GATHER_S]:
+            self._submit_gathered(trial_id)
         self.pending.flush()  # retried with backoff while the store is away
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Trial, checkpoint, **info) -> None:
+        # Tune calls this before it records the checkpoint: no saved state names it before its epochs are sent.
+        self._submit_gathered(trial.trial_id)
 
     def log_trial_start(self, trial: Trial) -> None:
         if trial.trial_id not in self._started:
@@ -101,12 +113,19 @@ class MlflowTrialLogger(LoggerCallback):
             nodes = {"nodes": str(result[NODES_KEY]).split(","), "resources": str(result.get(RESOURCES_KEY, ""))}
             self.pending.submit({"op": "placement", "trial": trial.trial_id, **nodes})
         metrics = {k: float(v) for k, v in result.items() if is_tracked_metric(k, v)}
-        epoch = int(result.get("epoch", iteration))
-        write = {"op": "metrics", "trial": trial.trial_id, "epoch": epoch, "metrics": metrics}
-        self.pending.submit(write | {"time": int(time.time() * 1000)})
+        epoch = {"epoch": int(result.get("epoch", iteration)), "metrics": metrics, "time": int(time.time() * 1000)}
+        self._gathered.setdefault(trial.trial_id, (time.monotonic(), []))[1].append(epoch)
+        if CHECKPOINT_PATH_KEY in result:  # a DDP trainer's checkpoint, already saved: send at once
+            self._submit_gathered(trial.trial_id)
+
+    def _submit_gathered(self, trial_id: str) -> None:
+        _, epochs = self._gathered.pop(trial_id, (0.0, []))
+        if epochs:
+            self.pending.submit({"op": "metrics", "trial": trial_id, "epochs": epochs})
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         self.log_trial_start(trial)
+        self._submit_gathered(trial.trial_id)
         last = self._last.get(trial.trial_id) or trial.last_result or {}
         _, _, epochs = self.describe(trial.config)
         if failed:
@@ -122,6 +141,8 @@ class MlflowTrialLogger(LoggerCallback):
         self.pending.submit(write | {"figures": figures})
 
     def on_experiment_end(self, trials: list, **info) -> None:
+        for trial_id in list(self._gathered):
+            self._submit_gathered(trial_id)
         deadline = time.monotonic() + END_WAIT_S
         while not self.pending.flush(wait=True) and time.monotonic() < deadline:
             time.sleep(min(self.pending.backoff, max(0.0, deadline - time.monotonic())))
@@ -148,11 +169,13 @@ class MlflowTrialLogger(LoggerCallback):
         run_id, logged_epoch = self._child[trial]
         client = self.runs.client
         if write["op"] == "metrics":
-            if write["epoch"] <= logged_epoch:  # already in MLflow (a resumed trial, or a replayed write)
-                return
-            batch = [Metric(k, v, write["time"], write["epoch"]) for k, v in write["metrics"].items()]
-            client.log_batch(run_id, metrics=batch)
-            self._child[trial] = (run_id, write["epoch"])
+            # Epochs MLflow already holds (a resumed trial, or a replayed write) are skipped. Requests hold whole
+            # epochs, so the last epoch in the store says exactly which have landed if one fails midway.
+            epochs = [e for e in write.get("epochs", [write]) if e["epoch"] > logged_epoch]  # [write]: older spool
+            for request in _requests(epochs):
+                batch = [Metric(k, v, e["time"], e["epoch"]) for e in request for k, v in e["metrics"].items()]
+                client.log_batch(run_id, metrics=batch)
+                self._child[trial] = (run_id, request[-1]["epoch"])
         elif write["op"] == "placement":
             known = self._nodes.get(trial)
             if known is None:
@@ -171,3 +194,13 @@ class MlflowTrialLogger(LoggerCallback):
                     client.log_artifacts(run_id, str(folder), artifact_path=FIGURES_DIR)
             client.set_tag(run_id, STATUS_TAG, write["status"])
             client.set_terminated(run_id, "FAILED" if write["failed"] else "FINISHED")
+
+
+def _requests(epochs: list[dict]) -> list[list[dict]]:
+    """Epochs grouped in order into log_batch requests of whole epochs, each within MLflow's metric limit."""
+    requests: list[list[dict]] = [[]]
+    for epoch in epochs:
+        if requests[-1] and sum(len(e["metrics"]) for e in requests[-1]) + len(epoch["metrics"]) > MAX_BATCH_METRICS:
+            requests.append([])
+        requests[-1].append(epoch)
+    return [r for r in requests if r]

@@ -64,7 +64,7 @@ def test_a_terminal_gets_one_line_redrawn_and_a_pipe_gets_plain_lines():
     for stream, terminal in ((Terminal(), True), (io.StringIO(), False)):
         progress = Progress(TrialDescriber(SPEC), trials=2, stream=stream)
         progress.on_trial_complete(0, trials, trials[0])
-        progress.on_step(1, trials)  # within the refresh interval: not redrawn
+        progress.on_step_end(1, trials)  # within the refresh interval: not redrawn
         progress.on_experiment_end(trials)
         text = stream.getvalue()
         assert "finished" in text and "dot-fixed-lr0.1-seed0" in text
@@ -77,7 +77,7 @@ def test_a_trial_that_tune_is_ending_counts_as_done_and_the_rate_counts_from_the
     stream = io.StringIO()
     progress = Progress(TrialDescriber(SPEC), trials=2, stream=stream)
     trials = [Trial("a", Trial.RUNNING, True), Trial("b", Trial.PENDING, False)]
-    progress.on_step(0, trials)  # the driver's first step: no epoch done yet
+    progress.on_step_end(0, trials)  # the driver's first step: no epoch done yet
     trials[0].last_result = {"training_iteration": 10, "val/acc_best": 0.9}
     progress.started_at -= 20  # 10 epochs in 20 s
     progress.on_trial_complete(1, trials, trials[0])  # Tune has not marked it TERMINATED yet

@@ -10,7 +10,7 @@ from torch.overrides import TorchFunctionMode
 
 from fixray.data import load_dataset
 from fixray.train import FINITE_CHECK_STEPS, train
-from fixray.trial import HeadConfig, OptimizerConfig, TrialConfig
+from fixray.trial import Execution, HeadConfig, OptimizerConfig, TrialConfig
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,13 @@ def test_resuming_from_a_reported_state_gives_bit_identical_weights(digits):
     straight = Recorder()
     train(_cfg(epochs=4, fixed=False), digits, straight)
     first_half = Recorder()
-    train(_cfg(epochs=4, fixed=False), digits, lambda m, s: first_half(m, s) if m["epoch"] <= 2 else None)
+    every_epoch = Execution(checkpoint_every=1)
+    train(
+        _cfg(epochs=4, fixed=False),
+        digits,
+        lambda m, s: first_half(m, s) if m["epoch"] <= 2 else None,
+        execution=every_epoch,
+    )
     resumed = Recorder()
     train(_cfg(epochs=4, fixed=False), digits, resumed, start=first_half.states[1])
     assert [m["epoch"] for m in resumed.metrics] == [3, 4]
@@ -131,11 +137,66 @@ def test_the_step_loop_reads_nothing_back_to_the_host(digits):
 
 def test_a_checkpoint_every_third_epoch_and_the_last_resumes_exactly(digits):
     straight = Recorder()
-    train(_cfg(epochs=7, fixed=False), digits, straight, checkpoint_every=3)
+    train(_cfg(epochs=7, fixed=False), digits, straight, execution=Execution(checkpoint_every=3))
     assert [m["epoch"] for m, s in zip(straight.metrics, straight.states) if s is not None] == [3, 6, 7]
     resumed = Recorder()
-    train(_cfg(epochs=7, fixed=False), digits, resumed, start=straight.states[2], checkpoint_every=3)
+    train(
+        _cfg(epochs=7, fixed=False), digits, resumed, start=straight.states[2], execution=Execution(checkpoint_every=3)
+    )
     assert [m["epoch"] for m in resumed.metrics] == [4, 5, 6, 7]  # the epochs since the checkpoint, redone
     for key, value in straight.states[-1]["model"].items():
         assert torch.equal(value, resumed.states[-1]["model"][key]), key
     assert resumed.metrics == straight.metrics[3:]
+
+
+def _conv_dtypes_and_layout(execution: Execution, digits) -> tuple[set, bool]:
+    """The dtypes a conv computes in over a one-epoch trial, and whether its weights end channels-last only."""
+    seen_dtypes = set()
+    import fixray.train as loop
+
+    original = loop.build_classifier
+
+    def hooked(*args, **kwargs):
+        model = original(*args, **kwargs)
+        model.backbone.body[1][0].register_forward_hook(lambda module, inputs, output: seen_dtypes.add(output.dtype))
+        return model
+
+    loop.build_classifier = hooked
+    record = Recorder()
+    try:
+        train(_cfg(epochs=1), digits, record, execution=execution)
+    finally:
+        loop.build_classifier = original
+    weight = record.states[-1]["model"]["backbone.body.1.0.weight"]  # 64 x 32 x 3 x 3: the layout shows
+    return seen_dtypes, weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+def test_bf16_and_channels_last_reach_the_convolutions_on_the_cpu_too(digits):
+    """The GPU's settings run the same code on the CPU: what they ask for is what the convolutions get."""
+    assert _conv_dtypes_and_layout(Execution(channels_last=True, bf16=True), digits) == ({torch.bfloat16}, True)
+    assert _conv_dtypes_and_layout(Execution(channels_last=False, bf16=False), digits) == ({torch.float32}, False)
+    # Left to the device: channels-last everywhere, bf16 on a GPU only.
+    assert Execution().on("cpu") == Execution(channels_last=True, bf16=False)
+    assert Execution().on("cuda") == Execution(channels_last=True, bf16=True)
+
+
+def test_a_bf16_trial_learns_and_resumes_exactly(digits):
+    bf16 = Execution(checkpoint_every=1, bf16=True)
+    straight = Recorder()
+    train(_cfg(epochs=4, fixed=False), digits, straight, execution=bf16)
+    assert straight.metrics[-1]["val/acc"] > 0.8  # ten classes: chance is 0.1
+    resumed = Recorder()
+    train(_cfg(epochs=4, fixed=False), digits, resumed, start=straight.states[1], execution=bf16)
+    for key, value in straight.states[-1]["model"].items():
+        assert torch.equal(value, resumed.states[-1]["model"][key]), key
+
+
+def test_a_compiled_trial_compiles_its_step_and_learns(digits):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    record = Recorder()
+    train(_cfg(epochs=2), digits, record, execution=Execution(compile=True))
+    assert counters["stats"]["unique_graphs"] >= 1, "nothing was compiled"
+    assert record.metrics[-1]["val/acc"] > 0.8
