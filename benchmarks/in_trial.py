@@ -14,9 +14,11 @@ Rerun:  .venv/bin/python benchmarks/in_trial.py            (--device cuda on a G
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from fixray.augment import normalise
-from fixray.data import ImageSet, Splits
+from fixray.data import ImageSet, InputSpec, Splits
 from fixray.models import build_classifier
 from fixray.train import Device, _embed, measure, train
 from fixray.trial import Augmentation, Execution, HeadConfig, TrialConfig
@@ -112,6 +114,23 @@ def measurement(cfg: TrialConfig, splits: Splits, on: Device) -> tuple[float, fl
     return passed - start, time.perf_counter() - passed
 
 
+def checkpoint_cost(model_name: str, device: torch.device, repeats: int) -> tuple[float, float]:
+    """(MB, seconds) of one checkpoint as the loop takes it: the model and SGD state copied, then saved to disk."""
+    model = build_classifier(model_name, InputSpec(3, 32), 10, HeadConfig(kind="dot", fixed=True), 0).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model(torch.randn(2, 3, 32, 32, device=device)).sum().backward()
+    optimizer.step()  # the momentum buffers exist, as after any epoch
+    seconds = []
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            state = copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+            torch.save(state, Path(folder) / "state.pt")
+            seconds.append(time.perf_counter() - start)
+        size = (Path(folder) / "state.pt").stat().st_size / 1e6
+    return size, statistics.fmean(seconds)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -123,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a one-CPU trial has one)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--checkpoint-model", default="resnet18", help="whose checkpoint is timed (the paper's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     on = Device(args.device, Execution())
@@ -163,6 +183,12 @@ def main(argv: list[str] | None = None) -> None:
         f"each epoch: the test pass {statistics.fmean(test_pass):.3f} s = {figures['test_pass_share']:.1%} of a bare "
         f"epoch ({epoch:.2f} s); the geometry on top {statistics.fmean(geometry) * 1000:.1f} ms = "
         f"{figures['geometry_share']:.2%}"
+    )
+    size, seconds = checkpoint_cost(args.checkpoint_model, on.device, args.repeats)
+    figures["checkpoint"] = {"model": args.checkpoint_model, "mb": size, "seconds": seconds}
+    print(
+        f"one checkpoint of {args.checkpoint_model} (model and SGD state, copied and saved): {size:.0f} MB, "
+        f"{seconds:.2f} s"
     )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from fixray.tracking import FIGURES_DIR
+from fixray.trial import FIGURES_DIR
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a report prints its table, not progress bars
 

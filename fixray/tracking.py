@@ -20,6 +20,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
+from fixray.trial import FIGURES_DIR
+
 SWEEP_TAG = "fixray.sweep"  # on the parent and every child: the sweep's name
 ROLE_TAG = "fixray.role"  # "sweep" on the parent, "trial" on children
 TRIAL_TAG = "fixray.trial_id"  # Ray Tune's trial id, stable across resumes
@@ -27,9 +29,7 @@ STATUS_TAG = "fixray.status"  # finished | diverged | stopped_early | error
 FINISHED = "finished"  # the only outcome whose numbers a table averages as a seed
 UNFINISHED = "unfinished"  # no status tag yet: running, or its sweep was interrupted
 OUTCOMES = (FINISHED, "diverged", "stopped_early", "error", UNFINISHED)  # in the order summaries name them
-NODES_KEY, RESOURCES_KEY = "node_ids", "resources"  # in each result: where the trial trains (Ray node ids)
 NODES_TAG, RESOURCES_TAG = "fixray.nodes", "fixray.resources"  # on a child run: every node it trained on, in order
-FIGURES_DIR = "figures"  # in a trial's last checkpoint, and the artifact folder of its child run
 SEARCH_PAGE = 1000  # runs per MLflow search request; lookups page through all of them
 UNTRACKED_SCALARS = {"lr", "diverged"}  # metric keys without a '/' section that are still logged
 # MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training runs.

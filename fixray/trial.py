@@ -25,6 +25,10 @@ Scale = Annotated[float, Gt(0)]
 NonNegative = Annotated[float, Ge(0)]
 Interval = Annotated[int, Ge(1)]
 
+# What a trial reports beside its metrics, and where its checkpoint keeps its figures: read by the driver.
+NODES_KEY, RESOURCES_KEY = "node_ids", "resources"  # in each result: where the trial trains (Ray node ids)
+FIGURES_DIR = "figures"  # in a trial's last checkpoint, and the artifact folder of its child run
+
 
 def doc(text: str, default: Any = dataclasses.MISSING, *, flat: str | None = None, **kwargs) -> Any:
     """A dataclass field with its meaning (for the sweep-file reference) and, if not its own, its flat MLflow name."""

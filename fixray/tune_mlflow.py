@@ -18,16 +18,8 @@ from ray.tune.logger import LoggerCallback
 
 from fixray.pending import RETRIED, PendingWrites
 from fixray.storage import Storage
-from fixray.tracking import (
-    FIGURES_DIR,
-    NODES_KEY,
-    NODES_TAG,
-    RESOURCES_KEY,
-    RESOURCES_TAG,
-    STATUS_TAG,
-    SweepRuns,
-    is_tracked_metric,
-)
+from fixray.tracking import NODES_TAG, RESOURCES_TAG, STATUS_TAG, SweepRuns, is_tracked_metric
+from fixray.trial import FIGURES_DIR, NODES_KEY, RESOURCES_KEY
 
 END_WAIT_S = 60.0  # at the end of a sweep, seconds to keep retrying writes still pending before leaving them spooled
 GATHER_S = 2.0  # seconds a trial's epochs may wait in the driver to go to MLflow together, in one request
