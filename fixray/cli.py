@@ -61,6 +61,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # Every checkpoint is kept until pruned (checkpoints.py): Tune's record of each holds its score alone.
     os.environ.setdefault("TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE", "1")
+    # MLflow is the sweep's record: no TensorBoard or CSV copy of every result (run_sweep keeps result.json).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     use_driver_http_settings()  # before MLflow's client reads them
     import ray
 

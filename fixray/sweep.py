@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 from ray.tune.search import Repeater
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -177,6 +178,7 @@ def run_sweep(spec: SweepSpec, splits: Splits, runs: SweepRuns) -> SweepOutcome:
                     ),
                     Progress(describer, expected_trials(spec)),
                     CheckpointPruner(where.location, spec.name),
+                    JsonLoggerCallback(),  # each trial's result.json, for a look without MLflow
                 ],
                 # Every checkpoint is kept until the saved state names a newer one (see checkpoints.py).
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
