@@ -126,7 +126,8 @@ def _packed_worker(args: tuple) -> list[float]:
     plan, setting, batch, device_name, repeats, threads, start_at, share = args
     torch.set_num_threads(threads)
     if device_name.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device_name))
+        if torch.device(device_name).index is not None:  # cuda:N; plain "cuda" is the current device already
+            torch.cuda.set_device(torch.device(device_name))
         print(f"    a packed trial: {share_gpu(share)}", flush=True)  # as a sweep's packed trial is bounded
     while time.time() < start_at:  # every trial starts its timed steps together
         time.sleep(0.001)

@@ -155,10 +155,14 @@ class Execution:
     )
     channels_last: bool = doc(
         "images and weights in channels-last memory order: faster convolutions on a GPU's tensor cores, and on the "
-        "CPU too (measured: benchmarks/in_trial.py)",
+        "CPU too (measured: benchmarks/gpu.py --device cpu --quick)",
         True,
     )
-    bf16: bool | None = doc("bfloat16 autocast for forward passes; null: on a GPU only (most CPUs are slower)", None)
+    bf16: bool | None = doc(
+        "bfloat16 autocast for forward passes; null: on with a GPU, off on a CPU (fast only where the CPU has bf16 "
+        "instructions: measure with benchmarks/gpu.py --device cpu --quick)",
+        None,
+    )
     compile: bool = doc(
         "torch.compile the training forward pass (CUDA graphs on a GPU): faster steps after a compile of about a "
         "minute per trial; off until benchmarks/gpu.py measures it faster on your GPU",
