@@ -1,7 +1,5 @@
-"""A validated SweepSpec -> a Ray Tune run whose trials call the plain training loop.
-
-One-worker trials train inside the Tune function itself (actors reused); trials with several workers
-start a Ray Train TorchTrainer (DDP) from the Tune function, which forwards worker reports to Tune.
+"""A validated SweepSpec -> a Ray Tune run of trainable.py's trials, from the driver: the search, its resume,
+the callbacks that record it (MLflow, progress, checkpoint pruning) and a full storage as a resumable stop.
 """
 
 from __future__ import annotations

@@ -111,12 +111,15 @@ class Device:
         self.memory_format = torch.channels_last if self.execution.channels_last else torch.contiguous_format
 
     def images(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch in the memory order the weights use (a mismatch would convert it inside every convolution)."""
         return images.contiguous(memory_format=self.memory_format) if images.dim() == 4 else images
 
     def autocast(self):
+        """The autocast forward passes run under: bf16 when asked, else a no-op."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bool(self.execution.bf16))
 
     def eval_batch(self) -> int:
+        """Images per forward pass over a test split on this device."""
         return EVAL_BATCH.get(self.device.type, EVAL_BATCH["cuda"])
 
     def compiled(self, net: nn.Module, distributed: bool) -> nn.Module:

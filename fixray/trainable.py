@@ -1,7 +1,9 @@
 """What runs inside a Ray trial: the Tune function that trains one trial (or drives its DDP workers), its
 checkpoints, where it ran, and which of its failures a retry can mend.
 
-The trial processes import this module and not the driver's (no MLflow, no tables): they start sooner.
+One-worker trials train inside the Tune function itself (actors reused); trials with several workers start a
+Ray Train TorchTrainer (DDP) from the Tune function, which forwards worker reports to Tune. The trial processes
+import this module and not the driver's (no MLflow, no tables): they start sooner.
 """
 
 from __future__ import annotations
