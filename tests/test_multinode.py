@@ -22,7 +22,7 @@ model: small_cnn
 epochs: 12
 batch_size: 64
 seeds: [0, 1]
-resources: {{cpus_per_trial: 0.5, gpus_per_trial: 0.25, max_retries: 3}}
+resources: {{cpus_per_trial: 0.5, gpus_per_trial: 0.25, max_retries: 3, checkpoint_every: 1}}  # resumes past epoch 1
 storage_path: '{storage}'
 search:
   space:
