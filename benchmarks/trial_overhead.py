@@ -2,8 +2,8 @@
 one torch thread each) and as `fixray sweep` with two concurrent one-CPU trials, at two trial sizes. Both run
 side by side in one run, repeat by repeat (this machine is shared and noisy): compare the ratios.
 
-The sweep's wall time is split by what its own records say: start-up (command start to the first trial's
-first epoch in Tune's results), the trials (first epoch to last epoch ended), the end (to the command's exit);
+The sweep's wall time is split by what its own records say: start-up (command start to the start of the first
+trial's first epoch in Tune's results), the trials (first epoch to last epoch ended), the end (to the command's exit);
 and per trial, its training time in the sweep (Tune's time_total_s) against the same trial bare.
 
 Rerun:  make benchmark      (or: .venv/bin/python benchmarks/trial_overhead.py --repeats 2 --json out.json)
@@ -23,8 +23,13 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+import torch
 import yaml
 
+from fixray.data import load_dataset
+from fixray.plan import points, trial_config
+from fixray.spec import parse_sweep
+from fixray.train import train
 from fixray.trial import Execution
 
 FIXRAY = os.path.join(os.path.dirname(sys.executable), "fixray")
@@ -48,27 +53,21 @@ def sweep_text(trials: int, epochs: int, checkpoint_every: int = Execution().che
 
 def _bare_trial(args: tuple[str, dict]) -> float:
     """One trial in a plain process: the loop, the data, one thread; seconds of training."""
-    import torch
-
-    from fixray.data import load_dataset
-    from fixray.plan import trial_config
-    from fixray.spec import parse_sweep
-
     text, point = args
     torch.set_num_threads(1)
     spec = parse_sweep(yaml.safe_load(text), Path("bench.yaml"))
-    from fixray.train import train
-
     start = time.perf_counter()
-    train(trial_config(spec, point), load_dataset("digits"), lambda metrics, state: None)
+    train(
+        trial_config(spec, point),
+        load_dataset("digits"),
+        lambda metrics, state: None,
+        execution=spec.resources.execution(),
+    )
     return time.perf_counter() - start
 
 
 def bare(text: str) -> tuple[float, list[float]]:
     """Wall seconds for every trial, two plain processes at a time, and each trial's training seconds."""
-    from fixray.plan import points
-    from fixray.spec import parse_sweep
-
     spec = parse_sweep(yaml.safe_load(text), Path("bench.yaml"))
     start = time.perf_counter()
     with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
@@ -90,15 +89,15 @@ def sweep(text: str) -> dict[str, float]:
             for path in Path(tmp, "fixray-runs", "bench").glob("*/result.json")
             for line in path.read_text().splitlines()
         ]
-    first_epoch_ends = min(r["timestamp"] - r["time_this_iter_s"] for r in results if r["training_iteration"] == 1)
+    first_epoch_starts = min(r["timestamp"] - r["time_this_iter_s"] for r in results if r["training_iteration"] == 1)
     last_end = max(r["timestamp"] for r in results)
     last = {}
     for r in results:
         last[r["trial_id"]] = max(last.get(r["trial_id"], 0.0), r["time_total_s"])
     return {
         "wall": end - start,
-        "start-up": first_epoch_ends - start,
-        "trials": last_end - first_epoch_ends,
+        "start-up": first_epoch_starts - start,
+        "trials": last_end - first_epoch_starts,
         "end": end - last_end,
         "trial_mean": statistics.fmean(last.values()),
     }

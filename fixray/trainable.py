@@ -56,11 +56,9 @@ def placement(nodes: list[str] | None = None, memory: str = "") -> dict[str, str
     return {NODES_KEY: ",".join(nodes or [context.get_node_id()]), RESOURCES_KEY: ", ".join(resources)}
 
 
-def _trial_device(gpus: float) -> tuple[str, str]:
-    """The device a one-worker trial trains on and, for a share of a GPU, the memory bound it was given."""
-    if gpus <= 0 or not torch.cuda.is_available():
-        return "cpu", ""
-    return "cuda", share_gpu(gpus) if gpus < 1 else ""
+def _gpu_share(gpus: float) -> str:
+    """For a share of a GPU (packed trials), bounds this process's GPU memory to it and says the bound; else ''."""
+    return share_gpu(gpus) if 0 < gpus < 1 and torch.cuda.is_available() else ""
 
 
 def _checkpointing(report_fn, where: dict[str, str]):
@@ -102,8 +100,7 @@ def ddp_worker(loop_config: dict[str, Any]) -> None:
     start = _load_state(ray.train.get_checkpoint())
     nodes = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())  # every worker's node
-    memory = _trial_device(loop_config["gpus"])[1]
-    where = placement(list(dict.fromkeys(nodes)), memory)
+    where = placement(list(dict.fromkeys(nodes)), _gpu_share(loop_config["gpus"]))
     report = _checkpointing(ray.train.report, where)
     train(cfg, splits, report, start, ray.train.torch.get_device(), loop_config["execution"])
 
@@ -205,8 +202,9 @@ def make_trainable(spec: SweepSpec, splits: Splits, code_errors):
                 _run_ddp(cfg, data[0], spec)
                 return
             torch.set_num_threads(_threads(spec))
-            device, memory = _trial_device(spec.resources.gpus_per_trial)
-            report = _checkpointing(tune.report, placement(memory=memory))
+            gpus = spec.resources.gpus_per_trial
+            device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+            report = _checkpointing(tune.report, placement(memory=_gpu_share(gpus)))
             start = _load_state(tune.get_checkpoint())
             train(cfg, ray.get(data[0]), report, start, device, spec.resources.execution())
         except Exception as error:

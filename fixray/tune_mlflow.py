@@ -190,9 +190,12 @@ class MlflowTrialLogger(LoggerCallback):
 
 def _requests(epochs: list[dict]) -> list[list[dict]]:
     """Epochs grouped in order into log_batch requests of whole epochs, each within MLflow's metric limit."""
-    requests: list[list[dict]] = [[]]
+    requests: list[list[dict]] = []
+    size = MAX_BATCH_METRICS  # metrics in the request being filled: none open yet
     for epoch in epochs:
-        if requests[-1] and sum(len(e["metrics"]) for e in requests[-1]) + len(epoch["metrics"]) > MAX_BATCH_METRICS:
+        if size + len(epoch["metrics"]) > MAX_BATCH_METRICS:
             requests.append([])
+            size = 0
         requests[-1].append(epoch)
-    return [r for r in requests if r]
+        size += len(epoch["metrics"])
+    return requests

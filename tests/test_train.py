@@ -152,21 +152,17 @@ def test_a_checkpoint_every_third_epoch_and_the_last_resumes_exactly(digits):
 def _conv_dtypes_and_layout(execution: Execution, digits) -> tuple[set, bool]:
     """The dtypes a conv computes in over a one-epoch trial, and whether its weights end channels-last only."""
     seen_dtypes = set()
-    import fixray.train as loop
 
-    original = loop.build_classifier
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d) and module.in_channels == 32:  # small_cnn's second conv
+            seen_dtypes.add(output.dtype)
 
-    def hooked(*args, **kwargs):
-        model = original(*args, **kwargs)
-        model.backbone.body[1][0].register_forward_hook(lambda module, inputs, output: seen_dtypes.add(output.dtype))
-        return model
-
-    loop.build_classifier = hooked
     record = Recorder()
+    hooked = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
         train(_cfg(epochs=1), digits, record, execution=execution)
     finally:
-        loop.build_classifier = original
+        hooked.remove()
     weight = record.states[-1]["model"]["backbone.body.1.0.weight"]  # 64 x 32 x 3 x 3: the layout shows
     return seen_dtypes, weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
