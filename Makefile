@@ -2,7 +2,7 @@
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test lint format reference benchmark
+.PHONY: quickstart test lint format reference readme-images benchmark
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,9 +24,14 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# Rewrites README's generated sections (the sweep-file reference) from the schema.
+# Rewrites the generated sections of docs/ (the sweep-file reference, the metrics) from the code.
 reference: $(STAMP)
-	$(VENV)/bin/python -m fixray.reference README.md
+	$(VENV)/bin/python -m fixray.sweep.reference .
+
+# Reruns a small sweep and rewrites what README shows of it: its printed report, its figure, the MLflow UI.
+readme-images: $(STAMP)
+	scripts/ensure-chromium
+	$(VENV)/bin/python scripts/readme-images
 
 benchmark: $(STAMP)
 	$(VENV)/bin/python benchmarks/trial_overhead.py

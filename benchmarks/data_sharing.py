@@ -20,7 +20,7 @@ import numpy as np
 import psutil
 import ray
 
-from fixray.data import load_dataset
+from fixray.data.registry import load_dataset
 
 MB = 2**20
 

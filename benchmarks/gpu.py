@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from fixray.augment import augment, normalise
-from fixray.data import InputSpec
-from fixray.models import build_classifier
-from fixray.train import Device, share_gpu
-from fixray.trial import Augmentation, Execution, HeadConfig
+from fixray.trial.augment import augment, normalise
+from fixray.trial.contract import Augmentation, Execution, HeadConfig
+from fixray.trial.images import InputSpec
+from fixray.trial.loop import Device, share_gpu
+from fixray.trial.models import build_classifier
 
 # CIFAR ResNet18 on 32x32: about 0.56 G multiply-adds forward per image, so 1.12 GFLOP forward and, with the
 # backward at twice the forward, about 3.36 GFLOP per trained image.

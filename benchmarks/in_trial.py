@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fixray.augment import normalise
-from fixray.data import ImageSet, InputSpec, Splits
-from fixray.models import build_classifier
-from fixray.train import Device, _embed, measure, train
-from fixray.trial import Augmentation, Execution, HeadConfig, TrialConfig
+from fixray.trial.augment import normalise
+from fixray.trial.contract import Augmentation, Execution, HeadConfig, TrialConfig
+from fixray.trial.images import ImageSet, InputSpec, Splits
+from fixray.trial.loop import Device, _embed, measure, train
+from fixray.trial.models import build_classifier
 
 
 def synthetic(train_images: int, test_images: int) -> Splits:
@@ -96,7 +96,7 @@ def bare_loop(cfg: TrialConfig, splits: Splits, on: Device, evaluate: bool) -> f
 def fixray_loop(cfg: TrialConfig, splits: Splits, on: Device, checkpoint_every: int) -> float:
     execution = dataclasses.replace(on.execution, checkpoint_every=checkpoint_every)
     start = time.perf_counter()
-    train(cfg, splits, lambda metrics, state: None, device=on.device, execution=execution)
+    train(cfg.settled(), splits, lambda metrics, state: None, device=on.device, execution=execution)
     return time.perf_counter() - start
 
 

@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from fixray.data import load_dataset
-from fixray.plan import points, trial_config
-from fixray.spec import parse_sweep
-from fixray.train import train
-from fixray.trial import Execution
+from fixray.data.registry import load_dataset
+from fixray.sweep.plan import points, trial_config
+from fixray.sweep.spec import parse_sweep
+from fixray.trial.contract import Execution
+from fixray.trial.loop import train
 
 FIXRAY = os.path.join(os.path.dirname(sys.executable), "fixray")
 SIZES = {"short": 3, "long": 200}  # digits epochs per trial: about 1 s and about 30 s of training bare, one thread

@@ -1,3 +1,3 @@
 """fixray: does a classification layer with fixed random class vectors beat a learned one?"""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

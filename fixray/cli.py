@@ -3,51 +3,52 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fixray.data import DataError
-from fixray.pending import use_driver_http_settings
-from fixray.spec import SweepFileError, default_tracking_uri, load_sweep
-from fixray.tracking import MissingStore
+from fixray.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, FixrayError
 
-EXIT_BAD_INPUT = 2  # a sweep file, dataset or option the user must fix; nothing was started
-EXIT_TRIALS_FAILED = 1  # the sweep ran but some trials raised errors
-EXIT_INTERRUPTED = 130  # stopped early; the same command resumes it
+# The sweep schema (and, through its backbone registry, torch) is imported by the commands that read sweep files,
+# so `fixray report NAME` reads MLflow without loading torch.
 
 
 def _summary(spec) -> str:
-    from fixray.plan import expected_trials
+    from fixray.sweep.plan import expected_trials
 
     models = spec.search.space.parameters().get("model", spec.model)
     trials = f"{expected_trials(spec)} trials of {spec.epochs} epochs ({spec.search.method} search)"
     return f"{trials} on {spec.dataset} with {models}"
 
 
+def _style(asked: str | None):
+    """How tables print: as asked, else aligned on a terminal and Markdown when piped (to a file, a script)."""
+    from fixray.records.render import as_markdown, as_terminal
+
+    asked = asked or ("terminal" if sys.stdout.isatty() else "markdown")
+    return as_terminal if asked == "terminal" else as_markdown
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from fixray.sweep_data import check_data
+    from fixray.sweep.inputs import check_data
+    from fixray.sweep.spec import load_sweep
 
     status = 0
     for file in args.files:
         try:
             spec = load_sweep(file)
             data = check_data(spec)
-        except SweepFileError as error:
-            print(error, file=sys.stderr)
-            status = EXIT_BAD_INPUT
-            continue
-        except DataError as error:
-            print(f"{file}: {error}", file=sys.stderr)
-            status = EXIT_BAD_INPUT
+        except FixrayError as error:
+            print(f"{error.prefix and f'{file}: '}{error}", file=sys.stderr)
+            status = error.exit_code
             continue
         print(f"{file}: ok ({_summary(spec)}); data: {data}")
     return status
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from fixray.sweep.spec import load_sweep
+
     spec = load_sweep(args.file)  # SweepFileError -> exit 2 before anything starts
     updates = {}
     if args.tracking_uri:
@@ -58,44 +59,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         updates["name"] = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     spec = spec.model_copy(update=updates)
 
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    # Every checkpoint is kept until pruned (checkpoints.py): Tune's record of each holds its score alone.
-    os.environ.setdefault("TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE", "1")
-    # MLflow is the sweep's record: no TensorBoard or CSV copy of every result (run_sweep keeps result.json).
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    use_driver_http_settings()  # before MLflow's client reads them
-    import ray
+    from fixray.records.answer import sweep_report
+    from fixray.records.runs import local_store_path, ui_addresses
+    from fixray.sweep.run import StorageFull, SweepRun
 
-    from fixray.answer import sweep_report
-    from fixray.driver import (
-        DriverLock,
-        check_reachable,
-        check_tracking,
-        record_tracking,
-        stop_on_sigterm,
-        storage,
-    )
-    from fixray.sweep import StorageFull, run_sweep
-    from fixray.sweep_data import prepare_data
-    from fixray.tracking import SweepRuns
-
+    sweep = SweepRun(spec)
     print(f"Sweep {spec.name!r}: {_summary(spec)}", flush=True)
-    check_tracking(spec)  # DataError -> exit 2: a resume goes to the store the sweep started in
-    check_reachable(spec.tracking.uri)  # DataError -> exit 2: a server that is away at the start
-    splits = prepare_data(spec)  # DataError -> exit 2 before Ray or MLflow start
-    with DriverLock(spec), ThreadPoolExecutor(1) as opener:  # SweepBusy -> exit 2: one driver per sweep
-        # The MLflow store opens while Ray starts (a new SQLite store migrates its schema for about a second).
-        runs = opener.submit(SweepRuns, spec.tracking.uri, spec.tracking.experiment, spec.name)
-        ray.init(address=args.address, logging_level="ERROR", log_to_driver=True)
-        stop_on_sigterm()  # after ray.init, which installs its own handler
-        try:
-            record_tracking(spec)
-            outcome = run_sweep(spec, splits, runs.result())
-        except StorageFull as full:
-            print(f"\nfixray: {full}", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        finally:
-            ray.shutdown()
+    try:
+        outcome = sweep.run(args.address)
+    except StorageFull as full:
+        print(f"\nfixray: {full}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print()
     if outcome.pending:
         print(
@@ -103,13 +77,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             f"Training is saved; when the server is back, run the same command: it writes them first, then resumes."
         )
         return EXIT_INTERRUPTED
-    print(sweep_report(spec.tracking.uri, spec.tracking.experiment, spec.name)[0])
+    print(sweep_report(spec.tracking.uri, spec.tracking.experiment, spec.name).render(_style(None)))
     print()
     errors = len(outcome.results.errors)
     if errors:
-        print(f"{errors} trial(s) failed with errors; their logs are under {storage(spec).shown(spec.name)}")
-    print(f"MLflow: experiment {spec.tracking.experiment!r}, parent run {spec.name!r} ({outcome.runs.parent_id}).")
-    print(f"Open it with:  mlflow ui --backend-store-uri {spec.tracking.uri}")
+        print(f"{errors} trial(s) failed with errors; their logs are under {sweep.storage.shown(spec.name)}")
+    runs = outcome.runs
+    trials_page, parent_page = ui_addresses(spec.tracking.uri, runs.experiment_id, runs.parent_id)
+    print(f"MLflow: experiment {spec.tracking.experiment!r}, parent run {spec.name!r} ({runs.parent_id}).")
+    if local_store_path(spec.tracking.uri) is not None:  # served by `mlflow ui`
+        print(f"Open it with:  mlflow ui --backend-store-uri {spec.tracking.uri}   then:")
+    print(f"  the sweep's trials:  {trials_page}")
+    print(f"  its answer:          {parent_page}")
+    print("  (MLflow opens experiments in its GenAI view: choose 'Model training' once, top left.)")
     if outcome.unfinished:
         print(f"Interrupted with {outcome.unfinished} trial(s) unfinished: run the same command again to resume.")
         return EXIT_INTERRUPTED
@@ -117,37 +97,29 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from mlflow.tracking import MlflowClient
-
-    from fixray import paper
-    from fixray.answer import sweep_report
-    from fixray.html_report import html_page, run_figures
+    from fixray.records import paper
+    from fixray.records.answer import sweep_report
+    from fixray.records.html import html_page
+    from fixray.sweep.defaults import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri()
     if args.sweep in paper.TABLES:
-        grid, results = paper.collect(args.sweep, uri, args.experiment or paper.PAPER_EXPERIMENT)
-        markdown = paper.render(grid, results, with_paper=args.paper)
-        figure_runs = [
-            (f"{row} · {column}", results[row, column].runs[0])
-            for row in grid.rows
-            for column in grid.columns
-            if results[row, column].runs
-        ]
+        report = paper.report(args.sweep, uri, args.experiment or paper.PAPER_EXPERIMENT, with_paper=args.paper)
     else:
         experiment, sweep = args.experiment or "fixray", args.sweep
         if Path(args.sweep).is_file():
+            from fixray.sweep.spec import load_sweep
+
             spec = load_sweep(args.sweep)
             uri, experiment, sweep = args.tracking_uri or spec.tracking.uri, spec.tracking.experiment, spec.name
         try:
-            markdown, figure_runs = sweep_report(uri, experiment, sweep)
+            report = sweep_report(uri, experiment, sweep)
         except LookupError as error:
             print(f"fixray report: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
-    print(markdown)
+    print(report.render(_style(args.format)))
     if args.html:
-        client = MlflowClient(uri)
-        sections = [(f"{caption} (run {run.info.run_name})", run_figures(client, run)) for caption, run in figure_runs]
-        Path(args.html).write_text(html_page(markdown, sections))
+        Path(args.html).write_text(html_page(report, uri))
         print(f"\nHTML report with figures: {args.html}")
     return 0
 
@@ -196,7 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--paper", action="store_true", help="paper tables: put the published number beside each cell")
     report.add_argument(
-        "--html", default=None, metavar="FILE", help="also write the table with each cell's figures embedded"
+        "--format",
+        choices=("terminal", "markdown"),
+        default=None,
+        help="how tables print (default: terminal on a terminal, Markdown when piped)",
+    )
+    report.add_argument(
+        "--html", default=None, metavar="FILE", help="also write the report with each table's figures embedded"
     )
     report.set_defaults(run=_cmd_report)
     return parser
@@ -206,12 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except SweepFileError as error:
-        print(error, file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (DataError, MissingStore) as error:
-        print(f"fixray: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except FixrayError as error:
+        print(f"{error.prefix}{error}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

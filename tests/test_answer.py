@@ -8,15 +8,15 @@ from mlflow.entities import Metric
 from PIL import Image
 from scipy import stats
 
-from fixray import answer
-from fixray.answer import BEST_ACC, COMPACTNESS, LAST_ACC, paired_interval
 from fixray.cli import main
-from fixray.html_report import markdown_to_html
-from fixray.plan import run_name
-from fixray.report import markdown_table, summarise
-from fixray.spec import parse_sweep
-from fixray.tracking import STATUS_TAG, SweepRuns, param_value
-from fixray.trial import HeadConfig, TrialConfig, to_params
+from fixray.records import answer
+from fixray.records.answer import BEST_ACC, COMPACTNESS, LAST_ACC, paired_interval
+from fixray.records.render import Paragraph, Report, Table, as_html, as_markdown
+from fixray.records.runs import STATUS_TAG, SweepRuns, param_value
+from fixray.records.tables import summarise, sweep_table
+from fixray.sweep.plan import run_name
+from fixray.sweep.spec import parse_sweep
+from fixray.trial.contract import HeadConfig, TrialConfig, to_params
 
 T_2 = 4.302652729911275  # Student's t, 97.5th percentile, 2 degrees of freedom
 
@@ -86,10 +86,10 @@ def test_fixed_minus_learned_pairs_finished_seeds_and_counts_the_rest(tmp_path):
     one = by_s[1.0].interval(BEST_ACC)
     assert one.n == 1 and math.isclose(one.mean, 0.10) and math.isnan(one.low)
 
-    text = answer.answer_markdown(rows)
+    text = Report(answer.answer_blocks(rows)).render(as_markdown)
     assert "| cosine | 16.0 | 0.1 | 3 | — / — | +2.00 [-0.48, +4.48] | +2.00 [+2.00, +2.00] | +0.200 [" in text
     assert "| cosine | 1.0 | 0.1 | 1 | 1 diverged / 1 error, 1 unfinished | +10.00 (one seed: no interval) |" in text
-    table = markdown_table(rows)  # the per-configuration table averages finished seeds only
+    table = as_markdown(sweep_table(rows))  # the per-configuration table averages finished seeds only
     assert "| cosine | learned | 1.0 | 0.1 | 3 (1 error, 1 unfinished) | 50.00 ± 0.00 | 50.00 ± 0.00 |" in table
     assert "| cosine | fixed | 1.0 | 0.1 | 3 (1 diverged) | 61.00 ± 1.41 |" in table
 
@@ -151,6 +151,12 @@ def test_a_sweep_without_an_S_search_is_plotted_against_lr_or_not_at_all(lrs, fi
     assert set(answer.answer_figures(rows)) == figures
 
 
-def test_html_keeps_each_markdown_table_apart():
-    page = markdown_to_html("**Answer**: it.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n**Table**\n\n| c |\n|---|\n| 3 |")
-    assert page.count("<table>") == 2 and "<b>Answer</b>: it." in page
+def test_one_report_value_renders_as_markdown_html_and_the_terminal_with_the_same_cells():
+    report = Report([Paragraph("Answer", "it <b>."), Table("T", ["a", "b"], [["1", "2"]]), Table("U", ["c"], [["3"]])])
+    page = report.render(as_html)
+    assert page.count("<table>") == 2 and "<b>Answer</b>: it &lt;b&gt;." in page  # escaped, never markup
+    assert "| 1 | 2 |" in report.render(as_markdown) and "**Answer**: it <b>." in report.render(as_markdown)
+    from fixray.records.render import as_terminal
+
+    terminal = report.render(as_terminal).splitlines()
+    assert terminal[0] == "Answer: it <b>." and ["1", "2"] == terminal[terminal.index("T") + 3].split()

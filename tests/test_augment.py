@@ -2,8 +2,8 @@
 
 import torch
 
-from fixray.augment import augment, normalise
-from fixray.data import Augmentation
+from fixray.trial.augment import augment, normalise
+from fixray.trial.contract import Augmentation
 
 
 def test_random_crop_keeps_shape_and_draws_an_offset_per_image():

@@ -11,8 +11,8 @@ from ray.train._internal.checkpoint_manager import _CheckpointManager
 from ray.train._internal.session import _TrainingResult
 from ray.tune.trainable.metadata import _TrainingRunMetadata
 
-from fixray.checkpoints import prune, repair, restorable
 from fixray.storage import Storage
+from fixray.sweep.checkpoints import prune, repair, restorable
 
 
 def _trial_state(folder: str, checkpoints: list[str]) -> list[str]:

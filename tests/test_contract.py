@@ -1,6 +1,8 @@
-"""The trial contract and the head registry: one name per setting, the head owns its rules, a new head is one class."""
+"""The trial contract and the head registry: one name per setting, the head owns its rules, a new head is one
+declaration and one class."""
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
@@ -9,13 +11,24 @@ import torch.nn.functional as F
 import yaml
 from conftest import GOOD_SWEEP
 
-from fixray.heads import HEADS, ClassHead, register_head
-from fixray.models import InputSpec, build_classifier
-from fixray.plan import points, run_name, trial_config
-from fixray.report import markdown_table, summarise
-from fixray.spec import SweepFileError, parse_sweep
-from fixray.tracking import param_value
-from fixray.trial import FLAT_PATHS, SEARCHABLE, HeadConfig, TrialConfig, read_params, to_params, with_values
+from fixray.records.render import as_markdown
+from fixray.records.runs import param_value
+from fixray.records.tables import summarise, sweep_table
+from fixray.sweep.plan import points, run_name, trial_config
+from fixray.sweep.spec import SweepFileError, parse_sweep
+from fixray.trial.contract import (
+    FLAT_PATHS,
+    SEARCHABLE,
+    HeadConfig,
+    TrialConfig,
+    from_params,
+    read_params,
+    to_params,
+    with_values,
+)
+from fixray.trial.head_kinds import COMMON_OPTIONS, HEAD_KINDS, HeadKind
+from fixray.trial.heads import HEADS, ClassHead, register_head
+from fixray.trial.models import InputSpec, build_classifier
 
 
 def _spec(**changes):
@@ -45,16 +58,17 @@ def test_every_setting_has_one_flat_name_and_every_searchable_one_is_a_setting()
     ],
 )
 def test_params_written_to_mlflow_read_back_to_the_same_trial(head):
-    cfg = with_values(_trial(**head), {"lr": 0.003, "momentum": 0.5, "plateau_patience": 7})
+    cfg = with_values(_trial(**head), {"lr": 0.003, "momentum": 0.5, "plateau_patience": 7}).settled()
     logged = {k: param_value(v) for k, v in to_params(cfg).items()}  # what MLflow stores: strings
     back = read_params(logged)
     assert back == to_params(cfg)
     settings = {k: v for k, v in back.items() if v is not None}
-    assert with_values(TrialConfig(model="x", epochs=1, seed=0), settings).settled() == cfg.settled()
+    assert with_values(TrialConfig(model="x", epochs=1, seed=0), settings).settled() == cfg
+    assert from_params(to_params(cfg)) == cfg  # what a trial rebuilds from the flat config the driver sent it
 
 
 def test_options_a_head_kind_does_not_read_are_none_in_mlflow_and_absent_from_its_constructor():
-    dot = _trial(kind="dot", S=30.0, margin="cosface")
+    dot = _trial(kind="dot", S=30.0, margin="cosface").settled()
     assert {k: to_params(dot)[k] for k in ("S", "learn_S", "margin", "m", "bias")} == {
         "S": None,
         "learn_S": None,
@@ -64,7 +78,9 @@ def test_options_a_head_kind_does_not_read_are_none_in_mlflow_and_absent_from_it
     }
     assert set(dot.head.options()) == {"fixed", "bias", "init"}
     assert dot.settled() == _trial(kind="dot").settled()  # S and margin of a dot head make no new trial
-    assert to_params(_trial(kind="cosine"))["bias"] is False
+    assert to_params(_trial(kind="cosine").settled())["bias"] is False
+    with pytest.raises(ValueError, match="settled"):  # an unsettled config would log bias 'none'
+        to_params(_trial(kind="cosine"))
 
 
 def test_every_head_option_in_the_contract_reaches_the_built_head():
@@ -84,17 +100,13 @@ def test_every_head_option_in_the_contract_reaches_the_built_head():
     assert model.bias is not None and torch.allclose(model.bias, torch.full((10,), 0.01))
     assert isinstance(model.scale, torch.nn.Parameter) and model.scale.item() == 7.0
     assert (model.margin, model.m) == ("cosface", 0.25)
-    from fixray.heads import draw_class_vectors
+    from fixray.trial.heads import draw_class_vectors
 
     assert torch.equal(model.weight.detach(), draw_class_vectors(10, 64, 0, "hadamard"))
 
 
 class _NormalisedDotHead(ClassHead):
     """A head a researcher might add: S * <f/|f|, w> + b, reading S but no margin."""
-
-    options = ClassHead.options + ("S",)
-    shown = ("S",)
-    default_bias = False
 
     def __init__(self, in_features, num_classes, *, S=1.0, **common):
         super().__init__(in_features, num_classes, **common)
@@ -106,12 +118,12 @@ class _NormalisedDotHead(ClassHead):
 
 @pytest.fixture
 def normdot():
-    register_head("normdot")(_NormalisedDotHead)
+    register_head(HeadKind("normdot", COMMON_OPTIONS + ("S",), shown=("S",), default_bias=False))(_NormalisedDotHead)
     yield "normdot"
-    del HEADS["normdot"]
+    del HEADS["normdot"], HEAD_KINDS["normdot"]
 
 
-def test_a_new_head_is_one_class_and_validation_planning_naming_and_reports_ask_it(normdot):
+def test_a_new_head_is_one_declaration_and_one_class_and_validation_planning_naming_and_reports_ask_it(normdot):
     space = {"kind": ["dot", normdot], "fixed": [True], "S": [2, 8]}
     spec = _spec(search={"space": space})
     grid = points(spec)
@@ -133,7 +145,7 @@ def test_a_new_head_is_one_class_and_validation_planning_naming_and_reports_ask_
             self.data = type("Data", (), {"params": params, "metrics": {"val/acc": acc}, "tags": {}})()
 
     runs = [Run({k: param_value(v) for k, v in to_params(trial_config(spec, p)).items()}, 0.5) for p in grid]
-    table = markdown_table(summarise(runs))
+    table = as_markdown(sweep_table(summarise(runs)))
     assert "| normdot | fixed | 8.0 | 0.1 |" in table and "| dot | fixed | none | 0.1 |" in table
 
 
@@ -143,3 +155,13 @@ def test_grid_points_of_a_dot_head_drop_cosine_only_options_and_merge():
     assert sum(c.head.kind == "dot" for c in configs) == 1
     assert sum(c.head.kind == "cosine" for c in configs) == 4
     assert all("S" not in p for p in points(spec) if p["kind"] == "dot")
+
+
+@pytest.mark.parametrize("kind", list(HEADS))
+def test_each_head_class_takes_exactly_the_options_its_declaration_says_it_reads(kind):
+    """The declaration (no torch) and the class (torch) are two places: they cannot drift apart unseen."""
+    taken = set()
+    for cls in (HEADS[kind], ClassHead):
+        taken |= set(inspect.signature(cls.__init__).parameters)
+    taken -= {"self", "in_features", "num_classes", "seed", "common"}
+    assert taken == set(HEAD_KINDS[kind].options)

@@ -11,9 +11,9 @@ from formats_writers import (
     write_tinyimagenet,
 )
 
-from fixray.data import DATASETS, DatasetUnavailable, load_dataset, load_test_set
-from fixray.train import train
-from fixray.trial import Augmentation, HeadConfig, OptimizerConfig, ScheduleConfig, TrialConfig
+from fixray.data.registry import DATASETS, DatasetUnavailable, load_dataset, load_test_set
+from fixray.trial.contract import Augmentation, HeadConfig, OptimizerConfig, ScheduleConfig, TrialConfig
+from fixray.trial.loop import train
 
 
 def _one_epoch(splits) -> dict:
@@ -29,7 +29,7 @@ def _one_epoch(splits) -> dict:
         augmentation=Augmentation(crop_padding=4, flip=True),
     )
     reports = []
-    final = train(cfg, splits, lambda m, s: reports.append(m))
+    final = train(cfg.settled(), splits, lambda m, s: reports.append(m))
     assert len(reports) == 1 and np.isfinite(final["train/loss"]) and 0 <= final["val/acc"] <= 1
     return final
 

@@ -14,11 +14,14 @@ import psutil
 import pytest
 from test_sweep_e2e import ENV, FIXRAY, epochs_logged, run, steps, store, tune_results
 
-from fixray.checkpoints import KEPT_DIR, restorable
 from fixray.cli import main
-from fixray.driver import DriverLock, record_tracking
-from fixray.spec import load_sweep
-from fixray.tracking import STATUS_TAG, TRIAL_TAG
+from fixray.errors import EXIT_BUSY
+from fixray.records.runs import STATUS_TAG, TRIAL_TAG
+from fixray.storage import Storage
+from fixray.sweep.checkpoints import KEPT_DIR, restorable
+from fixray.sweep.lock import DriverLock
+from fixray.sweep.spec import load_sweep
+from fixray.sweep.state import RECORD_FILE, write_record
 
 FAULTS = Path(__file__).parent / "fault_injection"
 
@@ -101,8 +104,9 @@ def test_a_bug_in_a_trial_is_not_retried_in_the_run_but_a_rerun_retries_it(tmp_p
 def test_a_second_driver_on_a_running_sweep_is_refused(tmp_path, monkeypatch, capsys):
     (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="busy", epochs=2))
     monkeypatch.chdir(tmp_path)
-    with DriverLock(load_sweep(tmp_path / "s.yaml")):
-        assert main(["sweep", "s.yaml"]) == 2
+    spec = load_sweep(tmp_path / "s.yaml")
+    with DriverLock(Storage(spec.storage_path).driver_dir(spec.name), spec.name):
+        assert main(["sweep", "s.yaml"]) == EXIT_BUSY  # not bad input: the same command works once it ends
     message = capsys.readouterr().err
     assert "sweep 'busy' is already running" in message and f"pid {os.getpid()}" in message
     assert not (tmp_path / "mlflow.db").exists()
@@ -111,7 +115,8 @@ def test_a_second_driver_on_a_running_sweep_is_refused(tmp_path, monkeypatch, ca
 def test_resuming_under_another_tracking_store_is_refused_not_split(tmp_path, monkeypatch, capsys):
     (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="moved", epochs=2))
     monkeypatch.chdir(tmp_path)
-    record_tracking(load_sweep(tmp_path / "s.yaml"))  # as the first run of the sweep wrote it
+    spec = load_sweep(tmp_path / "s.yaml")
+    write_record(spec, Storage(spec.storage_path))  # as the first run of the sweep wrote it
     assert main(["sweep", "s.yaml", "--tracking-uri", "sqlite:///other.db"]) == 2
     message = capsys.readouterr().err
     assert (
@@ -120,16 +125,29 @@ def test_resuming_under_another_tracking_store_is_refused_not_split(tmp_path, mo
     assert not (tmp_path / "other.db").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+def test_a_sweep_started_by_fixray_0_1_is_refused_with_the_version_that_finishes_it(tmp_path, monkeypatch, capsys):
+    """Its saved Tune state names modules that moved: resuming it here would end in a traceback mid-restore."""
+    (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="old", epochs=2))
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "fixray-runs" / "old"
+    folder.mkdir(parents=True)  # what fixray 0.1 wrote first: the store, without a state layout
+    (folder / RECORD_FILE).write_text('{"uri": "sqlite:///mlflow.db", "experiment": "fixray"}\n')
+    assert main(["sweep", "s.yaml"]) == 2
+    message = capsys.readouterr().err
+    assert "was started by fixray 0.1" in message and "commit 7c9d2bb" in message and "--fresh" in message
+    assert sorted(p.name for p in folder.iterdir()) == [RECORD_FILE] and not (tmp_path / "mlflow.db").exists()
+
+
 CREATE = """
 import sys
-from fixray.tracking import SweepRuns
+from fixray.records.runs import SweepRuns
 SweepRuns(sys.argv[1], "fixray", sys.argv[2])
 """
 
 
 READ_WHEN_THERE = """
 import os, sys, time
-from fixray.tracking import local_store_path, reading_client
+from fixray.records.runs import local_store_path, reading_client
 while not local_store_path(sys.argv[1]).exists():
     time.sleep(0.001)
 reading_client(sys.argv[1]).search_experiments()

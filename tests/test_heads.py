@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fixray.heads import CosineHead, DotProductHead, build_head, draw_class_vectors
-from fixray.models import InputSpec, build_classifier
-from fixray.trial import HeadConfig
+from fixray.trial.contract import HeadConfig
+from fixray.trial.heads import CosineHead, DotProductHead, build_head, draw_class_vectors
+from fixray.trial.models import InputSpec, build_classifier
 
 
 def _model(kind: str, fixed: bool, seed: int = 0):

@@ -18,11 +18,11 @@ from formats_writers import write_cifar10, write_cifar100, write_cifar101, write
 from PIL import Image
 
 from fixray.cli import main
-from fixray.data import load_dataset
-from fixray.spec import MAX_FILE_BYTES
-from fixray.tracking import SweepRuns
-from fixray.train import train
-from fixray.trial import HeadConfig, TrialConfig
+from fixray.data.registry import load_dataset
+from fixray.records.runs import SweepRuns
+from fixray.sweep.spec import MAX_FILE_BYTES
+from fixray.trial.contract import HeadConfig, TrialConfig
+from fixray.trial.loop import train
 
 MARKER = "ran-code"  # a hostile file would create this file beside the data folder
 
@@ -384,7 +384,7 @@ def test_a_trials_checkpoint_loads_with_weights_only(tmp_path):
     """Checkpoints hold tensors and plain values only, so they load without unpickling arbitrary objects."""
     states = []
     cfg = TrialConfig(model="small_cnn", epochs=1, seed=0, head=HeadConfig(kind="cosine", S=4.0, learn_S=True))
-    train(cfg, load_dataset("digits"), lambda metrics, state: states.append(state))
+    train(cfg.settled(), load_dataset("digits"), lambda metrics, state: states.append(state))
     state = {k: v for k, v in states[-1].items() if k != "figures"}  # figures travel as files beside it
     torch.save(state, tmp_path / "state.pt")
     loaded = torch.load(tmp_path / "state.pt", weights_only=True)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fixray import metrics
+from fixray.trial import metrics
 
 
 def test_accuracy_counts_top1_hits():

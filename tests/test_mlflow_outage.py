@@ -13,7 +13,7 @@ from conftest import free_port
 from mlflow.tracking import MlflowClient
 from test_sweep_e2e import ENV, FIXRAY, epochs_logged
 
-from fixray.tracking import ROLE_TAG, STATUS_TAG
+from fixray.records.runs import ROLE_TAG, STATUS_TAG
 
 pytestmark = pytest.mark.slow
 MLFLOW = Path(sys.executable).with_name("mlflow")

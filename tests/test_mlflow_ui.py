@@ -100,7 +100,7 @@ def filled_server(tmp_path):
             pass
         assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
         time.sleep(1)
-    yield url, tmp_path
+    yield url, tmp_path, done.stdout
     server.terminate()
     server.wait(timeout=30)
 
@@ -117,7 +117,7 @@ def _wait_for_text(browser, texts, seconds=60) -> str:
 
 
 def test_mlflow_ui_shows_the_sweep_with_its_child_runs_and_their_parameters(browser, filled_server):
-    url, folder = filled_server
+    url, folder, printed = filled_server
     client, parents, children = store(folder)
     experiment = parents[0].info.experiment_id
     SHOTS.mkdir(exist_ok=True)
@@ -142,3 +142,21 @@ def test_mlflow_ui_shows_the_sweep_with_its_child_runs_and_their_parameters(brow
         row = next((line for line in lines if line.split(" ")[0] == param and len(line.split(" ")) == 5), None)
         assert row is not None, f"no row for parameter {param} in the compare page"
         assert sorted(row.split(" ")[1:]) == sorted(c.data.params[param] for c in children)
+
+
+def test_the_addresses_a_sweep_prints_open_its_trials_and_its_answer(browser, filled_server):
+    """The sweep's last lines name its trials' page (the parent's children, one row each) and its parent run."""
+    url, folder, printed = filled_server
+    _, parents, children = store(folder)
+    lines = {
+        line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in printed.splitlines() if ":  " in line
+    }
+    trials, answer = lines["the sweep's trials"], lines["its answer"]
+    assert trials.startswith("http://127.0.0.1:5000/#/experiments/")  # `mlflow ui`'s address for a local store
+    browser.get(trials.replace("http://127.0.0.1:5000", url))
+    body = _wait_for_text(browser, ["4 matching runs"] + [c.info.run_name for c in children])
+    browser.save_screenshot(str(SHOTS / "mlflow_trials.png"))
+    assert "4 matching runs" in body  # the children alone, none hidden under a collapsed parent
+    browser.get(answer.replace("http://127.0.0.1:5000", url))
+    body = _wait_for_text(browser, ["Fixed minus learned"])
+    assert parents[0].info.run_id in answer and "Fixed minus learned" in body  # the answer, on the parent's page

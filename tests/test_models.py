@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from fixray.models import BACKBONES, InputSpec, build_classifier
-from fixray.trial import HeadConfig
+from fixray.trial.contract import HeadConfig
+from fixray.trial.models import BACKBONES, InputSpec, build_classifier
 
 FEATURES = {"resnet18": 512, "preact_resnet18": 512, "mobilenetv2": 1280, "small_cnn": 64}
 # Parameters with a learned 10-class dot-product head (weights and bias), as in the common CIFAR model zoo.

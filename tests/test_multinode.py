@@ -11,7 +11,7 @@ import pytest
 from ray.cluster_utils import Cluster
 from test_sweep_e2e import FIXRAY, run, steps, store, tune_results
 
-from fixray.tracking import NODES_TAG, RESOURCES_TAG, STATUS_TAG, TRIAL_TAG
+from fixray.records.runs import NODES_TAG, RESOURCES_TAG, STATUS_TAG, TRIAL_TAG
 
 pytestmark = pytest.mark.slow
 

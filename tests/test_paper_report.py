@@ -6,8 +6,8 @@ import pytest
 from mlflow.entities import Metric
 
 from fixray.cli import main
-from fixray.paper import TABLES, layout, published
-from fixray.tracking import STATUS_TAG, SweepRuns
+from fixray.records.paper import TABLES, layout, published
+from fixray.records.runs import STATUS_TAG, SweepRuns
 
 
 def _store(tmp_path):

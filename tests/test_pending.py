@@ -7,8 +7,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from fixray import pending
-from fixray.pending import RETRIED, PendingWrites
+from fixray.records import outage as pending
+from fixray.records.outage import RETRIED, PendingWrites
 
 
 class Store:

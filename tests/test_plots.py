@@ -2,7 +2,7 @@
 
 import torch
 
-from fixray import plots
+from fixray.trial import figures as plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,14 +6,16 @@ import io
 import math
 from pathlib import Path
 
-from fixray.plan import TrialDescriber
-from fixray.progress import Progress, Snapshot, status_line
-from fixray.spec import parse_sweep
+from fixray.sweep.plan import plan
+from fixray.sweep.progress import Progress, Snapshot, status_line
+from fixray.sweep.spec import parse_sweep
+from fixray.trial.contract import TRIAL_KEY
 
 SPEC = parse_sweep(
     {"dataset": "digits", "model": "small_cnn", "epochs": 10, "search": {"space": {"fixed": [True, False]}}},
     Path("s.yaml"),
 )
+PLANNED = {(trial.config.head.fixed, trial.config.seed): trial for trial in plan(SPEC)}
 
 
 class Trial:
@@ -23,7 +25,7 @@ class Trial:
 
     def __init__(self, trial_id, status, fixed, epochs=0, best=None, seed=0):
         self.trial_id, self.status = trial_id, status
-        self.config = {TrialDescriber.POINT: {"fixed": fixed, "seed": seed}}
+        self.config = {TRIAL_KEY: PLANNED[fixed, seed].sent()}  # what the driver sent the trial
         self.last_result = {"training_iteration": epochs} | ({"val/acc_best": best} if best is not None else {})
 
 
@@ -33,7 +35,7 @@ class Terminal(io.StringIO):
 
 
 def test_the_snapshot_counts_trials_epochs_and_the_best_of_each_head():
-    progress = Progress(TrialDescriber(SPEC), trials=5)
+    progress = Progress(trials=5, epochs=SPEC.epochs)
     trials = [
         Trial("a", Trial.TERMINATED, True, epochs=10, best=0.91),
         Trial("b", Trial.TERMINATED, False, epochs=3, best=0.40),  # stopped early: 7 epochs it will never run
@@ -62,7 +64,7 @@ def test_the_status_line_reads_like_a_progress_bar():
 def test_a_terminal_gets_one_line_redrawn_and_a_pipe_gets_plain_lines():
     trials = [Trial("a", Trial.TERMINATED, True, epochs=10, best=0.9), Trial("b", Trial.RUNNING, False, epochs=2)]
     for stream, terminal in ((Terminal(), True), (io.StringIO(), False)):
-        progress = Progress(TrialDescriber(SPEC), trials=2, stream=stream)
+        progress = Progress(trials=2, epochs=SPEC.epochs, stream=stream)
         progress.on_trial_complete(0, trials, trials[0])
         progress.on_step_end(1, trials)  # within the refresh interval: not redrawn
         progress.on_experiment_end(trials)
@@ -75,7 +77,7 @@ def test_a_terminal_gets_one_line_redrawn_and_a_pipe_gets_plain_lines():
 
 def test_a_trial_that_tune_is_ending_counts_as_done_and_the_rate_counts_from_the_first_step():
     stream = io.StringIO()
-    progress = Progress(TrialDescriber(SPEC), trials=2, stream=stream)
+    progress = Progress(trials=2, epochs=SPEC.epochs, stream=stream)
     trials = [Trial("a", Trial.RUNNING, True), Trial("b", Trial.PENDING, False)]
     progress.on_step_end(0, trials)  # the driver's first step: no epoch done yet
     trials[0].last_result = {"training_iteration": 10, "val/acc_best": 0.9}

@@ -4,6 +4,7 @@ The measurements go through `measure()` (what the loop logs), not only the pure 
 the wrong tensor to a right function is caught too.
 """
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -14,12 +15,13 @@ import yaml
 from conftest import GOOD_SWEEP
 from scipy.stats import spearmanr
 
-from fixray.data import InputSpec, Splits, load_dataset
-from fixray.models import BACKBONES, feature_dim
-from fixray.plan import points, trial_config
-from fixray.spec import SweepFileError, parse_sweep
-from fixray.train import _make_optimizer, _make_scheduler, build_classifier, measure, train
-from fixray.trial import HeadConfig, OptimizerConfig, ScheduleConfig, TrialConfig, to_params
+from fixray.data.registry import load_dataset
+from fixray.sweep.plan import points, trial_config
+from fixray.sweep.spec import SweepFileError, parse_sweep
+from fixray.trial.contract import HeadConfig, OptimizerConfig, ScheduleConfig, TrialConfig, to_params
+from fixray.trial.images import InputSpec, Splits
+from fixray.trial.loop import _make_optimizer, _make_scheduler, build_classifier, measure, train
+from fixray.trial.models import BACKBONES, feature_dim
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +97,9 @@ def test_every_head_option_of_a_sweep_file_reaches_the_trained_model(digits):
     )
     cfg = trial_config(spec, points(spec)[0])
     states = []
-    train(cfg, digits, lambda metrics, state: states.append(state))
+    train(cfg.settled(), digits, lambda metrics, state: states.append(state))
     weights = states[-1]["model"]
-    from fixray.heads import draw_class_vectors
+    from fixray.trial.heads import draw_class_vectors
 
     assert torch.equal(weights["head.weight"], draw_class_vectors(10, 64, 0, "uniform_int"))  # init, fixed
     assert torch.equal(weights["head.bias"], torch.full((10,), 0.01))  # bias, frozen with fixed vectors
@@ -106,7 +108,7 @@ def test_every_head_option_of_a_sweep_file_reaches_the_trained_model(digits):
         _spec(epochs=1, head={"kind": "cosine", "S": 5.0}, search={"space": {"fixed": [True]}}), {"seed": 0}
     )
     states.clear()
-    train(plain, digits, lambda metrics, state: states.append(state))
+    train(plain.settled(), digits, lambda metrics, state: states.append(state))
     assert "head.bias" not in states[-1]["model"] or states[-1]["model"]["head.bias"] is None
     assert states[-1]["model"]["head.scale"].item() == 5.0
 
@@ -120,7 +122,7 @@ def test_a_learned_S_is_never_decayed_and_is_logged_each_epoch(digits):
     assert decay[id(model.head.scale)] == 0.0  # the file's decay still applies to everything else
     assert decay[id(model.head.weight)] == 1e-3
     reports = []
-    train(cfg, digits, lambda metrics, state: reports.append(metrics))
+    train(cfg.settled(), digits, lambda metrics, state: reports.append(metrics))
     assert [round(r["head/S"], 6) != 3.0 for r in reports] == [True, True]
 
 
@@ -138,7 +140,7 @@ def test_margins_are_on_in_training(digits):
         cfg = TrialConfig(
             model="small_cnn", epochs=1, seed=0, head=HeadConfig(kind="cosine", S=10.0, margin=margin, m=0.5)
         )
-        losses[margin] = train(cfg, digits, lambda m, s: None)["train/loss"]
+        losses[margin] = train(cfg.settled(), digits, lambda m, s: None)["train/loss"]
     assert losses["cosface"] > losses["none"] + 0.3  # the true class's logit is lowered by S * m = 5 in training
 
 
@@ -163,23 +165,30 @@ def test_the_plateau_schedule_drops_the_lr_when_accuracy_stalls_by_the_authors_a
 def test_the_loop_steps_the_plateau_schedule_on_accuracy_in_percent(digits):
     states, reports = [], []
     cfg = TrialConfig(model="small_cnn", epochs=2, seed=0, batch_size=64)
-    train(cfg, digits, lambda metrics, state: (reports.append(metrics), states.append(state)))
+    train(cfg.settled(), digits, lambda metrics, state: (reports.append(metrics), states.append(state)))
     assert states[-1]["scheduler"]["best"] == pytest.approx(100 * max(r["val/acc"] for r in reports))
 
 
 # --- the best epoch ---------------------------------------------------------------------------------------
 
 
-# A rate so high that test accuracy falls after its best epoch (0.82, 0.62, 0.94, 0.84 on digits).
+# A rate so high that test accuracy can fall after its best epoch (e.g. 0.82, 0.62, 0.94, 0.84 on digits).
 WOBBLING = TrialConfig(model="small_cnn", epochs=4, seed=0, lr=1.0, batch_size=64, schedule=ScheduleConfig(kind="none"))
 
 
 def test_best_accuracy_its_epoch_and_extra_sets_on_its_weights(digits):
     with_extra = Splits(digits.train, digits.test, digits.class_names, extra={"gen": digits.test})
-    reports = []
-    train(WOBBLING, with_extra, lambda metrics, state: reports.append(metrics))
-    accuracies = [r["val/acc"] for r in reports]
-    assert accuracies[-1] < max(accuracies[:-1])  # the case is only a test while the best epoch is not the last
+    # The case is only a test while the best epoch is not the last; which seed wobbles so depends on the CPU's
+    # arithmetic, so the first seed of a few that does is taken.
+    for seed in range(6):
+        reports: list[dict] = []
+        cfg = dataclasses.replace(WOBBLING, seed=seed).settled()
+        train(cfg, with_extra, lambda metrics, state, into=reports: into.append(metrics))
+        accuracies = [r["val/acc"] for r in reports]
+        if accuracies[-1] < max(accuracies[:-1]):
+            break
+    else:
+        pytest.fail(f"no seed of {WOBBLING} had its best epoch before its last")
     for epoch, report in enumerate(reports, start=1):
         assert report["val/acc_best"] == max(accuracies[:epoch])
         assert accuracies[int(report["val/acc_best_epoch"]) - 1] == report["val/acc_best"]
@@ -191,10 +200,10 @@ def test_best_accuracy_its_epoch_and_extra_sets_on_its_weights(digits):
 def test_a_resumed_trial_keeps_its_best_epoch(digits):
     cfg = WOBBLING
     straight, first = [], []
-    train(cfg, digits, lambda m, s: straight.append(m))
-    train(cfg, digits, lambda m, s: first.append(s) if m["epoch"] == 3 else None)  # after the best epoch
+    train(cfg.settled(), digits, lambda m, s: straight.append(m))
+    train(cfg.settled(), digits, lambda m, s: first.append(s) if m["epoch"] == 3 else None)  # after the best epoch
     resumed = []
-    train(cfg, digits, lambda m, s: resumed.append(m), start=first[0])
+    train(cfg.settled(), digits, lambda m, s: resumed.append(m), start=first[0])
     assert resumed[-1]["val/acc_best"] == straight[-1]["val/acc_best"]
     assert resumed[-1]["val/acc_best_epoch"] == straight[-1]["val/acc_best_epoch"]
 
@@ -238,13 +247,13 @@ def test_the_authors_pooling_is_refused_where_the_feature_map_is_smaller_than_it
 
 
 def test_the_authors_normalisation_maps_pixels_to_minus_one_one(digits):
-    from fixray.train import _input_stats
+    from fixray.trial.loop import _input_stats
 
     mean, std = _input_stats(
         TrialConfig(model="x", epochs=1, seed=0, normalisation="authors"), digits, torch.device("cpu")
     )
     assert mean.tolist() == [0.5] and std.tolist() == [0.5]
     images = torch.tensor(np.array([[[[0, 255]]]], dtype=np.uint8))
-    from fixray.augment import normalise
+    from fixray.trial.augment import normalise
 
     assert normalise(images, mean, std).flatten().tolist() == [-1.0, 1.0]

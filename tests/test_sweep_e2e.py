@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from fixray.records.runs import ROLE_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_TAG, MissingStore, reading_client
 from fixray.storage import Storage, is_uri
-from fixray.tracking import ROLE_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_TAG, MissingStore, reading_client
 
 pytestmark = pytest.mark.slow
 FIXRAY = [os.path.join(os.path.dirname(sys.executable), "fixray")]
@@ -111,6 +111,13 @@ def test_sweep_records_one_parent_and_one_child_per_trial_then_resume_adds_nothi
         }
         assert not {"time_this_iter_s", "pid", "timestamp", "training_iteration", "done"} & set(metrics)
     assert seen == {("dot", "True"), ("dot", "False"), ("cosine", "True"), ("cosine", "False")}
+
+    # What crossed to each trial: its settled config (head-kind defaults resolved) and its run name, sent once.
+    sent = [json.loads(p.read_text())["trial"] for p in (tmp_path / "fixray-runs" / "four").glob("*/params.json")]
+    assert sorted(t["run_name"] for t in sent) == sorted(c.info.run_name for c in children)
+    for trial in sent:
+        bias, decay = trial["config"]["bias"], trial["config"]["weight_decay"]
+        assert (bias, decay) == ((True, 5e-4) if trial["config"]["kind"] == "dot" else (False, 0.0))
 
     # The printed table's numbers are the MLflow values (one seed: mean = the value, std 0).
     for child in children:

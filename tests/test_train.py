@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from fixray.data import load_dataset
-from fixray.train import FINITE_CHECK_STEPS, train
-from fixray.trial import Execution, HeadConfig, OptimizerConfig, TrialConfig
+from fixray.data.registry import load_dataset
+from fixray.trial.contract import Execution, HeadConfig, OptimizerConfig, TrialConfig
+from fixray.trial.loop import FINITE_CHECK_STEPS, train
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_digits_split_is_fixed_and_uint8(digits):
 @pytest.mark.parametrize("kind,fixed", [("dot", True), ("dot", False), ("cosine", True), ("cosine", False)])
 def test_every_head_learns_digits_and_reports_each_epoch(digits, kind, fixed):
     record = Recorder()
-    final = train(_cfg(kind=kind, fixed=fixed), digits, record)
+    final = train(_cfg(kind=kind, fixed=fixed).settled(), digits, record)
     assert [m["epoch"] for m in record.metrics] == [1, 2, 3]
     assert final["val/acc"] > 0.9
     assert record.metrics[-1]["train/loss"] < record.metrics[0]["train/loss"]
@@ -64,8 +64,8 @@ def test_every_head_learns_digits_and_reports_each_epoch(digits, kind, fixed):
 
 def test_fixed_head_is_untouched_by_the_whole_loop(digits):
     record = Recorder()
-    train(_cfg(kind="dot", fixed=True), digits, record)
-    from fixray.models import build_classifier
+    train(_cfg(kind="dot", fixed=True).settled(), digits, record)
+    from fixray.trial.models import build_classifier
 
     fresh = build_classifier("small_cnn", digits.input_spec, 10, HeadConfig(kind="dot", fixed=True), seed=0)
     trained = record.states[-1]["model"]
@@ -76,7 +76,7 @@ def test_fixed_head_is_untouched_by_the_whole_loop(digits):
 
 def test_a_nan_loss_is_reported_as_diverged_not_raised(digits):
     record = Recorder()
-    final = train(_cfg(kind="dot", fixed=False, lr=1e6, epochs=5), digits, record)
+    final = train(_cfg(kind="dot", fixed=False, lr=1e6, epochs=5).settled(), digits, record)
     assert final["diverged"] == 1.0
     assert math.isnan(final["val/acc"])
     assert len(record.metrics) < 5 and record.states[-1] is None
@@ -84,17 +84,17 @@ def test_a_nan_loss_is_reported_as_diverged_not_raised(digits):
 
 def test_resuming_from_a_reported_state_gives_bit_identical_weights(digits):
     straight = Recorder()
-    train(_cfg(epochs=4, fixed=False), digits, straight)
+    train(_cfg(epochs=4, fixed=False).settled(), digits, straight)
     first_half = Recorder()
     every_epoch = Execution(checkpoint_every=1)
     train(
-        _cfg(epochs=4, fixed=False),
+        _cfg(epochs=4, fixed=False).settled(),
         digits,
         lambda m, s: first_half(m, s) if m["epoch"] <= 2 else None,
         execution=every_epoch,
     )
     resumed = Recorder()
-    train(_cfg(epochs=4, fixed=False), digits, resumed, start=first_half.states[1])
+    train(_cfg(epochs=4, fixed=False).settled(), digits, resumed, start=first_half.states[1])
     assert [m["epoch"] for m in resumed.metrics] == [3, 4]
     for key, value in straight.states[-1]["model"].items():
         assert torch.equal(value, resumed.states[-1]["model"][key]), key
@@ -105,7 +105,7 @@ def test_learned_cosine_head_is_more_compact_with_S_1_than_with_S_20(digits):
     """Paper Table 4's trend: a small scale pulls image vectors onto their class vectors."""
     compact = {}
     for scale in (1.0, 20.0):
-        final = train(_cfg(kind="cosine", fixed=False, S=scale, epochs=6), digits, Recorder())
+        final = train(_cfg(kind="cosine", fixed=False, S=scale, epochs=6).settled(), digits, Recorder())
         compact[scale] = final["val/compactness"]
     assert compact[1.0] > compact[20.0] + 0.1
 
@@ -130,18 +130,22 @@ def test_the_step_loop_reads_nothing_back_to_the_host(digits):
     for batch in (128, 16):
         cfg = dataclasses.replace(_cfg(epochs=1), batch_size=batch)
         with HostReads() as reads:
-            train(cfg, digits, Recorder())
+            train(cfg.settled(), digits, Recorder())
         counts[batch], steps[batch] = reads.count, math.ceil(len(digits.train.y) / batch)
     assert counts[16] - counts[128] <= (steps[16] - steps[128]) // FINITE_CHECK_STEPS, counts
 
 
 def test_a_checkpoint_every_third_epoch_and_the_last_resumes_exactly(digits):
     straight = Recorder()
-    train(_cfg(epochs=7, fixed=False), digits, straight, execution=Execution(checkpoint_every=3))
+    train(_cfg(epochs=7, fixed=False).settled(), digits, straight, execution=Execution(checkpoint_every=3))
     assert [m["epoch"] for m, s in zip(straight.metrics, straight.states) if s is not None] == [3, 6, 7]
     resumed = Recorder()
     train(
-        _cfg(epochs=7, fixed=False), digits, resumed, start=straight.states[2], execution=Execution(checkpoint_every=3)
+        _cfg(epochs=7, fixed=False).settled(),
+        digits,
+        resumed,
+        start=straight.states[2],
+        execution=Execution(checkpoint_every=3),
     )
     assert [m["epoch"] for m in resumed.metrics] == [4, 5, 6, 7]  # the epochs since the checkpoint, redone
     for key, value in straight.states[-1]["model"].items():
@@ -160,7 +164,7 @@ def _conv_dtypes_and_layout(execution: Execution, digits) -> tuple[set, bool]:
     record = Recorder()
     hooked = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
-        train(_cfg(epochs=1), digits, record, execution=execution)
+        train(_cfg(epochs=1).settled(), digits, record, execution=execution)
     finally:
         hooked.remove()
     weight = record.states[-1]["model"]["backbone.body.1.0.weight"]  # 64 x 32 x 3 x 3: the layout shows
@@ -179,10 +183,10 @@ def test_bf16_and_channels_last_reach_the_convolutions_on_the_cpu_too(digits):
 def test_a_bf16_trial_learns_and_resumes_exactly(digits):
     bf16 = Execution(checkpoint_every=1, bf16=True)
     straight = Recorder()
-    train(_cfg(epochs=4, fixed=False), digits, straight, execution=bf16)
+    train(_cfg(epochs=4, fixed=False).settled(), digits, straight, execution=bf16)
     assert straight.metrics[-1]["val/acc"] > 0.8  # ten classes: chance is 0.1
     resumed = Recorder()
-    train(_cfg(epochs=4, fixed=False), digits, resumed, start=straight.states[1], execution=bf16)
+    train(_cfg(epochs=4, fixed=False).settled(), digits, resumed, start=straight.states[1], execution=bf16)
     for key, value in straight.states[-1]["model"].items():
         assert torch.equal(value, resumed.states[-1]["model"][key]), key
 
@@ -193,6 +197,6 @@ def test_a_compiled_trial_compiles_its_step_and_learns(digits):
     torch._dynamo.reset()
     counters.clear()
     record = Recorder()
-    train(_cfg(epochs=2), digits, record, execution=Execution(compile=True))
+    train(_cfg(epochs=2).settled(), digits, record, execution=Execution(compile=True))
     assert counters["stats"]["unique_graphs"] >= 1, "nothing was compiled"
     assert record.metrics[-1]["val/acc"] > 0.8

@@ -3,16 +3,18 @@ never later than a checkpoint past them, whole epochs per request, each epoch on
 the other callbacks define is one Tune calls."""
 
 import inspect
+import pickle
 
 import pytest
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from fixray import tune_mlflow
-from fixray.checkpoints import CheckpointPruner
-from fixray.progress import Progress
-from fixray.tracking import SweepRuns
-from fixray.tune_mlflow import MlflowTrialLogger
+from fixray.records import tune_bridge
+from fixray.records.runs import SweepRuns
+from fixray.records.tune_bridge import MlflowTrialLogger
+from fixray.sweep.checkpoints import CheckpointPruner
+from fixray.sweep.progress import Progress
+from fixray.trial.contract import TRIAL_KEY
 
 METRICS = {f"val/m{i}": 0.5 for i in range(14)}  # with train/loss: 15 metrics an epoch, as the loop reports
 
@@ -35,18 +37,17 @@ class CountingRuns(SweepRuns):
 
 @pytest.fixture
 def logger(tmp_path, monkeypatch):
-    monkeypatch.setattr(tune_mlflow, "SweepRuns", CountingRuns)
+    monkeypatch.setattr(tune_bridge, "SweepRuns", CountingRuns)
     CountingRuns.requests = 0
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    callback = MlflowTrialLogger(
-        uri, "fixray", "s", lambda config: ("run", {"lr": 0.1}, 500), tmp_path / "spool.jsonl", str(tmp_path)
-    )
+    callback = MlflowTrialLogger(uri, "fixray", "s", {"dataset": "digits"}, tmp_path / "spool.jsonl", str(tmp_path))
     callback.setup()
     return callback
 
 
 def _trial() -> Trial:
-    return Trial("t", config={}, trial_id="trial_1", stub=True)
+    sent = {"config": {"lr": 0.1, "epochs": 500}, "run_name": "run"}  # what the driver sends a trial
+    return Trial("t", config={TRIAL_KEY: sent}, trial_id="trial_1", stub=True)
 
 
 def _epochs(logger: MlflowTrialLogger) -> list[int]:
@@ -72,7 +73,7 @@ def test_epochs_without_a_checkpoint_go_after_a_while_and_at_the_trial_end(logge
     _report(logger, trial, range(1, 3))
     logger.on_step_end(iteration=1, trials=[trial])
     assert _epochs(logger) == []  # younger than GATHER_S
-    monkeypatch.setattr(tune_mlflow, "GATHER_S", 0.0)
+    monkeypatch.setattr(tune_bridge, "GATHER_S", 0.0)
     logger.on_step_end(iteration=2, trials=[trial])
     assert _epochs(logger) == [1, 2]
     _report(logger, trial, range(3, 5))
@@ -90,13 +91,29 @@ def test_a_long_gathering_splits_into_whole_epochs_within_mlflows_limit_and_land
     assert _epochs(logger) == list(range(1, 101)) and CountingRuns.requests == 2
 
 
-def test_a_write_spooled_by_an_earlier_fixray_one_epoch_each_still_lands(logger):
-    trial = _trial()
-    _report(logger, trial, range(1, 2))
-    logger.on_checkpoint(1, [trial], trial, checkpoint=None)
-    old = {"op": "metrics", "trial": "trial_1", "epoch": 2, "metrics": {"train/loss": 0.5}, "time": 0}
-    logger._apply(old)
-    assert _epochs(logger) == [1, 2]
+def test_a_trial_run_logs_the_config_the_driver_sent_and_the_sweep_context(logger):
+    _report(logger, _trial(), range(1, 2))
+    logger.log_trial_end(_trial())
+    run = logger.runs.client.get_run(logger.runs.find_child("trial_1")[0])
+    assert run.info.run_name == "run" and run.data.params == {"lr": "0.1", "epochs": "500", "dataset": "digits"}
+    assert run.data.tags["fixray.status"] == "stopped_early"  # 1 of the 500 epochs it was sent
+
+
+def test_a_callback_saved_with_the_sweep_state_comes_back_built_from_its_arguments(logger):
+    """Tune pickles callbacks into the saved state: a restored one holds what it was made with, no queue or client."""
+    _report(logger, _trial(), range(1, 3))
+    restored = pickle.loads(pickle.dumps(logger))
+    assert restored._gathered == {} and restored._runs is None and restored._pending is None
+    assert (restored.tracking_uri, restored.context, restored.spool) == (
+        logger.tracking_uri,
+        logger.context,
+        logger.spool,
+    )
+    progress = pickle.loads(pickle.dumps(Progress(trials=4, epochs=10)))
+    assert (progress.trials, progress.epochs, progress.stream) == (4, 10, None)
+    pruner = CheckpointPruner("/tmp/x", "s")
+    pruner._last = 99.0
+    assert pickle.loads(pickle.dumps(pruner))._last == 0.0  # not another process's clock
 
 
 @pytest.mark.parametrize("callback", [MlflowTrialLogger, Progress, CheckpointPruner])

@@ -1,6 +1,6 @@
 """Fault injection for tests/test_faults.py, on PYTHONPATH of the sweep under test (driver and Ray workers).
 
-When $FIXRAY_FAULT_FILE exists, fixray.train.train raises at its start, as a bug in the trial's own code
+When $FIXRAY_FAULT_FILE exists, fixray.trial.loop.train raises at its start, as a bug in the trial's own code
 would; each real call is appended to $FIXRAY_FAULT_LOG, so a test can count how often the code ran.
 """
 
@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-TARGET = "fixray.train"
+TARGET = "fixray.trial.loop"
 
 
 class _WrapTrain(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -1,0 +1,254 @@
+"""The sweep's answer: fixed minus learned class vectors, paired by seed, with a 95% interval over seeds.
+
+A configuration (head, S, LR and every other searched setting) that ran both fixed and learned is compared
+seed by seed: d_i = fixed_i - learned_i over the seeds where both runs finished. The interval is Student's
+t interval of the mean difference, mean(d) ± t(0.975, n-1) · sd(d) / √n; one pair gives a difference and no
+interval. Diverged, failed and unfinished runs pair with nothing: they are counted beside the difference.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from scipy import stats
+
+from fixray.records.render import Block, Paragraph, Report, Table, as_markdown
+from fixray.records.runs import SweepRuns, left_out
+from fixray.records.tables import HEADERS, Row, mean_std, row_caption, shown_value, summarise, sweep_table
+from fixray.trial import metric_keys as keys
+
+CONFIDENCE = 0.95  # of every interval fixray reports
+ANSWER_TAG = "fixray.answer"  # on the parent run: the headline in words
+BEST_ACC, LAST_ACC, COMPACTNESS = keys.BEST_ACC, keys.VAL_ACC, keys.COMPACTNESS
+DIFFERENCES = (  # (metric, column title, multiplier, decimals)
+    (BEST_ACC, "best-epoch test acc (pp)", 100.0, 2),
+    (LAST_ACC, "last-epoch test acc (pp)", 100.0, 2),
+    (COMPACTNESS, "compactness", 1.0, 3),
+)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean paired difference and its t interval; low and high are NaN under two pairs."""
+
+    mean: float
+    low: float
+    high: float
+    n: int  # seeds paired
+
+    def text(self, scale: float = 1.0, decimals: int = 2) -> str:
+        if self.n == 0:
+            return "no seed finished both"
+        mean = f"{self.mean * scale:+.{decimals}f}"
+        if self.n == 1:
+            return f"{mean} (one seed: no interval)"
+        return f"{mean} [{self.low * scale:+.{decimals}f}, {self.high * scale:+.{decimals}f}]"
+
+
+def paired_interval(differences: list[float]) -> Interval:
+    """Student's t interval (CONFIDENCE) of the mean of per-seed differences."""
+    n = len(differences)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    mean = statistics.fmean(differences)
+    if n == 1:
+        return Interval(mean, math.nan, math.nan, 1)
+    half = stats.t.ppf((1 + CONFIDENCE) / 2, n - 1) * statistics.stdev(differences) / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A fixed row and a learned row to compare seed by seed (same configuration, or the best of each)."""
+
+    fixed: Row
+    learned: Row
+
+    def interval(self, metric: str) -> Interval:
+        seeds = sorted(self.fixed.by_seed.keys() & self.learned.by_seed.keys())
+        pairs = [(self.fixed.by_seed[s].get(metric), self.learned.by_seed[s].get(metric)) for s in seeds]
+        return paired_interval([f - g for f, g in pairs if _finite(f) and _finite(g)])
+
+    @property
+    def key(self) -> dict:
+        """The configuration both rows share (everything but `fixed`)."""
+        return {k: v for k, v in self.fixed.key.items() if k != "fixed"}
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def comparisons(rows: list[Row]) -> list[Comparison]:
+    """Every configuration that ran both fixed and learned, in the rows' order."""
+    by_key: dict[tuple, dict[bool, Row]] = {}
+    for row in rows:
+        if isinstance(row.key.get("fixed"), bool):
+            rest = tuple((k, v) for k, v in row.key.items() if k != "fixed")
+            by_key.setdefault(rest, {})[row.key["fixed"]] = row
+    return [Comparison(pair[True], pair[False]) for pair in by_key.values() if len(pair) == 2]
+
+
+def _mean(row: Row, metric: str) -> float:
+    return mean_std(row.values(metric))[0]
+
+
+def label(row: Row) -> str:
+    """A row's configuration in words, e.g. 'cosine S=16.0 lr=0.1' (options its head lacks left out)."""
+    return " ".join(
+        shown_value("kind", v) if k == "kind" else f"{k}={shown_value(k, v)}"
+        for k, v in row.key.items()
+        if k != "fixed" and v is not None
+    )
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The best fixed and the best learned configuration (by mean best-epoch accuracy) and their paired difference."""
+
+    best: Comparison
+
+    @classmethod
+    def of(cls, rows: list[Row]) -> Headline | None:
+        best = {}
+        for fixed in (True, False):
+            scored = [(_mean(r, BEST_ACC), i) for i, r in enumerate(rows) if r.key.get("fixed") is fixed]
+            scored = [(score, i) for score, i in scored if not math.isnan(score)]
+            if not scored:
+                return None
+            best[fixed] = rows[max(scored)[1]]
+        return cls(Comparison(best[True], best[False]))
+
+    @property
+    def interval(self) -> Interval:
+        return self.best.interval(BEST_ACC)
+
+    def metrics(self) -> dict[str, float]:
+        """For the parent run, so the experiment's runs table shows the answer in one row."""
+        found = {
+            "answer/best_fixed_acc": _mean(self.best.fixed, BEST_ACC),
+            "answer/best_learned_acc": _mean(self.best.learned, BEST_ACC),
+            "answer/fixed_minus_learned": self.interval.mean,
+            "answer/ci95_low": self.interval.low,
+            "answer/ci95_high": self.interval.high,
+            "answer/seeds_paired": float(self.interval.n),
+        }
+        return {k: v for k, v in found.items() if math.isfinite(v)}
+
+    def text(self) -> str:
+        fixed, learned = self.best.fixed, self.best.learned
+        return (
+            f"best fixed ({label(fixed)}) {_mean(fixed, BEST_ACC) * 100:.2f}% vs best learned ({label(learned)}) "
+            f"{_mean(learned, BEST_ACC) * 100:.2f}% best-epoch test accuracy: fixed minus learned "
+            f"{self.interval.text(100)} pp, {CONFIDENCE:.0%} t interval over {self.interval.n} seed(s) paired"
+        )
+
+
+def answer_blocks(rows: list[Row]) -> list[Block]:
+    """The headline and, per configuration run both ways, fixed minus learned with its interval."""
+    headline = Headline.of(rows)
+    found = comparisons(rows)
+    if headline is None and not found:
+        return [Paragraph("Fixed minus learned", "no configuration has finished runs both fixed and learned yet.")]
+    blocks: list[Block] = [Paragraph("Answer", f"{headline.text()}.")] if headline else []
+    if found:
+        settings = list(found[0].key)
+        header = (
+            [HEADERS.get(k, k) for k in settings]
+            + ["seeds paired", "left out (fixed / learned)"]
+            + [t for _, t, *_ in DIFFERENCES]
+        )
+        cells = []
+        for comparison in found:
+            excluded = f"{left_out(comparison.fixed.outcomes) or '—'} / {left_out(comparison.learned.outcomes) or '—'}"
+            cells.append(
+                [shown_value(k, v) for k, v in comparison.key.items()]
+                + [str(comparison.interval(BEST_ACC).n), excluded]
+                + [comparison.interval(m).text(scale, dec) for m, _, scale, dec in DIFFERENCES]
+            )
+        note = f"(mean difference [{CONFIDENCE:.0%} t interval over seeds])"
+        blocks.append(Table("Fixed minus learned, paired by seed", header, cells, note))
+    return blocks
+
+
+def metrics_block() -> Table:
+    """What each logged metric means, from the catalogue: for the parent run's description."""
+    rows = [[f"`{m.key}`", m.meaning, m.unit, m.direction, m.when] for m in keys.METRICS.values()]
+    return Table("What the child runs log", ["key", "meaning", "unit", "better", "when"], rows, "(step = epoch)")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a sweep figure: x values and, per x, the finished seeds' values."""
+
+    label: str
+    fixed: bool
+    points: list[tuple[float, list[float]]]
+    setting: str = ""  # the line's settings besides fixed/learned (e.g. 'lr=0.1'): one colour each
+
+
+def series(rows: list[Row], x: str, metric: str) -> list[Series]:
+    """Rows with a value of `x` as lines: one per fixed/learned and every other setting (the LR among them)."""
+    lines: dict[tuple, Series] = {}
+    several_kinds = len({r.key.get("kind") for r in rows}) > 1
+    for row in rows:
+        if row.key.get(x) is None or not isinstance(row.key.get("fixed"), bool) or not row.values(metric):
+            continue
+        rest = {k: v for k, v in row.key.items() if k not in (x, "fixed") and v is not None}
+        setting = " ".join(f"{k}={shown_value(k, v)}" for k, v in rest.items() if k != "kind" or several_kinds)
+        name = f"{'fixed' if row.key['fixed'] else 'learned'} {setting}".strip()
+        key = (row.key["fixed"], tuple(rest.items()))
+        line = lines.setdefault(key, Series(name, row.key["fixed"], [], setting))
+        line.points.append((float(row.key[x]), row.values(metric)))
+    for line in lines.values():
+        line.points.sort()
+    return list(lines.values())
+
+
+def figure_axis(rows: list[Row]) -> str | None:
+    """The searched setting a sweep's figures plot against: S when it varies, else the learning rate."""
+    for x in ("S", "lr"):
+        if len({r.key.get(x) for r in rows if r.key.get(x) is not None}) > 1:
+            return x
+    return None
+
+
+FIGURE_METRICS = ((BEST_ACC, "best-epoch test accuracy"), (COMPACTNESS, "compactness (test)"))
+AXIS_NAMES = {"S": "cosine scale S", "lr": "learning rate"}
+
+
+def answer_figures(rows: list[Row]) -> dict[str, bytes]:
+    """Accuracy and compactness against S (or the LR), fixed and learned; none when neither varies."""
+    from fixray.records.figures import sweep_curve_png
+
+    x = figure_axis(rows)
+    if x is None:
+        return {}
+    figures = {}
+    for metric, name in FIGURE_METRICS:
+        lines = series(rows, x, metric)
+        if lines:
+            title = f"{name} against {AXIS_NAMES[x]}: fixed (solid) vs learned (dashed) class vectors"
+            figures[f"{metric.split('/')[-1]}_vs_{x}.png"] = sweep_curve_png(lines, AXIS_NAMES[x], name, title)
+    return figures
+
+
+def publish(runs: SweepRuns) -> Headline | None:
+    """Writes the answer onto the sweep's parent run: headline metrics and tag, the tables as its note, figures."""
+    rows = summarise(runs.children())
+    headline = Headline.of(rows)
+    tags = {ANSWER_TAG: headline.text() if headline else "no finished runs both fixed and learned yet"}
+    note = Report(answer_blocks(rows) + [sweep_table(rows), metrics_block()]).render(as_markdown)
+    runs.log_summary(headline.metrics() if headline else {}, tags, note, answer_figures(rows))
+    return headline
+
+
+def sweep_report(tracking_uri: str, experiment: str, sweep: str) -> Report:
+    """A sweep's report, the answer first and then every configuration, with the runs whose figures illustrate it."""
+    runs = SweepRuns(tracking_uri, experiment, sweep, create=False)
+    rows = summarise(runs.children())
+    figures = [("The answer: fixed vs learned class vectors", runs.client.get_run(runs.parent_id))]
+    figures += [(row_caption(row), row.runs[0]) for row in rows]
+    return Report(answer_blocks(rows) + [sweep_table(rows)], figures)

@@ -1,0 +1,40 @@
+"""A sweep's answer as a picture (the parent run's figures): matplotlib alone, no torch."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: drivers run without a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def sweep_curve_png(lines: list, x_label: str, y_label: str, title: str) -> bytes:
+    """A sweep's answer as a picture: one line per fixed/learned head and setting (mean over seeds), its band the
+    seeds' min to max; fixed heads solid, learned dashed, x on a log axis (S and LR are searched on one)."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {setting: palette[i % len(palette)] for i, setting in enumerate(dict.fromkeys(s.setting for s in lines))}
+    for line in lines:
+        xs = [x for x, _ in line.points]
+        means = [sum(v) / len(v) for _, v in line.points]
+        colour = colours[line.setting]  # fixed and learned at one setting share a colour, solid vs dashed
+        axes.plot(xs, means, marker="o", linestyle="-" if line.fixed else "--", color=colour, label=line.label)
+        axes.fill_between(
+            xs, [min(v) for _, v in line.points], [max(v) for _, v in line.points], color=colour, alpha=0.15
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    axes.set_title(f"{title}\nline: mean over seeds; band: min to max over seeds")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7, loc="best")
+    return _png(figure)

@@ -1,0 +1,192 @@
+"""The paper's tables rebuilt from MLflow, in its layout, optionally beside its published numbers.
+
+Each table is a grid of cells declared as data in paper_tables.yaml beside its published numbers: a cell names
+the sweep (from sweeps/paper/) and the parameter values of the runs it summarises, and, for "best" tables, the
+parameter over which the best mean is taken. As the
+authors report `best_acc`, every cell shows its runs at their best epoch: the best test accuracy over the
+epochs (`val/acc_best`), per-epoch measurements read at that epoch, and robustness and generalisation
+measured on that epoch's weights; the best learning rate or S is the one with the best mean `val/acc_best`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from fixray.records.render import Report, Table
+from fixray.records.runs import FINISHED, SweepRuns, left_out, outcome
+from fixray.records.tables import format_cell, mean_std
+from fixray.trial import metric_keys as keys
+from fixray.trial.contract import read_params
+
+PAPER_EXPERIMENT = "fixray-paper"  # the MLflow experiment the paper's sweep files write to
+BEST_ACC, BEST_EPOCH = keys.BEST_ACC, keys.BEST_EPOCH  # logged by the loop every epoch
+
+
+def published() -> dict:
+    """The paper's tables as declared (cells' rules beside the published numbers), shipped inside the package."""
+    return yaml.safe_load(resources.files("fixray.records").joinpath("paper_tables.yaml").read_text())
+
+
+@dataclass(frozen=True)
+class Cell:
+    sweep: str | None  # MLflow parent run name; None: the paper's data was never published, nothing to measure
+    where: dict[str, Any] = field(default_factory=dict)  # typed child params that select the runs
+    best_over: str | None = None  # the parameter whose best mean (by test accuracy) the cell reports
+    metric: str = BEST_ACC  # what the cell shows, each run at its best epoch
+
+
+@dataclass(frozen=True)
+class Layout:
+    title: str
+    metric: str  # what the cells show (a family, e.g. robust/<corruption>/acc, where rows differ)
+    scale: float  # 100 for accuracies in percent
+    rows: list[str]
+    columns: list[str]
+    cells: dict[tuple[str, str], Cell]
+    published: dict[tuple[str, str], float | None]
+
+
+def _merged(*settings: dict[str, Any]) -> dict[str, Any]:
+    """Cell settings from the table, then its column, then its row: later ones win, `where` merges key by key."""
+    merged: dict[str, Any] = {"where": {}}
+    for found in settings:
+        merged |= {k: v for k, v in found.items() if k != "where"}
+        merged["where"] = merged["where"] | found.get("where", {})
+    return merged
+
+
+def layout(table: str) -> Layout:
+    """The grid of one of the paper's tables, every cell from its declared rule (paper_tables.yaml)."""
+    declared = published()[table]
+    rows = {name: row if isinstance(row, dict) else {"paper": row} for name, row in declared["rows"].items()}
+    columns = list(declared["columns"])
+    cells, numbers = {}, {}
+    for name, row in rows.items():
+        numbers_of_row = row["paper"] if isinstance(row["paper"], list) else [row["paper"]] * len(columns)
+        for column, number in zip(columns, numbers_of_row):
+            settings = _merged(declared.get("cell", {}), declared["columns"][column], row.get("cell", {}))
+            names = {"row": name, "column": column} | row.get("vars", {})
+            sweep = settings.get("sweep")
+            cells[name, column] = Cell(
+                sweep.format(**names) if sweep else None,
+                settings["where"],
+                settings.get("best_over"),
+                settings.get("metric", declared["metric"]),
+            )
+            numbers[name, column] = number
+    return Layout(declared["title"], declared["metric"], float(declared["scale"]), list(rows), columns, cells, numbers)
+
+
+TABLES = tuple(name for name, value in published().items() if isinstance(value, dict) and "rows" in value)
+
+
+def _matches(params: dict[str, Any], where: dict[str, Any]) -> bool:
+    return all(_same(params.get(k), v) for k, v in where.items())
+
+
+def _same(logged: Any, wanted: Any) -> bool:
+    """Equal values; floats equal to rounding (a logged 0.1 is the table's lr 0.1)."""
+    if isinstance(wanted, float) and isinstance(logged, (int, float)) and not isinstance(logged, bool):
+        return math.isclose(logged, wanted)
+    return logged == wanted
+
+
+@dataclass
+class CellResult:
+    """What one cell summarises: its runs (one per seed) and their values at the best epoch."""
+
+    runs: list
+    values: list[float]  # one per seed that finished
+    outcomes: Counter  # finished, diverged, error, unfinished, ... -> runs: every run counted, finished ones averaged
+
+
+def _at_best_epoch(client, run, metric: str) -> float | None:
+    """A run's value of `metric` at its best epoch; those logged once (robust/, gen/) or running (acc_best) as is."""
+    if metric == BEST_ACC or not metric.startswith("val/") or BEST_EPOCH not in run.data.metrics:
+        return run.data.metrics.get(metric)
+    epoch = int(run.data.metrics[BEST_EPOCH])
+    return next((m.value for m in client.get_metric_history(run.info.run_id, metric) if m.step == epoch), None)
+
+
+def _values(client, runs: list, metric: str) -> tuple[list[float], Counter]:
+    """Per-seed values of the runs that finished, and every run's outcome."""
+    values = [_at_best_epoch(client, r, metric) for r in runs if outcome(r) == FINISHED]
+    return [v for v in values if v is not None and math.isfinite(v)], Counter(outcome(r) for r in runs)
+
+
+def cell_runs(client, runs: list, cell: Cell) -> list:
+    """The runs a cell summarises (one per seed); for best-of cells, the group with the best mean val/acc_best."""
+    typed = [(r, read_params(r.data.params)) for r in runs]
+    chosen = [(r, params) for r, params in typed if _matches(params, cell.where)]
+    if not chosen or cell.best_over is None:
+        return [r for r, _ in chosen]
+    groups: dict[Any, list] = {}
+    for run, params in chosen:
+        groups.setdefault(params.get(cell.best_over), []).append(run)
+    scored = [(mean_std(_values(client, g, BEST_ACC)[0])[0], key) for key, g in groups.items()]
+    finite = [(score, key) for score, key in scored if not math.isnan(score)]
+    return groups[max(finite, key=lambda scored: scored[0])[1]] if finite else [r for r, _ in chosen]
+
+
+def collect(
+    table: str, tracking_uri: str, experiment: str = PAPER_EXPERIMENT
+) -> tuple[Layout, dict[tuple[str, str], CellResult]]:
+    """A table's layout and, per cell, the runs it summarises and their values (no runs where its sweep has not run)."""
+    grid = layout(table)
+    runs_of: dict[str | None, list] = {None: []}
+    client = None
+    for cell in grid.cells.values():
+        if cell.sweep not in runs_of:
+            try:
+                sweep = SweepRuns(tracking_uri, experiment, cell.sweep, create=False)
+                runs_of[cell.sweep], client = sweep.children(), sweep.client
+            except LookupError:
+                runs_of[cell.sweep] = []
+    results = {}
+    for position, cell in grid.cells.items():
+        runs = cell_runs(client, runs_of[cell.sweep], cell)
+        results[position] = CellResult(runs, *_values(client, runs, cell.metric))
+    return grid, results
+
+
+def paper_table(grid: Layout, results: dict[tuple[str, str], CellResult], with_paper: bool = False) -> Table:
+    """The table in the paper's layout; cells are mean ± std over seeds, NaN where every seed diverged, '—' where
+    not run; with_paper: the published number beside each cell."""
+    rows = []
+    for row in grid.rows:
+        cells = [row]
+        for column in grid.columns:
+            result = results[row, column]
+            text = _format(result.values, result.outcomes, grid.scale) if result.runs else "—"
+            if with_paper:
+                number = grid.published[row, column]
+                text += f" (paper {'—' if number is None else 'NaN' if math.isnan(number) else f'{number:g}'})"
+            cells.append(text)
+        rows.append(cells)
+    note = f"({grid.metric}{' in %' if grid.scale == 100 else ''}, mean ± std over seeds)"
+    return Table(grid.title, ["", *grid.columns], rows, note)
+
+
+def report(table: str, tracking_uri: str, experiment: str = PAPER_EXPERIMENT, with_paper: bool = False) -> Report:
+    """One of the paper's tables read from MLflow, with the first run of each cell for the HTML page's figures."""
+    grid, results = collect(table, tracking_uri, experiment)
+    figures = [
+        (f"{row} · {column}", results[row, column].runs[0])
+        for row in grid.rows
+        for column in grid.columns
+        if results[row, column].runs
+    ]
+    return Report([paper_table(grid, results, with_paper)], figures)
+
+
+def _format(values: list[float], outcomes: Counter, scale: float) -> str:
+    """mean ± std; NaN alone where every seed diverged (as the paper prints it); runs not averaged are named."""
+    text = format_cell(values, scale, 1 if scale == 100 else 2)
+    every_seed_diverged = set(outcomes) == {"diverged"}
+    return text + (f" ({left_out(outcomes)})" if left_out(outcomes) and not every_seed_diverged else "")

@@ -1,0 +1,142 @@
+"""Which trial checkpoints a killed driver still needs, and deleting the rest.
+
+Tune keeps every checkpoint here (`num_to_keep=None`): with a bound, it deletes the older checkpoint as
+soon as a newer one is registered, before its saved experiment state points at the newer one, so a driver
+killed in between resumes from a checkpoint that is gone. Instead the driver deletes only checkpoints
+older than the one the newest saved experiment state on storage names: whatever instant a kill lands,
+the state a restore reads names a checkpoint that exists.
+
+Tune does not write its state atomically, so a full disk can leave it truncated, and a restore that cannot
+read it starts every trial anew. Before deleting anything the driver keeps a copy of Tune's state files
+(each written whole or not at all); a resume that finds one of them unreadable puts the copies back, and
+every checkpoint they name is still there.
+"""
+
+from __future__ import annotations
+
+import collections
+import fnmatch
+import json
+import logging
+import pickletools
+import re
+import time
+
+from ray.tune import Callback
+
+from fixray.records.restorable import Restorable
+from fixray.storage import Storage
+
+STATE_PATTERN = "experiment_state-*.json"  # Tune's saved experiment state; a restore reads the newest by name
+# Beside it, what a restore reads too: the searcher's state (pickles, whatever their names end in).
+SEARCHER_PATTERNS = ("basic-variant-state-*.json", "searcher-state-*.pkl")
+KEPT_DIR = "fixray-restorable-state"  # copies of the newest state files that parsed: no checkpoint they name is deleted
+CHECKPOINT_DIR = re.compile(r"checkpoint_(\d{6})")  # Tune's checkpoint folder in a trial's folder
+PRUNE_EVERY_S = 10.0  # seconds between prunes while a sweep runs (one listing of the storage each)
+
+logger = logging.getLogger(__name__)
+
+
+def restorable(state_text: str) -> dict[str, int]:
+    """Trial folder -> index of the newest checkpoint a restore from this experiment state would use.
+
+    The checkpoint manager is a cloudpickled blob in hex; its checkpoint folder names are read from the
+    bytes as text, never unpickled.
+    """
+    kept: dict[str, int] = {}
+    for trial_json, metadata_json in json.loads(state_text)["trial_data"]:
+        folder = json.loads(trial_json).get("relative_logdir")
+        manager = json.loads(metadata_json).get("checkpoint_manager")
+        if not folder or not isinstance(manager, dict) or not isinstance(manager.get("value"), str):
+            continue
+        indices = [int(i) for i in CHECKPOINT_DIR.findall(bytes.fromhex(manager["value"]).decode("latin-1"))]
+        if indices:
+            kept[folder] = max(indices)
+    return kept
+
+
+def _newest(storage: Storage, experiment: str) -> dict[str, str]:
+    """Tune's newest state file of each kind (by name, as a restore picks them), from one listing."""
+    names = [info.base_name for info in storage.listing(experiment)]
+    newest = {
+        pattern: max(fnmatch.filter(names, pattern), default=None) for pattern in (STATE_PATTERN, *SEARCHER_PATTERNS)
+    }
+    return {pattern: name for pattern, name in newest.items() if name is not None}
+
+
+def _readable(storage: Storage, experiment: str, name: str) -> bool:
+    """Whether a state file is whole: Tune's JSON parses; a searcher's pickle has every opcode up to its STOP
+    (walked by pickletools, never unpickled)."""
+    data = storage.read_bytes(experiment, name)
+    try:
+        if fnmatch.fnmatch(name, STATE_PATTERN):
+            json.loads(data)
+        else:
+            collections.deque(pickletools.genops(data), maxlen=0)
+        return True
+    except ValueError:
+        return False
+
+
+def prune(storage: Storage, experiment: str) -> int:
+    """Deletes trial checkpoints older than those the newest saved state names; returns how many."""
+    files = _newest(storage, experiment)
+    newest = files.pop(STATE_PATTERN, None)
+    if newest is None:
+        return 0
+    try:
+        text = storage.read_text(experiment, newest)
+        kept = restorable(text)
+    except (OSError, ValueError, KeyError):
+        return 0  # being rewritten right now: the next prune reads it
+    searchers = list(files.values())
+    if not all(_readable(storage, experiment, name) for name in searchers):
+        return 0
+    # A copy of what a restore reads, before anything it names is deleted (OSError, a full disk: nothing is)
+    for name in searchers:
+        storage.write_whole(storage.read_bytes(experiment, name), experiment, KEPT_DIR, name)
+    storage.write_whole(text.encode(), experiment, KEPT_DIR, newest)
+    deleted = 0
+    for folder, newest_index in kept.items():
+        for info in storage.listing(experiment, folder):
+            found = CHECKPOINT_DIR.fullmatch(info.base_name)
+            if found and int(found.group(1)) < newest_index:
+                storage.delete_dir(info.path)
+                deleted += 1
+    return deleted
+
+
+def repair(storage: Storage, experiment: str) -> bool:
+    """Puts the kept copies back where a newest state file is unreadable (truncated); True if it did."""
+    kept = {info.base_name for info in storage.listing(experiment, KEPT_DIR) if not info.base_name.startswith(".")}
+    newest = list(_newest(storage, experiment).values())
+    if not kept or all(_readable(storage, experiment, name) for name in newest):
+        return False
+    for name in newest:  # from a later save than the copies, which are restored together as one snapshot
+        if name not in kept:
+            storage.fs.delete_file(storage.path(experiment, name))
+    for name in kept:
+        storage.write_whole(storage.read_bytes(experiment, KEPT_DIR, name), experiment, name)
+    return True
+
+
+class CheckpointPruner(Restorable, Callback):
+    """Tune callback (runs in the driver): prunes every PRUNE_EVERY_S seconds and once at the end."""
+
+    def __init__(self, location: str, experiment: str) -> None:
+        self.location, self.experiment = location, experiment
+        self._last = 0.0  # when it last pruned, on this process's clock
+
+    def _prune(self) -> None:
+        self._last = time.monotonic()
+        try:
+            prune(Storage(self.location), self.experiment)
+        except OSError as error:  # storage away or full: nothing is lost by keeping checkpoints a while longer
+            logger.warning("pruning old checkpoints failed (%s); retried in %g s", error, PRUNE_EVERY_S)
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if time.monotonic() - self._last >= PRUNE_EVERY_S:
+            self._prune()
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self._prune()

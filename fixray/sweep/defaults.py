@@ -1,0 +1,18 @@
+"""Where a sweep is recorded and stored when its file does not say: the environment's choice, else this folder."""
+
+from __future__ import annotations
+
+import os
+
+LOCAL_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow store when neither the file nor $MLFLOW_TRACKING_URI names one
+LOCAL_STORAGE = "fixray-runs"  # Tune's folder when neither the file nor $FIXRAY_STORAGE names one
+
+
+def default_tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI (a cluster's head sets it to its MLflow server), else a SQLite file here."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or LOCAL_TRACKING_URI
+
+
+def default_storage() -> str:
+    """$FIXRAY_STORAGE (a cluster sets it to a bucket or to storage every node mounts), else a folder here."""
+    return os.environ.get("FIXRAY_STORAGE") or LOCAL_STORAGE

@@ -1,0 +1,58 @@
+"""The data one sweep reads, loaded once in the driver: the training set, its corrupted copies, a generalisation set.
+
+Ray-free, so `fixray validate` checks the same files `fixray sweep` would read, with the same messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fixray.data.corruptions import corrupted_test_set
+from fixray.data.registry import default_data_dir, load_dataset, load_test_set, on_disk
+from fixray.errors import DataError
+from fixray.sweep.spec import SweepSpec
+from fixray.trial.images import ImageSet, Splits
+
+
+def _with_generalisation(spec: SweepSpec, splits: Splits) -> dict[str, ImageSet]:
+    if spec.generalisation is None:
+        return {}
+    data_dir = spec.data_dir or default_data_dir()
+    test, names = load_test_set(spec.generalisation, data_dir, spec.download, spec.verify)
+    if tuple(names) != splits.class_names:
+        raise DataError(
+            f"generalisation set {spec.generalisation!r} has classes {list(names)[:5]}..., which are not "
+            f"{spec.dataset!r}'s {list(splits.class_names)[:5]}...: name a set with the training set's classes"
+        )
+    return {"gen": test}
+
+
+def prepare_data(spec: SweepSpec) -> Splits:
+    """Loads (or downloads) the data once, in the driver, with its extra test sets; Tune shares it with every trial."""
+    data_dir = spec.data_dir or default_data_dir()
+    splits = load_dataset(spec.dataset, data_dir, spec.download, spec.verify)
+    extra: dict[str, ImageSet] = {}
+    if spec.robustness is not None:
+        cache = data_dir / "fixray-corrupted"
+        for name in spec.robustness.corruptions:
+            extra[f"robust/{name}"] = corrupted_test_set(
+                splits.test, spec.dataset, name, spec.robustness.severity, spec.robustness.seed, cache
+            )
+    splits = replace(splits, extra=extra | _with_generalisation(spec, splits))
+    _ = splits.channel_stats  # computed once here and shipped with the data, not once per trial
+    return splits
+
+
+def check_data(spec: SweepSpec) -> str:
+    """Reads (never fetches or writes) the files a sweep would read; raises DataError; says what it found."""
+    data_dir = spec.data_dir or default_data_dir()
+    later = f"not in {data_dir} yet: `fixray sweep` downloads it"
+    if spec.download and not on_disk(spec.dataset, data_dir):
+        return f"{spec.dataset} {later}"
+    splits = load_dataset(spec.dataset, data_dir, download=False, verify=spec.verify)
+    found = f"{spec.dataset} in {data_dir}: {'md5 checked, ' if spec.verify else ''}"
+    found += f"{len(splits.train)} train and {len(splits.test)} test images read as data"
+    if spec.generalisation and spec.download and not on_disk(spec.generalisation, data_dir):
+        return f"{found}; {spec.generalisation} {later}"
+    extra = _with_generalisation(spec.model_copy(update={"download": False}), splits)
+    return found + "".join(f", {len(images)} {spec.generalisation} images" for images in extra.values())

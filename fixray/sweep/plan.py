@@ -1,0 +1,120 @@
+"""A validated SweepSpec -> its trials, each settled once: grid points, random draws, seeds, de-duplication,
+run names. No Ray here.
+
+`fixray validate` counts trials with this module alone; the run (run.py) hands the same trials to Ray Tune, each
+as what its trial process reads (`PlannedTrial.sent`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fixray.data.registry import DATASETS
+from fixray.sweep.spec import SweepSpec, planned_trials_bound
+from fixray.trial.contract import TrialConfig, to_params, with_values
+
+SEED = "seed"
+TRIAL_INDEX = "__trial_index__"  # Ray Tune's Repeater numbers the copies of one TPE suggestion under this key
+
+
+def _draw(value: dict[str, Any], rng: np.random.Generator) -> Any:
+    ((dist, args),) = value.items()
+    if dist == "choice":
+        return args[rng.integers(len(args))]
+    if dist == "loguniform":
+        return float(np.exp(rng.uniform(np.log(args[0]), np.log(args[1]))))
+    return float(rng.uniform(*args))
+
+
+def trial_config(spec: SweepSpec, point: dict[str, Any]) -> TrialConfig:
+    """One trial's contract, settled: the sweep's settings, overridden by a point's searched values (seed included)."""
+    base = TrialConfig(
+        model=spec.model,
+        pooling=spec.pooling,
+        normalisation=spec.normalisation,
+        epochs=spec.epochs,
+        seed=int(point[SEED]),
+        batch_size=spec.batch_size,
+        lr=spec.lr,
+        optimizer=spec.optimizer,
+        schedule=spec.schedule,
+        head=spec.head,
+        augmentation=spec.augmentation or DATASETS[spec.dataset].augmentation,
+    )
+    return with_values(base, {k: v for k, v in point.items() if k != SEED}).settled()
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One trial as the driver sends it: its settled config and its MLflow run name."""
+
+    config: TrialConfig
+    name: str
+
+    def sent(self) -> dict[str, Any]:
+        """What its Tune config holds under contract.TRIAL_KEY: the config as flat params (the trial reads them
+        back, trusting them settled) and the run name (the MLflow bridge and the live view read it)."""
+        return {"config": to_params(self.config), "run_name": self.name}
+
+
+def run_name(cfg: TrialConfig, spec: SweepSpec) -> str:
+    """e.g. 'cosine-fixed-S10-lr0.1-seed0', prefixed by the backbone when the sweep searches it."""
+    model = f"{cfg.model}-" if "model" in spec.search.space.parameters() else ""
+    return f"{model}{cfg.head.label()}-lr{cfg.lr:g}-seed{cfg.seed}"
+
+
+def _planned(spec: SweepSpec, cfg: TrialConfig) -> PlannedTrial:
+    return PlannedTrial(cfg, run_name(cfg, spec))
+
+
+def _iter_trials(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], TrialConfig]]:
+    """Every distinct trial of a grid or random search, with its point (searched values and seed).
+
+    Random search draws `num_samples` configurations from the ranges (seeded by search.random_seed),
+    crossed with the grid lists; every configuration then runs once per seed, so seeds share it.
+    Points are de-duplicated by the trial they make: options a head kind does not read (S of a
+    dot-product head) are dropped, so such a head is not trained once per S value.
+    """
+    grids, ranges = spec.search.grids_and_ranges()
+    rng = np.random.default_rng(spec.search.random_seed)
+    draws = [{k: _draw(v, rng) for k, v in ranges.items()} for _ in range(spec.search.num_samples if ranges else 1)]
+    seen = set()
+    for draw in draws:
+        for values in itertools.product(*grids.values(), spec.seeds):
+            point = {**dict(zip(grids, values)), **draw, SEED: values[-1]}
+            cfg = trial_config(spec, point)
+            if cfg not in seen:
+                seen.add(cfg)
+                params = to_params(cfg)
+                yield {k: params[k] for k in point if k != SEED and params[k] is not None} | {SEED: cfg.seed}, cfg
+
+
+def plan(spec: SweepSpec) -> list[PlannedTrial]:
+    """Every trial of a grid or random search, listed once (TPE: none in advance, Optuna draws them)."""
+    if spec.search.method == "tpe":
+        return []
+    return [_planned(spec, cfg) for _, cfg in _iter_trials(spec)]
+
+
+def points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every trial's searched values and seed, for grid and random search (see _iter_trials)."""
+    return [point for point, _ in _iter_trials(spec)]
+
+
+def expected_trials(spec: SweepSpec) -> int:
+    """Trials after de-duplication, counted one at a time (validation has bounded them by search.max_trials)."""
+    if spec.search.method == "tpe":  # Optuna draws each configuration: nothing to de-duplicate in advance
+        return planned_trials_bound(spec)
+    return sum(1 for _ in _iter_trials(spec))
+
+
+def suggested_trial(spec: SweepSpec, suggestion: dict[str, Any]) -> PlannedTrial:
+    """A searcher's suggestion (TPE's searched values, and Repeater's copy index for the seed) as a planned trial."""
+    point = {k: v for k, v in suggestion.items() if k != TRIAL_INDEX}
+    point[SEED] = spec.seeds[suggestion.get(TRIAL_INDEX, 0)]  # one copy of a suggestion per seed
+    return _planned(spec, trial_config(spec, point))

@@ -1,0 +1,209 @@
+"""One sweep's run, owned by one object in the driver: its plan, its lock, its resume, Ray Tune with the callbacks
+that record it (MLflow, the live view, checkpoint pruning), the answer published at the end, and a full storage
+as a resumable stop. The CLI builds a SweepRun and prints its outcome.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.logger import JsonLoggerCallback
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from fixray.records.answer import publish
+from fixray.records.outage import SPOOL_FILE, use_driver_http_settings
+from fixray.records.runs import STATUS_TAG, SweepRuns, outcome, require_reachable
+from fixray.records.tune_bridge import MlflowTrialLogger
+from fixray.storage import Storage
+from fixray.sweep import search
+from fixray.sweep.checkpoints import CheckpointPruner, repair
+from fixray.sweep.inputs import prepare_data
+from fixray.sweep.lock import DriverLock
+from fixray.sweep.plan import plan
+from fixray.sweep.progress import Progress
+from fixray.sweep.spec import SweepSpec, planned_trials_bound
+from fixray.sweep.state import check_record, write_record
+from fixray.trial.contract import TrialResources
+from fixray.trial.images import Splits
+from fixray.trial.trainable import CodeErrors, causes, make_trainable
+
+# Set in the driver before Tune runs: every checkpoint is kept until pruned (checkpoints.py), Tune's record of
+# each holding its score alone; MLflow is the sweep's record, so no TensorBoard or CSV copy of every result.
+TUNE_SETTINGS = {"TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Whether an error is a full disk (ENOSPC), even one Ray passed on as text."""
+    return any(
+        (isinstance(found, OSError) and found.errno == errno.ENOSPC) or os.strerror(errno.ENOSPC) in str(found)
+        for found in causes(error)
+    )
+
+
+class StorageFull(RuntimeError):
+    """The sweep's storage ran out of space: trials stopped at their last checkpoint; free space, run again."""
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler, `ray job stop`) stops the sweep as Ctrl-C does: at a checkpoint, resumable."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+
+
+@dataclass
+class SweepOutcome:
+    runs: SweepRuns
+    results: tune.ResultGrid
+    unfinished: int  # trials not run to an end (the sweep was interrupted): rerun to resume
+    pending: int = 0  # MLflow writes still waiting for the tracking server, spooled in `spool`
+    spool: Path | None = None
+
+
+class SweepRun:
+    """A sweep as its driver runs it: planned once, checked before anything starts, then run (or resumed) on Ray."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        # Tune runs each trial in its own working directory: relative paths are fixed here, in the driver.
+        self.storage = Storage(spec.storage_path)
+        self.spec = spec.model_copy(update={"storage_path": self.storage.location})
+        self.trials = plan(spec)  # every planned trial, listed once (TPE: drawn as the sweep runs)
+        self.expected = planned_trials_bound(spec) if spec.search.method == "tpe" else len(self.trials)
+        self.driver_dir = self.storage.driver_dir(spec.name)  # its lock and its spool of pending MLflow writes
+        self.spool = self.driver_dir / SPOOL_FILE
+
+    def run(self, address: str | None = None) -> SweepOutcome:
+        """Checks the inputs (BadInput, Unavailable, SweepBusy before Ray or MLflow start), then runs the sweep."""
+        spec = self.spec
+        check_record(spec, self.storage)  # a resume goes to the store it started in, with a fixray that reads it
+        require_reachable(spec.tracking.uri)  # a server that is away at the start
+        splits = prepare_data(spec)  # dataset problems, before Ray or MLflow start
+        for name, value in TUNE_SETTINGS.items():
+            os.environ.setdefault(name, value)
+        use_driver_http_settings()  # before MLflow's client reads them
+        with DriverLock(self.driver_dir, spec.name), ThreadPoolExecutor(1) as opener:
+            # The MLflow store opens while Ray starts (a new SQLite store migrates its schema for about a second).
+            runs = opener.submit(SweepRuns, spec.tracking.uri, spec.tracking.experiment, spec.name)
+            ray.init(address=address, logging_level="ERROR", log_to_driver=True)
+            stop_on_sigterm()  # after ray.init, which installs its own handler
+            try:
+                write_record(spec, self.storage)
+                return self._tune(splits, runs.result())
+            finally:
+                ray.shutdown()
+
+    def _resources(self) -> TrialResources:
+        resources = self.spec.resources
+        return TrialResources(
+            workers=resources.workers,
+            cpus=resources.cpus_per_trial,
+            gpus=resources.gpus_per_trial,
+            execution=resources.execution(),
+            storage=self.storage.location,
+            sweep=self.spec.name,
+        )
+
+    def _tuner(self, trainable, runs: SweepRuns) -> tune.Tuner:
+        """A new Tuner, or the one the sweep's saved state restores (finished trials kept, the rest continued)."""
+        spec, where = self.spec, self.storage
+        path = where.path(spec.name)
+        space = search.param_space(spec, self.trials)
+        if repair(where, spec.name):
+            print(
+                f"The sweep's saved state in {where.shown(spec.name)} was cut short (a full disk?): its last whole "
+                "copy is restored.",
+                flush=True,
+            )
+        if tune.Tuner.can_restore(path, storage_filesystem=where.fs):
+            errored = sum(outcome(c) == "error" for c in runs.children())
+            retried = f"; {errored} trial(s) that failed with an error are retried from their last checkpoint"
+            kept = "finished trials are kept, unfinished ones continue"
+            print(f"Resuming the sweep in {where.shown(spec.name)}: {kept}{retried if errored else ''}.", flush=True)
+            return tune.Tuner.restore(
+                path,
+                trainable=trainable,
+                param_space=space,
+                resume_unfinished=True,
+                resume_errored=True,
+                storage_filesystem=where.fs,
+            )
+        context = {"dataset": spec.dataset, "workers": spec.resources.workers}  # each child run's params besides
+        return tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                metric=search.METRIC,
+                mode=search.MODE,
+                search_alg=search.search_alg(spec),
+                scheduler=search.scheduler(spec),
+                # TPE: Repeater turns each Optuna suggestion into one trial per seed, and Tune counts them all.
+                # Grid and random: every trial is already one of the planned trials.
+                num_samples=self.expected if spec.search.method == "tpe" else 1,
+                max_concurrent_trials=search.max_concurrent(spec),
+                reuse_actors=spec.resources.workers == 1,
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=where.path(),
+                storage_filesystem=where.fs,
+                callbacks=[
+                    MlflowTrialLogger(
+                        spec.tracking.uri, spec.tracking.experiment, spec.name, context, self.spool, where.location
+                    ),
+                    Progress(self.expected, spec.epochs),
+                    CheckpointPruner(where.location, spec.name),
+                    JsonLoggerCallback(),  # each trial's result.json, for a look without MLflow
+                ],
+                # Every checkpoint is kept until the saved state names a newer one (see checkpoints.py).
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                # A dead process or node is retried from the last checkpoint; code errors fail fast (CodeErrors).
+                failure_config=tune.FailureConfig(max_failures=spec.resources.max_retries),
+                verbose=0,
+            ),
+        )
+
+    def _tune(self, splits: Splits, runs: SweepRuns) -> SweepOutcome:
+        """Runs (or resumes) the sweep on the Ray already started, its MLflow runs open; publishes the answer."""
+        spec, where = self.spec, self.storage
+        runs.log_sweep_params(
+            {
+                "dataset": spec.dataset,
+                "model": spec.model,
+                "epochs": spec.epochs,
+                "method": spec.search.method,
+                "seeds": spec.seeds,
+                "execution": spec.resources.execution(),  # bf16 rounds differently: part of what made the numbers
+            }
+        )
+        # On the driver's node: a worker node lost mid-sweep must not take the record of code errors with it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        trainable = make_trainable(self._resources(), splits, CodeErrors.options(scheduling_strategy=here).remote())
+        tuner = self._tuner(trainable, runs)
+        full = StorageFull(
+            f"the sweep's storage {where.shown()} is full (no space left on device): the trials that could not save "
+            f"stopped at their last checkpoint. Free space there, then run the same command: it resumes them."
+        )
+        try:
+            results = tuner.fit()
+        except BaseException as error:
+            if not self.spool.exists():
+                runs.end("KILLED")
+            # Tune's own end can trip over a file the full disk truncated: the disk, not the error, says why.
+            if isinstance(error, Exception) and (out_of_space(error) or where.full()):
+                raise full from error
+            raise
+        if any(out_of_space(error) for error in results.errors):
+            runs.end("KILLED")
+            raise full
+        if self.spool.exists():  # MLflow is still away: its writes wait in the spool for the next run of the command
+            pending = sum(1 for line in self.spool.read_text().splitlines() if line.strip())
+            return SweepOutcome(runs, results, self.expected, pending, self.spool)
+        publish(runs)  # after a resume too: the answer covers every trial the store holds
+        unfinished = self.expected - sum(STATUS_TAG in c.data.tags for c in runs.children())
+        runs.end("KILLED" if unfinished > 0 else "FAILED" if results.errors else "FINISHED")
+        return SweepOutcome(runs, results, max(unfinished, 0))

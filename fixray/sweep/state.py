@@ -1,0 +1,60 @@
+"""What a sweep's folder records about the sweep, read before anything starts: the tracking store it writes to and
+the layout of the Tune state it saved, so a resume goes to the same store and to a fixray that can read it."""
+
+from __future__ import annotations
+
+import json
+
+from fixray import __version__
+from fixray.errors import BadInput, Unavailable
+from fixray.storage import Storage
+from fixray.sweep.spec import SweepSpec
+
+RECORD_FILE = "fixray-tracking.json"  # in the sweep's storage folder
+# The saved Tune state holds fixray's callbacks and trial configs, found again by module path on resume. 2: the
+# trial/, sweep/, records/ layout, trials sent settled configs. A record without it was written by fixray 0.1.
+STATE_LAYOUT = 2
+LAST_FLAT_LAYOUT_COMMIT = "7c9d2bb"  # the last commit of fixray 0.1, whose sweeps it alone resumes
+
+
+def check_record(spec: SweepSpec, where: Storage) -> None:
+    """A sweep resumes in the store it started in, with a fixray that reads its saved state: else BadInput.
+
+    Also the first look at the storage: a bucket that is missing or out of reach stops the sweep here.
+    """
+    record = where.shown(spec.name, RECORD_FILE)
+    try:
+        where.check()
+        if not where.exists(spec.name, RECORD_FILE):
+            return
+        text = where.read_text(spec.name, RECORD_FILE)
+    except FileNotFoundError as error:  # a bucket that does not exist: the sweep file names the wrong one
+        raise BadInput(f"storage_path {where.shown()}: not readable ({error})") from None
+    except OSError as error:
+        raise Unavailable(f"storage_path {where.shown()}: not readable ({error})") from None
+    try:
+        first = json.loads(text)
+    except ValueError as error:
+        raise BadInput(f"{record}: unreadable ({error}); it records where sweep {spec.name!r} is tracked") from None
+    if first.get("layout") != STATE_LAYOUT:
+        raise BadInput(
+            f"sweep {spec.name!r} in {where.shown(spec.name)} was started by fixray 0.1, whose saved state this "
+            f"fixray {__version__} cannot resume (its modules moved). Finish it with fixray 0.1 (a checkout of commit "
+            f"{LAST_FLAT_LAYOUT_COMMIT}, `pip install -e .` there, the same command), or pass --fresh to start it "
+            f"anew beside it with this version."
+        )
+    wanted = {"uri": spec.tracking.uri, "experiment": spec.tracking.experiment}
+    if {k: first.get(k) for k in wanted} != wanted:
+        raise BadInput(
+            f"sweep {spec.name!r} was started with MLflow {first.get('uri')!r} (experiment "
+            f"{first.get('experiment')!r}); this run asks for {wanted['uri']!r} (experiment "
+            f"{wanted['experiment']!r}). Its runs live in the first store, so it resumes only there: pass "
+            f"--tracking-uri {first.get('uri')} (and that experiment), or --fresh to start a new sweep in the new one."
+        )
+
+
+def write_record(spec: SweepSpec, where: Storage) -> None:
+    """Records the store and the state layout when a sweep first starts (a resume keeps the first record)."""
+    if not where.exists(spec.name, RECORD_FILE):
+        record = {"uri": spec.tracking.uri, "experiment": spec.tracking.experiment, "layout": STATE_LAYOUT}
+        where.write_text(json.dumps(record) + "\n", spec.name, RECORD_FILE)

@@ -1,0 +1,312 @@
+"""The trial contract: what crosses from the sweep driver to a trial, nested like the sweep file, flat for Tune and
+MLflow and back.
+
+The driver settles each trial's config once (head-kind defaults resolved) and sends it in the trial's Tune config
+under TRIAL_KEY; the trial reads it back with `from_params` and trusts it. Plain frozen dataclasses: the loop
+imports neither pydantic nor yaml, nor (through this module) torch; the sweep schema (sweep/spec.py) embeds these
+same types and pydantic enforces the `annotated_types` rules written on their fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from annotated_types import Ge, Gt, Lt
+
+from fixray.trial.head_kinds import HEAD_KINDS, Margin, VectorDraw
+
+# Sections of a sweep file are validated as these dataclasses: unknown keys and NaN/inf are errors.
+SECTION_CONFIG = {"extra": "forbid", "allow_inf_nan": False}
+
+LearningRate = Annotated[float, Gt(0)]
+Epochs = Annotated[int, Ge(1)]
+BatchSize = Annotated[int, Ge(1)]
+Scale = Annotated[float, Gt(0)]
+NonNegative = Annotated[float, Ge(0)]
+Interval = Annotated[int, Ge(1)]
+
+# In each trial's Tune config, what the driver sends: {"config": the settled config as flat params, "run_name": its
+# MLflow run name}. Read with sent_params and sent_run_name.
+TRIAL_KEY = "trial"
+# What a trial reports beside its metrics, and where its checkpoint keeps its figures: read by the driver.
+NODES_KEY, RESOURCES_KEY = "node_ids", "resources"  # in each result: where the trial trains (Ray node ids)
+FIGURES_DIR = "figures"  # in a trial's last checkpoint, and the artifact folder of its child run
+
+
+def doc(text: str, default: Any = dataclasses.MISSING, *, flat: str | None = None, **kwargs) -> Any:
+    """A dataclass field with its meaning (for the sweep-file reference) and, if not its own, its flat MLflow name."""
+    metadata = {"doc": text} | ({"flat": flat} if flat else {})
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """SGD as in the authors' public code."""
+
+    __pydantic_config__ = SECTION_CONFIG
+    momentum: Annotated[float, Ge(0), Lt(1)] = doc("SGD momentum, dimensionless", 0.9)
+    nesterov: bool = doc("Nesterov momentum (only with momentum > 0)", True)
+    weight_decay: NonNegative | None = doc(
+        "L2 coefficient; null: the head kind's default (dot 5e-4, cosine 0: the authors'); a learned S is not decayed",
+        None,
+    )
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedule; `plateau` watches test accuracy as the authors' code does."""
+
+    __pydantic_config__ = SECTION_CONFIG
+    kind: Literal["plateau", "cosine", "none"] = doc(
+        "plateau (ReduceLROnPlateau on test accuracy), cosine or none", "plateau", flat="schedule"
+    )
+    factor: Annotated[float, Gt(0), Lt(1)] = doc(
+        "plateau: LR multiplier when accuracy stalls", 0.2, flat="plateau_factor"
+    )
+    patience: Annotated[int, Ge(0)] = doc(
+        "plateau: epochs without improvement before the LR drops", 3, flat="plateau_patience"
+    )
+    threshold_mode: Literal["abs", "rel"] = doc(
+        "plateau: abs (the authors'): an epoch improves when test accuracy in percent rises by over 1e-4",
+        "abs",
+        flat="plateau_threshold_mode",
+    )
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """The classification head; which options a kind reads is its declaration's to say (head_kinds.py)."""
+
+    __pydantic_config__ = SECTION_CONFIG
+    kind: str = doc(f"head kind, a registered one: {', '.join(HEAD_KINDS)}", "dot")
+    fixed: bool = doc("true: class vectors (and bias) drawn once and frozen; false: learned", False)
+    bias: bool | None = doc("a bias per class; null: the head kind's default (dot: yes, cosine: no)", None)
+    init: VectorDraw = doc("how class vectors are drawn (fixed, or the start of learned ones)", "normal")
+    S: Scale = doc("cosine scale S: logits = S * cos(w_j, f(x))", 1.0)
+    learn_S: bool = doc("cosine: S becomes a trained parameter starting at S", False)
+    margin: Margin = doc("cosine: additive margin on the true class, in training only", "none")
+    m: NonNegative = doc("the margin: cosine units (cosface) or radians (arcface)", 0.0)
+
+    def settled(self) -> HeadConfig:
+        """Options this kind does not read back at their defaults, bias resolved: one config per distinct head."""
+        head = HEAD_KINDS[self.kind]
+        unused = {
+            f.name: f.default for f in dataclasses.fields(self) if f.name not in head.options and f.name != "kind"
+        }
+        return dataclasses.replace(self, **unused, bias=head.default_bias if self.bias is None else self.bias)
+
+    def options(self) -> dict[str, Any]:
+        """The options this kind reads, by name, as its constructor takes them."""
+        settled = self.settled()
+        return {name: getattr(settled, name) for name in HEAD_KINDS[self.kind].options}
+
+    def label(self) -> str:
+        """e.g. 'cosine-fixed-S10', 'dot-learned': kind, fixed or learned, and the options the kind shows."""
+        settled = self.settled()
+        shown = "".join(f"-{name}{getattr(settled, name):g}" for name in HEAD_KINDS[self.kind].shown)
+        return f"{self.kind}-{'fixed' if self.fixed else 'learned'}{shown}"
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training-time augmentation, applied per image to each batch; left out, the dataset's standard one."""
+
+    __pydantic_config__ = SECTION_CONFIG
+    crop_padding: Annotated[int, Ge(0)] = doc("pixels of zero padding before a random crop back to size; 0: no crop", 0)
+    flip: bool = doc("random horizontal flip with probability 1/2", False)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One training run: the model, the recipe and the head, all the loop reads and nothing more."""
+
+    model: str = doc("backbone, a registered one (fixray/trial/models.py)")
+    epochs: Epochs = doc("passes over the training set")
+    seed: int = doc("seeds the weights, the class-vector draw, the shuffle and the augmentation")
+    pooling: Literal["global", "authors"] = doc(
+        "global: average over the whole feature map; authors: avg_pool2d(4) then flatten (ResNet18: 512-d at 32 px, "
+        "2048 at 64, 4608 at 96)",
+        "global",
+    )
+    normalisation: Literal["dataset", "authors"] = doc(
+        "dataset: per-channel mean and std of the training images; authors: (x - 0.5) / 0.5", "dataset"
+    )
+    batch_size: BatchSize = doc("images per optimiser step (per worker under DDP)", 128)
+    lr: LearningRate = doc("initial learning rate", 0.1)
+    optimizer: OptimizerConfig = doc("SGD settings", default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = doc("learning-rate schedule", default_factory=ScheduleConfig)
+    head: HeadConfig = doc("the classification head", default_factory=HeadConfig)
+    augmentation: Augmentation = doc("training-time augmentation", default_factory=Augmentation)
+
+    def settled(self) -> TrialConfig:
+        """Defaults that depend on the head kind resolved (bias, weight decay), unread head options reset: the
+        planner's one call per trial; every later stage takes the result as it is."""
+        decay = self.optimizer.weight_decay
+        decay = HEAD_KINDS[self.head.kind].default_weight_decay if decay is None else decay
+        optimizer = dataclasses.replace(self.optimizer, weight_decay=decay)
+        return dataclasses.replace(self, head=self.head.settled(), optimizer=optimizer)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the loop runs on its device: speed, not the science (bf16 changes rounding, never the recipe)."""
+
+    checkpoint_every: Interval = doc(
+        "epochs between a trial's checkpoints, its last epoch always having one: a retried or resumed trial redoes "
+        "at most this many minus one epochs (MLflow still holds each once); each is the model and optimiser state "
+        "(about 90 MB for ResNet18, to shared storage on a cluster)",
+        5,
+    )
+    channels_last: bool = doc(
+        "images and weights in channels-last memory order: faster convolutions on a GPU's tensor cores, and on the "
+        "CPU too (measured: benchmarks/gpu.py --device cpu --quick)",
+        True,
+    )
+    bf16: bool | None = doc(
+        "bfloat16 autocast for forward passes; null: on with a GPU, off on a CPU (fast only where the CPU has bf16 "
+        "instructions: measure with benchmarks/gpu.py --device cpu --quick)",
+        None,
+    )
+    compile: bool = doc(
+        "torch.compile the training forward pass (CUDA graphs on a GPU): faster steps after a compile of about a "
+        "minute per trial; off until benchmarks/gpu.py measures it faster on your GPU",
+        False,
+    )
+
+    def on(self, device_type: str) -> Execution:
+        """The settings left to the device (null) chosen for `device_type` ('cuda', 'cpu')."""
+        return dataclasses.replace(self, bf16=device_type == "cuda" if self.bf16 is None else self.bf16)
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    """What every trial of a sweep takes from the Ray cluster and how its loop runs: sent once, with the trainable."""
+
+    workers: int = 1  # DDP workers per trial; > 1 runs the trial through a Ray Train TorchTrainer
+    cpus: float = 1.0  # CPU cores per worker (also its torch threads)
+    gpus: float = 0.0  # GPUs per worker; below 1, packed trials, each bounded to its share of GPU memory
+    execution: Execution = Execution()
+    storage: str = ""  # the sweep's storage root (a folder or bucket URI): DDP trainers keep checkpoints under it
+    sweep: str = ""  # the sweep's name: a DDP trainer's run is named after it and its trial
+
+
+# Flat name (MLflow param, search-space key) -> path of attribute names in TrialConfig.
+def _flat_paths(cls: type, prefix: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
+    paths: dict[str, tuple[str, ...]] = {}
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            paths |= _flat_paths(hints[f.name], prefix + (f.name,))
+        else:
+            paths[f.metadata.get("flat", f.name)] = prefix + (f.name,)
+    return paths
+
+
+FLAT_PATHS: dict[str, tuple[str, ...]] = _flat_paths(TrialConfig)
+# What a sweep may search: the settings whose effect is the question, not the run's bookkeeping.
+SEARCHABLE = ("lr", "S", "weight_decay", "momentum", "fixed", "bias", "kind", "init", "model", "margin", "m")
+
+
+def field_type(flat: str) -> Any:
+    """The annotated type of a flat setting, with its rules (e.g. Annotated[float, Gt(0)] for lr)."""
+    cls: type = TrialConfig
+    *sections, name = FLAT_PATHS[flat]
+    for section in sections:
+        cls = get_type_hints(cls)[section]
+    return get_type_hints(cls, include_extras=True)[name]
+
+
+def with_values(cfg: TrialConfig, values: dict[str, Any]) -> TrialConfig:
+    """cfg with settings replaced by flat name (e.g. {'lr': 0.01, 'S': 10})."""
+    for flat, value in values.items():
+        cfg = _replace_at(cfg, FLAT_PATHS[flat], value)
+    return cfg
+
+
+def _replace_at(obj: Any, path: tuple[str, ...], value: Any) -> Any:
+    head, *rest = path
+    return dataclasses.replace(obj, **{head: _replace_at(getattr(obj, head), tuple(rest), value) if rest else value})
+
+
+def require_settled(cfg: TrialConfig) -> TrialConfig:
+    """cfg itself, or ValueError if its head-kind defaults are unresolved (call cfg.settled() first)."""
+    if cfg.head.bias is None or cfg.optimizer.weight_decay is None:
+        raise ValueError("a trial takes a settled config: pass cfg.settled() (head-kind defaults resolved)")
+    return cfg
+
+
+def to_params(cfg: TrialConfig) -> dict[str, Any]:
+    """Every setting of a settled config under its flat name; options its head kind does not read are None."""
+    require_settled(cfg)
+    used = HEAD_KINDS[cfg.head.kind].options
+    params = {}
+    for flat, path in FLAT_PATHS.items():
+        value: Any = cfg
+        for name in path:
+            value = getattr(value, name)
+        params[flat] = None if path[0] == "head" and path[-1] not in used and path[-1] != "kind" else value
+    return params
+
+
+def from_params(params: dict[str, Any]) -> TrialConfig:
+    """The config `to_params` flattened, rebuilt as it was (None: an option the head kind does not read, at its
+    default). What a trial does with the flat config the driver sent it: a decode, never a plan."""
+    nested: dict[str, Any] = {}
+    for flat, value in params.items():
+        if value is None:
+            continue
+        *sections, name = FLAT_PATHS[flat]
+        node = nested
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = value
+    return _build(TrialConfig, nested)
+
+
+def sent_params(tune_config: dict[str, Any]) -> dict[str, Any]:
+    """The settled config the driver sent a trial, as flat params (from_params rebuilds it)."""
+    return tune_config[TRIAL_KEY]["config"]
+
+
+def sent_run_name(tune_config: dict[str, Any]) -> str:
+    """The MLflow run name the driver gave a trial."""
+    return tune_config[TRIAL_KEY]["run_name"]
+
+
+def _build(cls: type, values: dict[str, Any]) -> Any:
+    hints = get_type_hints(cls)
+    return cls(**{k: _build(hints[k], v) if dataclasses.is_dataclass(hints[k]) else v for k, v in values.items()})
+
+
+def read_params(params: dict[str, str]) -> dict[str, Any]:
+    """MLflow's string params back to typed values ('True' -> True, '0.1' -> 0.1, 'none' -> None); others stay str."""
+    return {name: _parse(field_type(name), text) if name in FLAT_PATHS else text for name, text in params.items()}
+
+
+def _parse(annotation: Any, text: str) -> Any:
+    if text == "none":
+        return None
+    base = base_type(annotation)
+    if base is bool:
+        return {"True": True, "False": False}.get(text, text)
+    if base in (int, float):
+        try:
+            return base(text)
+        except ValueError:
+            return text
+    return text
+
+
+def base_type(annotation: Any) -> Any:
+    """int, float, bool or str behind Annotated[...], X | None and Literal[...]."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+        return base_type(annotation)
+    if get_origin(annotation) is Literal:
+        return type(get_args(annotation)[0])
+    return annotation

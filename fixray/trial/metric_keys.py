@@ -1,0 +1,123 @@
+"""Every metric a trial reports, declared once: its key, meaning, unit and direction.
+
+The loop writes these keys, tables and figures read them, and docs/measurements.md's table and the MLflow
+run description are generated from this list. Keys use `/` sections (`val/acc`); MLflow's step is the epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["higher", "lower", "none"]  # which way is better; "none": a measurement, not a score
+
+
+@dataclass(frozen=True)
+class MetricKey:
+    """One reported metric: `key` may hold a <placeholder> for a family (robust/<corruption>/acc)."""
+
+    key: str
+    meaning: str
+    unit: str  # "fraction" (0-1), "cosine" (-1..1), "Spearman rho", "nats", ...
+    direction: Direction
+    when: str = "each epoch, on the test split"
+
+    def __str__(self) -> str:
+        return self.key
+
+
+METRICS: dict[str, MetricKey] = {}
+
+
+def declare(
+    key: str, meaning: str, unit: str, direction: Direction, when: str = "each epoch, on the test split"
+) -> str:
+    """Adds a metric to the catalogue; returns its key, the name code uses."""
+    METRICS[key] = MetricKey(key, meaning, unit, direction, when)
+    return key
+
+
+EPOCH = "epoch"  # in every report: the epoch it closes (MLflow's step), not a metric
+TRAIN_LOSS = declare(
+    "train/loss", "training cross-entropy over the epoch, all DDP workers", "nats", "lower", "each epoch"
+)
+TRAIN_ACC = declare(
+    "train/acc", "training top-1 accuracy over the epoch, all DDP workers", "fraction", "higher", "each epoch"
+)
+VAL_LOSS = declare("val/loss", "cross-entropy on the held-out test split", "nats", "lower")
+VAL_ACC = declare("val/acc", "top-1 accuracy on the held-out test split", "fraction", "higher")
+BEST_ACC = declare(
+    "val/acc_best", "the best val/acc so far: the authors' best_acc, what paper tables show", "fraction", "higher"
+)
+BEST_EPOCH = declare("val/acc_best_epoch", "the epoch of val/acc_best", "epoch", "none")
+COMPACTNESS = declare(
+    "val/compactness",
+    "mean cos(f(x), w of the predicted class): intra-class compactness (paper Table 4)",
+    "cosine",
+    "higher",
+)
+SEPARABILITY_MEAN = declare(
+    "val/separability_mean",
+    "mean off-diagonal cosine between the class-mean image vectors of the true classes (paper Sec. 1)",
+    "cosine",
+    "lower",
+)
+SEPARABILITY_MAX = declare(
+    "val/separability_max", "largest off-diagonal cosine between class-mean image vectors", "cosine", "lower"
+)
+VECTOR_COS_MEAN = declare(
+    "val/class_vector_cos_mean", "mean off-diagonal cos(w_i, w_j) of the class vectors (Fig. 2/4)", "cosine", "none"
+)
+VECTOR_COS_MAX = declare(
+    "val/class_vector_cos_max", "largest off-diagonal cos(w_i, w_j) of the class vectors", "cosine", "none"
+)
+CONFUSION_SPEARMAN = declare(
+    "val/confusion_spearman",
+    "Spearman over ordered pairs i != j of cos(w_i, w_j) and images of i predicted as j (Sec. 2-3)",
+    "Spearman rho",
+    "none",
+)
+LR = declare("lr", "the learning rate the epoch trained at", "1/step", "none", "each epoch")
+DIVERGED = declare(
+    "diverged", "1 when the loss turned NaN or infinite (the trial stops)", "flag", "lower", "each epoch"
+)
+HEAD_SCALAR = declare("head/<name>", "a learned head scalar, e.g. head/S with learn_S: true", "as the head's", "none")
+ROBUST_ACC = declare(
+    "robust/<corruption>/acc",
+    "top-1 accuracy on the corrupted test set (Table 6), with the best epoch's weights; ..._last: the last epoch's",
+    "fraction",
+    "higher",
+    "after the last epoch",
+)
+GEN_ACC = declare(
+    "gen/acc",
+    "top-1 accuracy on the generalisation set (Table 5), with the best epoch's weights; gen/acc_last: the last's",
+    "fraction",
+    "higher",
+    "after the last epoch",
+)
+DDP_WEIGHT_DIFF = declare(
+    "ddp/max_weight_diff", "largest weight difference between DDP workers (0: in sync)", "weight", "lower", "at the end"
+)
+
+
+def head_scalar(name: str) -> str:
+    """head/<name>: a learned head scalar's key."""
+    return HEAD_SCALAR.replace("<name>", name)
+
+
+def extra_acc(prefix: str, last: bool = False) -> str:
+    """<prefix>/acc (robust/<corruption>, gen): accuracy on an extra test set; _last for the last epoch's weights."""
+    return f"{prefix}/acc" + ("_last" if last else "")
+
+
+def robust_acc(corruption: str) -> str:
+    return extra_acc(f"robust/{corruption}")
+
+
+def reference_table() -> str:
+    """docs/measurements.md's table of every metric, from this catalogue."""
+    lines = ["| key | meaning | unit | better | when |", "|---|---|---|---|---|"]
+    for metric in METRICS.values():
+        lines.append(f"| `{metric.key}` | {metric.meaning} | {metric.unit} | {metric.direction} | {metric.when} |")
+    return "\n".join(lines)

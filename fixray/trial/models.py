@@ -1,0 +1,232 @@
+"""Backbone registry (feature-map bodies and their pooling) and the classifier that joins a backbone to a head."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import nn
+
+from fixray.trial.contract import HeadConfig
+from fixray.trial.heads import ClassHead, build_head
+from fixray.trial.images import InputSpec
+
+Pooling = Literal["global", "authors"]
+AUTHORS_POOL = 4  # the authors' `F.avg_pool2d(out, 4)` before flattening
+
+
+class Backbone(nn.Module):
+    """A feature-map body pooled into the image vector f(x) of `feature_dim` values.
+
+    global pooling averages the whole map (the same size at every input size); the authors' pooling
+    averages 4x4 windows and flattens what is left, so f(x) grows with the input: for ResNet18 512 values
+    at 32 px, 2048 at 64 px and 4608 at 96 px (their STL-10 EMBEDDING_SIZE).
+    """
+
+    def __init__(self, body: nn.Sequential, channels: int, stride: int, spec: InputSpec, pooling: Pooling) -> None:
+        super().__init__()
+        self.body = body
+        self.map_size = spec.size // stride  # side of the feature map: the body downsamples by `stride` in all
+        if pooling == "global":
+            self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.feature_dim = channels
+        else:
+            self.pool = nn.Sequential(nn.AvgPool2d(AUTHORS_POOL), nn.Flatten())
+            self.feature_dim = channels * (self.map_size // AUTHORS_POOL) ** 2
+        if self.feature_dim == 0:
+            raise ValueError(
+                f"the authors' pooling needs a feature map of at least {AUTHORS_POOL}x{AUTHORS_POOL}; this backbone "
+                f"maps {spec.size} px images to {self.map_size}x{self.map_size}: use pooling: global"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.body(x))
+
+
+BackboneFactory = Callable[[InputSpec, Pooling], Backbone]
+BACKBONES: dict[str, BackboneFactory] = {}
+
+
+def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Adds a backbone constructor: (input spec, pooling) -> Backbone."""
+
+    def add(factory: BackboneFactory) -> BackboneFactory:
+        BACKBONES[name] = factory
+        return factory
+
+    return add
+
+
+def feature_dim(backbone: str, spec: InputSpec, pooling: Pooling) -> int:
+    """len(f(x)) of a backbone at an input size, without allocating it; ValueError where the pooling cannot apply."""
+    with torch.device("meta"):
+        return BACKBONES[backbone](spec, pooling).feature_dim
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+@register_backbone("small_cnn")
+def small_cnn(spec: InputSpec, pooling: Pooling = "global") -> Backbone:
+    """A three-block CNN that trains in seconds on the CPU; sized for 8x8 to 32x32 inputs; 64 channels."""
+    width, channels = 32, 64
+    body = nn.Sequential(
+        _conv_bn_relu(spec.channels, width),
+        _conv_bn_relu(width, 2 * width),
+        nn.MaxPool2d(2),
+        _conv_bn_relu(2 * width, channels),
+    )
+    return Backbone(body, channels, 2, spec, pooling)
+
+
+class Classifier(nn.Module):
+    """Backbone f(x) followed by a ClassHead; `embed_and_classify` exposes f(x) for the measurements."""
+
+    def __init__(self, backbone: nn.Module, head: ClassHead) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def embed_and_classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.backbone(x)
+        return features, self.head(features)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits; with labels (training), margin heads apply their margin to the true class."""
+        return self.head(self.backbone(x), labels)
+
+
+def build_classifier(
+    backbone: str, spec: InputSpec, num_classes: int, head: HeadConfig, seed: int, pooling: Pooling = "global"
+) -> Classifier:
+    """Builds the backbone and the head `head` describes, with every random draw taken from `seed`."""
+    if backbone not in BACKBONES:
+        raise KeyError(f"unknown backbone {backbone!r}; registered: {sorted(BACKBONES)}")
+    torch.manual_seed(seed)
+    body = BACKBONES[backbone](spec, pooling)
+    return Classifier(body, build_head(head.kind, body.feature_dim, num_classes, seed, **head.options()))
+
+
+# --- the paper's backbones, in their common CIFAR form (3x3 stride-1 stem, no max-pool) --------------
+# Global pooling adapts them to 32x32 (CIFAR), 64x64 (Tiny ImageNet) and 96x96 (STL-10) alike; the
+# authors' pooling keeps more of the map at larger inputs.
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class PreActBlock(nn.Module):
+    """He et al. 2016 'Identity Mappings': BN-ReLU before each convolution."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv2(torch.relu(self.bn2(self.conv1(out))))
+        return out + shortcut
+
+
+def resnet18_body(channels: int, preact: bool = False) -> nn.Sequential:
+    """CIFAR ResNet18 (and its pre-activation variant) up to its 512-channel map, 1/8 of the input's side."""
+    block = PreActBlock if preact else BasicBlock
+    stem: list[nn.Module] = [nn.Conv2d(channels, 64, 3, 1, 1, bias=False)]
+    if not preact:
+        stem += [nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
+    layers, cin = [], 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [block(cin, cout, stride), block(cout, cout, 1)]
+        cin = cout
+    tail: list[nn.Module] = [nn.BatchNorm2d(512), nn.ReLU(inplace=True)] if preact else []
+    return nn.Sequential(*stem, *layers, *tail)
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, expansion: int, stride: int) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        self.use_residual = stride == 1
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.shortcut = None
+        if stride == 1 and cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        if not self.use_residual:
+            return out
+        return out + (self.shortcut(x) if self.shortcut is not None else x)
+
+
+MOBILENETV2_STAGES = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+def mobilenetv2_body(channels: int) -> nn.Sequential:
+    """CIFAR MobileNetV2 (stride 1 in the stem and the second stage) up to its 1,280-channel map, 1/8 of the side."""
+    layers: list[nn.Module] = [nn.Conv2d(channels, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True)]
+    cin = 32
+    for expansion, cout, blocks, stride in MOBILENETV2_STAGES:
+        for i in range(blocks):
+            layers.append(InvertedResidual(cin, cout, expansion, stride if i == 0 else 1))
+            cin = cout
+    return nn.Sequential(*layers, nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU(inplace=True))
+
+
+PAPER_STRIDE = 8  # the three paper backbones downsample by 8 in all (three stride-2 stages)
+
+
+@register_backbone("resnet18")
+def resnet18(spec: InputSpec, pooling: Pooling = "global") -> Backbone:
+    return Backbone(resnet18_body(spec.channels), 512, PAPER_STRIDE, spec, pooling)
+
+
+@register_backbone("preact_resnet18")
+def preact_resnet18(spec: InputSpec, pooling: Pooling = "global") -> Backbone:
+    return Backbone(resnet18_body(spec.channels, preact=True), 512, PAPER_STRIDE, spec, pooling)
+
+
+@register_backbone("mobilenetv2")
+def mobilenetv2(spec: InputSpec, pooling: Pooling = "global") -> Backbone:
+    return Backbone(mobilenetv2_body(spec.channels), 1280, PAPER_STRIDE, spec, pooling)

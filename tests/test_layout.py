@@ -1,0 +1,117 @@
+"""The house rules, read from the code's own imports (AST): each room's files run in one kind of process, and the
+line between the sweep driver and a trial is crossed by the settled config alone.
+
+- trial/ (runs in a trial process on a GPU node) imports none of the driver's rooms (sweep/, records/, data/, the
+  CLI), nor mlflow, pydantic or yaml, not even through another fixray module;
+- what crosses to a trial (the contract, head-kind declarations, metric keys, the image arrays) imports no torch,
+  so the driver and `fixray report` read it without loading torch; records/ loads no torch at all;
+- data/ (read in the driver) imports neither sweep/ nor records/; no module imports another that imports it back.
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fixray"
+DRIVER_ROOMS = ("fixray.sweep", "fixray.records", "fixray.data", "fixray.cli")
+NOT_IN_A_TRIAL = ("mlflow", "pydantic", "yaml")
+CROSSING = ("fixray.trial.contract", "fixray.trial.head_kinds", "fixray.trial.metric_keys", "fixray.trial.images")
+
+
+def _name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(module: str) -> set[str]:
+    """Every module a file imports, at its top or inside a function (`from a import b` counts a.b when a.b is
+    a module of fixray, else a)."""
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in MODULES}
+    return found
+
+
+def _within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def _reached(module: str) -> set[str]:
+    """Every module `module` imports, directly or through fixray's own modules (their packages' __init__ too)."""
+    seen, todo = set(), [module]
+    while todo:
+        current = todo.pop()
+        for imported in _imports(current):
+            parents = [".".join(imported.split(".")[:i]) for i in range(1, imported.count(".") + 1)]
+            for found in [imported, *parents]:
+                if found not in seen:
+                    seen.add(found)
+                    if found in MODULES:
+                        todo.append(found)
+    return seen
+
+
+TRIAL_SIDE = [m for m in MODULES if _within(m, "fixray.trial")]
+
+
+def test_the_rooms_are_the_four_and_each_says_where_it_runs():
+    rooms = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert rooms == {"trial", "data", "sweep", "records"}
+    for room in rooms:
+        said = ast.get_docstring(ast.parse((PACKAGE / room / "__init__.py").read_text()))
+        assert said.startswith(("Runs in the sweep driver", "Runs inside a trial process")), room
+    assert {p.name for p in PACKAGE.glob("*.py")} == {"__init__.py", "__main__.py", "cli.py", "storage.py", "errors.py"}
+
+
+@pytest.mark.parametrize("module", TRIAL_SIDE)
+def test_the_trial_side_reaches_no_driver_room_nor_mlflow_pydantic_or_yaml(module):
+    reached = _reached(module)
+    wrong = {m for m in reached for room in DRIVER_ROOMS + NOT_IN_A_TRIAL if _within(m, room)}
+    assert not wrong, f"{module} reaches {sorted(wrong)}"
+
+
+@pytest.mark.parametrize("module", CROSSING)
+def test_what_crosses_to_a_trial_imports_no_torch(module):
+    assert not {m for m in _reached(module) if _within(m, "torch")}, module
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if _within(m, "fixray.records")])
+def test_the_records_load_no_torch(module):
+    assert not {m for m in _reached(module) if _within(m, "torch")}, module
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if _within(m, "fixray.data")])
+def test_the_data_room_imports_no_driver_room_above_it(module):
+    assert not {m for m in _reached(module) if _within(m, "fixray.sweep") or _within(m, "fixray.records")}
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    cycles = [m for m in MODULES if m in _reached(m) and not m.endswith("__main__")]
+    assert not cycles, cycles
+
+
+def test_fixray_report_runs_without_loading_torch():
+    """The rule above, as it holds in a real process: the report's modules and the CLI import no torch."""
+    modules = "fixray.cli, fixray.records.answer, fixray.records.paper, fixray.records.html, fixray.sweep.defaults"
+    code = f"import sys, {modules}; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_rule_broken_is_seen(monkeypatch, tmp_path):
+    """The reader finds an import inside a function too: a trial module that imported the sweep schema there
+    would turn the rule red."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from fixray.sweep.spec import SweepSpec\n")
+    monkeypatch.setitem(MODULES, "fixray.trial.bad", bad)
+    assert "fixray.sweep.spec" in _reached("fixray.trial.bad")
