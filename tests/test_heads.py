@@ -173,3 +173,42 @@ def test_arcface_falls_back_past_pi_instead_of_rewarding_a_worse_angle():
         want = math.cos(theta + 0.5) if theta + 0.5 <= math.pi else math.cos(theta) - 0.5 * math.sin(0.5)
         assert logit == pytest.approx(want, abs=1e-5)
     assert target[3] < target[2] < target[1] < target[0]  # a worse angle never scores better
+
+
+@pytest.mark.parametrize(("classes", "dim"), [(10, 9), (10, 10), (10, 512), (100, 99), (2, 1)])
+def test_an_etf_has_every_pairwise_cosine_minus_one_over_k_minus_one_in_any_d_from_k_minus_one(classes, dim):
+    vectors = draw_class_vectors(classes, dim, seed=0, init="etf").double()
+    gram = vectors @ vectors.T
+    expected = torch.full((classes, classes), -1.0 / (classes - 1), dtype=torch.float64).fill_diagonal_(1.0)
+    assert torch.allclose(gram, expected, atol=1e-5)
+    assert torch.allclose(vectors.sum(0), torch.zeros(dim, dtype=torch.float64), atol=1e-5)  # centred: sum 0
+    again = draw_class_vectors(classes, dim, seed=0, init="etf")
+    assert torch.equal(again, draw_class_vectors(classes, dim, seed=0, init="etf"))  # the seed alone decides
+    if dim > 1:
+        assert not torch.allclose(again, draw_class_vectors(classes, dim, seed=1, init="etf"))  # placed anew
+
+
+def test_an_orthoplex_pairs_opposite_vectors_on_the_axes_and_a_cube_uses_distinct_vertices():
+    orthoplex = draw_class_vectors(5, 3, seed=0, init="orthoplex")
+    assert torch.equal(orthoplex, torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1.0]]))
+    cube = draw_class_vectors(7, 5, seed=0, init="cube")  # ceil(log2 7) = 3 dimensions, in the first three
+    assert len({tuple(row.tolist()) for row in cube}) == 7
+    assert torch.allclose(cube[:, :3].abs(), torch.full((7, 3), 1 / math.sqrt(3))) and not cube[:, 3:].any()
+
+
+@pytest.mark.parametrize(("init", "dim"), [("etf", 8), ("orthoplex", 4), ("cube", 2), ("hadamard", 9)])
+def test_a_draw_refuses_fewer_dimensions_than_its_classes_need(init, dim):
+    with pytest.raises(ValueError, match=f"{init} class vectors for 10 classes need"):
+        draw_class_vectors(10, dim, seed=0, init=init)
+
+
+def test_the_draw_seed_holds_the_class_vectors_while_the_trial_seed_varies_the_weights():
+    def built(seed, draw_seed):
+        head = HeadConfig(kind="dot", fixed=True, draw_seed=draw_seed)
+        return build_classifier("small_cnn", InputSpec(1, 8), 10, head, seed=seed)
+
+    held = [built(seed, draw_seed=7) for seed in (0, 1)]
+    assert torch.equal(held[0].head.weight, held[1].head.weight)  # one draw for both seeds
+    first = next(held[0].backbone.parameters())
+    assert not torch.equal(first, next(held[1].backbone.parameters()))  # the weights still follow the seed
+    assert not torch.equal(built(0, None).head.weight, built(1, None).head.weight)  # null: the seed varies both

@@ -233,11 +233,19 @@ def test_feature_maps_are_an_eighth_of_the_input_and_pooling_sets_the_image_vect
     assert feature_dim(name, spec, "global") == global_dims and feature_dim(name, spec, "authors") == authors_dims
 
 
-def test_hadamard_draws_with_more_classes_than_dimensions_are_refused():
-    doc = yaml.safe_load(GOOD_SWEEP) | {"dataset": "cifar100", "head": {"init": "hadamard"}}
-    with pytest.raises(SweepFileError, match=r"head.init: got 'hadamard'.*100 classes.*64-d"):
-        parse_sweep(doc, Path("sweep.yaml"))  # small_cnn: 64-d image vectors for 100 classes
-    parse_sweep(doc | {"model": "resnet18"}, Path("sweep.yaml"))  # 512-d: every class gets its own row
+@pytest.mark.parametrize(
+    ("init", "refused"), [("hadamard", True), ("etf", True), ("orthoplex", False), ("cube", False)]
+)
+def test_a_draw_that_needs_more_dimensions_than_the_image_vectors_have_is_refused(init, refused):
+    """small_cnn gives 64-d image vectors; CIFAR-100 has 100 classes: Hadamard rows need 100, an ETF 99, an
+    orthoplex 50 and a cube 7."""
+    doc = yaml.safe_load(GOOD_SWEEP) | {"dataset": "cifar100", "head": {"init": init}}
+    if refused:
+        with pytest.raises(SweepFileError, match=rf"head.init: got '{init}'.*100 classes.*64-d"):
+            parse_sweep(doc, Path("sweep.yaml"))
+    else:
+        parse_sweep(doc, Path("sweep.yaml"))
+    parse_sweep(doc | {"model": "resnet18"}, Path("sweep.yaml"))  # 512-d: room for every draw
 
 
 def test_the_authors_pooling_is_refused_where_the_feature_map_is_smaller_than_its_window():

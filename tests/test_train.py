@@ -200,3 +200,17 @@ def test_a_compiled_trial_compiles_its_step_and_learns(digits):
     train(_cfg(epochs=2).settled(), digits, record, execution=Execution(compile=True))
     assert counters["stats"]["unique_graphs"] >= 1, "nothing was compiled"
     assert record.metrics[-1]["val/acc"] > 0.8
+
+
+@pytest.mark.parametrize(("init", "etf"), [("etf", True), ("normal", False)])
+def test_every_reported_metric_is_declared_and_neural_collapse_sees_the_draw(digits, init, etf):
+    from fixray.trial import metric_keys
+
+    record = Recorder()
+    train(_cfg(epochs=1, init=init).settled(), digits, record)
+    reported = set(record.metrics[0]) - {metric_keys.EPOCH}
+    assert reported <= set(metric_keys.METRICS), reported - set(metric_keys.METRICS)  # one catalogue of keys
+    last = record.metrics[-1]
+    assert (last["val/nc2_weights"] < 1e-5) == etf  # a fixed ETF is one; 10 normal vectors in 64-d are not
+    assert last["val/class_vector_norm_mean"] == pytest.approx(1.0) and last["val/nc1"] > 0
+    assert 0 <= last["val/nc4"] <= 1

@@ -51,7 +51,7 @@ from fixray.trial.contract import (
     base_type,
     field_type,
 )
-from fixray.trial.head_kinds import HEAD_KINDS
+from fixray.trial.head_kinds import DRAW_RULES, HEAD_KINDS
 from fixray.trial.models import BACKBONES, feature_dim
 
 EXTENDS_KEY = "extends"  # a sweep file may extend a base file (path relative to it); its own keys win
@@ -495,7 +495,8 @@ def _method_problems(search: dict[str, Any], space: dict[str, Any]) -> list[Prob
 
 
 def _image_vector_problems(spec: SweepSpec) -> list[Problem]:
-    """Backbones whose pooled map would be empty, and Hadamard draws that would give two classes one vector."""
+    """Backbones whose pooled map would be empty, and class-vector draws that need more dimensions than the image
+    vectors have (each draw declares what it needs, head_kinds.DRAW_RULES)."""
     dataset = DATASETS[spec.dataset]
     space = spec.search.space.parameters()
     models = _values(space.get("model", spec.model))
@@ -508,13 +509,17 @@ def _image_vector_problems(spec: SweepSpec) -> list[Problem]:
         except ValueError as error:
             problems.append(Problem("pooling", spec.pooling, f"a pooling {model} can apply: {error}"))
             continue
-        if "hadamard" in draws and dataset.classes > dim:
-            expected = (
-                f"at most as many classes as dimensions for Hadamard rows ({spec.dataset} has {dataset.classes} "
-                f"classes, {model} with {spec.pooling} pooling gives {dim}-d image vectors, so classes would share "
-                f"a vector): draw normal or uniform_int, or use a wider backbone or the authors' pooling"
-            )
-            problems.append(Problem(init_path, "hadamard", expected))
+        for draw in draws:
+            rule = DRAW_RULES.get(draw)
+            need = rule.min_dim(dataset.classes) if rule is not None else 1
+            if dim < need:
+                expected = (
+                    f"a draw that fits: {draw} class vectors need {need} dimensions for {dataset.classes} classes "
+                    f"({rule.why}), and {spec.dataset} has {dataset.classes} classes while {model} with "
+                    f"{spec.pooling} pooling gives {dim}-d image vectors; draw normal or uniform_int, or use a wider "
+                    f"backbone or the authors' pooling"
+                )
+                problems.append(Problem(init_path, draw, expected))
     return problems
 
 

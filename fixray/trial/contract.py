@@ -84,7 +84,16 @@ class HeadConfig:
     kind: str = doc(f"head kind, a registered one: {', '.join(HEAD_KINDS)}", "dot")
     fixed: bool = doc("true: class vectors (and bias) drawn once and frozen; false: learned", False)
     bias: bool | None = doc("a bias per class; null: the head kind's default (dot: yes, cosine: no)", None)
-    init: VectorDraw = doc("how class vectors are drawn (fixed, or the start of learned ones)", "normal")
+    init: VectorDraw = doc(
+        "how class vectors are drawn (fixed, or the start of learned ones): normal, uniform_int (the authors'), "
+        "hadamard, etf (simplex ETF), orthoplex (+-e_i), cube (hypercube vertices)",
+        "normal",
+    )
+    draw_seed: int | None = doc(
+        "seeds the class-vector draw apart from the weights, so a sweep can hold one and vary the other; null (logged "
+        "as none): the trial's seed, which then varies both",
+        None,
+    )
     S: Scale = doc("cosine scale S: logits = S * cos(w_j, f(x))", 1.0)
     learn_S: bool = doc("cosine: S becomes a trained parameter starting at S", False)
     margin: Margin = doc("cosine: additive margin on the true class, in training only", "none")
@@ -207,7 +216,8 @@ def _flat_paths(cls: type, prefix: tuple[str, ...] = ()) -> dict[str, tuple[str,
 
 FLAT_PATHS: dict[str, tuple[str, ...]] = _flat_paths(TrialConfig)
 # What a sweep may search: the settings whose effect is the question, not the run's bookkeeping.
-SEARCHABLE = ("lr", "S", "weight_decay", "momentum", "fixed", "bias", "kind", "init", "model", "margin", "m")
+SEARCHABLE = ("lr", "S", "weight_decay", "momentum", "fixed", "bias", "kind", "init", "draw_seed", "model")
+SEARCHABLE += ("margin", "m")
 
 
 def field_type(flat: str) -> Any:

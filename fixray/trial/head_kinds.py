@@ -7,12 +7,14 @@ Validation, grid de-duplication, run names, MLflow params and report columns ask
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-VectorDraw = Literal["normal", "uniform_int", "hadamard"]
+VectorDraw = Literal["normal", "uniform_int", "hadamard", "etf", "orthoplex", "cube"]
 Margin = Literal["none", "cosface", "arcface"]
-COMMON_OPTIONS = ("fixed", "bias", "init")  # HeadConfig fields every head kind reads
+COMMON_OPTIONS = ("fixed", "bias", "init", "draw_seed")  # HeadConfig fields every head kind reads
 
 
 @dataclass(frozen=True)
@@ -48,3 +50,21 @@ COSINE = declare_head_kind(
         default_weight_decay=0.0,
     )
 )
+
+
+@dataclass(frozen=True)
+class DrawRule:
+    """What a class-vector draw needs of K classes in d dimensions: validation asks it, heads.py draws."""
+
+    min_dim: Callable[[int], int]  # K classes -> the fewest dimensions that keep every class's vector its own
+    why: str  # what goes wrong with fewer
+
+
+DRAW_RULES: dict[str, DrawRule] = {
+    "normal": DrawRule(lambda k: 1, "a vector needs a dimension"),
+    "uniform_int": DrawRule(lambda k: 1, "a vector needs a dimension"),
+    "hadamard": DrawRule(lambda k: k, "with fewer, classes would share a Hadamard row"),
+    "etf": DrawRule(lambda k: k - 1, "a simplex of K equiangular vectors spans K-1 dimensions"),
+    "orthoplex": DrawRule(lambda k: math.ceil(k / 2), "+-e_i gives two classes per dimension"),
+    "cube": DrawRule(lambda k: max(1, math.ceil(math.log2(k))), "a cube of d dimensions has 2^d vertices"),
+}

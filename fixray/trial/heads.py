@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fixray.trial.head_kinds import COSINE, DOT, HeadKind, Margin, VectorDraw, declare_head_kind
+from fixray.trial.head_kinds import COSINE, DOT, DRAW_RULES, HeadKind, Margin, VectorDraw, declare_head_kind
 
 BIAS_INIT = 0.01  # the authors' public code initialises every bias to 0.01
 UNIFORM_INT_RANGE = (-100, 100)  # the authors' public code: integers in [-100, 100), then l2-normalised
@@ -36,8 +36,14 @@ def draw_class_vectors(num_classes: int, dim: int, seed: int, init: VectorDraw =
     """Class vectors with l2-normalised rows, reproducible from `seed` and `init` alone.
 
     normal: uniform on the hypersphere; uniform_int: as the authors' public code; hadamard: rows of a
-    Hadamard matrix (Hoffer et al. 2018), mutually orthogonal when num_classes <= dim and dim is a power of 2.
+    Hadamard matrix (Hoffer et al. 2018), mutually orthogonal when dim is a power of 2; etf: a simplex
+    equiangular tight frame, every pairwise cosine -1/(K-1) (Papyan et al. 2020), randomly placed in d >= K-1
+    dimensions; orthoplex: +-e_i (Pernici et al.'s d-Orthoplex); cube: distinct vertices of the hypercube of
+    ceil(log2 K) dimensions (d-Cube). The last two lie in the first dimensions, the rest of each vector 0.
     """
+    need = DRAW_RULES[init].min_dim(num_classes) if init in DRAW_RULES else 1
+    if dim < need:
+        raise ValueError(f"{init} class vectors for {num_classes} classes need {need} dimensions, got {dim}")
     generator = torch.Generator().manual_seed(seed)
     if init == "normal":
         vectors = torch.randn(num_classes, dim, generator=generator)
@@ -48,9 +54,35 @@ def draw_class_vectors(num_classes: int, dim: int, seed: int, init: VectorDraw =
 
         order = 1 << max(dim - 1, num_classes - 1, 1).bit_length()  # the smallest power of 2 that fits both
         vectors = torch.tensor(hadamard(order)[:num_classes, :dim], dtype=torch.float32)
+    elif init == "etf":
+        vectors = _simplex(num_classes) @ _orthonormal_rows(num_classes - 1, dim, generator)
+    elif init == "orthoplex":
+        vectors = torch.zeros(num_classes, dim)
+        classes = torch.arange(num_classes)
+        vectors[classes, classes // 2] = 1.0 - 2.0 * (classes % 2)  # class 2i: +e_i, class 2i+1: -e_i
+    elif init == "cube":
+        bits = DRAW_RULES["cube"].min_dim(num_classes)
+        codes = (torch.arange(num_classes)[:, None] >> torch.arange(bits)) & 1  # class c: the bits of c
+        vectors = torch.zeros(num_classes, dim)
+        vectors[:, :bits] = 1.0 - 2.0 * codes
     else:
-        raise ValueError(f"class vectors are drawn 'normal', 'uniform_int' or 'hadamard', got {init!r}")
-    return F.normalize(vectors, dim=1)
+        raise ValueError(f"class vectors are drawn as one of {', '.join(DRAW_RULES)}, got {init!r}")
+    return F.normalize(vectors.float(), dim=1)
+
+
+def _simplex(num_classes: int) -> torch.Tensor:
+    """K unit vectors in K-1 dimensions with every pairwise cosine -1/(K-1): the centred standard basis,
+    sqrt(K/(K-1)) (I - 11^T/K), written in an orthonormal basis of the plane orthogonal to 1."""
+    k = num_classes
+    centred = (torch.eye(k, dtype=torch.float64) - 1.0 / k) * math.sqrt(k / (k - 1))
+    basis = torch.linalg.qr(centred)[0][:, : k - 1]  # spans the columns of `centred`: the plane orthogonal to 1
+    return (centred @ basis).float()
+
+
+def _orthonormal_rows(rows: int, dim: int, generator: torch.Generator) -> torch.Tensor:
+    """A seeded random rows x dim matrix with orthonormal rows (QR of a Gaussian), rows <= dim."""
+    gaussian = torch.randn(dim, max(rows, 1), generator=generator, dtype=torch.float64)
+    return torch.linalg.qr(gaussian)[0][:, :rows].T.float()
 
 
 class ClassHead(nn.Module):
@@ -71,10 +103,11 @@ class ClassHead(nn.Module):
         fixed: bool = False,
         bias: bool = True,
         init: VectorDraw = "normal",
+        draw_seed: int | None = None,
     ) -> None:
         super().__init__()
         self.fixed = fixed
-        weight = draw_class_vectors(num_classes, in_features, seed, init)
+        weight = draw_class_vectors(num_classes, in_features, seed if draw_seed is None else draw_seed, init)
         bias_value = torch.full((num_classes,), BIAS_INIT) if bias else None
         if fixed:
             self.register_buffer("weight", weight)

@@ -157,7 +157,7 @@ def _embed(
 def measure(
     features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor
 ) -> dict[str, float]:
-    """Accuracy, loss and the paper's geometry measurements on the test split."""
+    """Accuracy, loss, the paper's geometry measurements and neural collapse on the test split."""
     predictions = logits.argmax(dim=1)
     separability_mean, separability_max = metrics.image_separability(features, labels, vectors.shape[0])
     vector_cos_mean, vector_cos_max = metrics.class_vector_cosines(vectors)
@@ -171,6 +171,28 @@ def measure(
         keys.VECTOR_COS_MEAN: vector_cos_mean,
         keys.VECTOR_COS_MAX: vector_cos_max,
         keys.CONFUSION_SPEARMAN: metrics.confusion_correlation(vectors, confusion),
+    } | neural_collapse(features, logits, labels, vectors)
+
+
+def neural_collapse(
+    features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor
+) -> dict[str, float]:
+    """Neural-collapse measurements of one split's image vectors and the class vectors (metrics.py says each)."""
+    means = metrics.centred_means(features, labels)
+    feature_norms, vector_norms = features.double().norm(dim=1), vectors.double().norm(dim=1)
+    return {
+        keys.NC1: metrics.nc1(features, labels),
+        keys.CDNV: metrics.cdnv(features, labels),
+        keys.NC2_MEANS: metrics.etf_distance(means),
+        keys.NC2_WEIGHTS: metrics.etf_distance(vectors),
+        keys.EQUINORM_MEANS: metrics.equinorm(means),
+        keys.EQUIANGULARITY_MEANS: metrics.equiangularity(means),
+        keys.NC3: metrics.nc3(vectors, features, labels),
+        keys.NC4: metrics.nc4(features, labels, logits),
+        keys.FEATURE_NORM_MEAN: feature_norms.mean().item(),
+        keys.FEATURE_NORM_STD: feature_norms.std(unbiased=False).item(),
+        keys.VECTOR_NORM_MEAN: vector_norms.mean().item(),
+        keys.VECTOR_NORM_STD: vector_norms.std(unbiased=False).item(),
     }
 
 

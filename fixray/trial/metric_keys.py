@@ -77,6 +77,47 @@ CONFUSION_SPEARMAN = declare(
     "Spearman rho",
     "none",
 )
+NC1 = declare(
+    "val/nc1",
+    "NC1: within- against between-class spread of the image vectors, tr(Sigma_W pinv(Sigma_B))/K; class means "
+    "weigh equally in the global mean",
+    "ratio",
+    "lower",
+)
+CDNV = declare(
+    "val/cdnv", "class-distance normalised variance (Galanti et al.), averaged over class pairs", "ratio", "lower"
+)
+NC2_MEANS = declare(
+    "val/nc2_means",
+    "NC2: distance of the centred class means' Gram matrix from a simplex ETF's (Zhu et al.'s form)",
+    "Frobenius",
+    "lower",
+)
+NC2_WEIGHTS = declare(
+    "val/nc2_weights",
+    "NC2 of the class vectors: 0 for a simplex ETF (a covariate of any fixed draw)",
+    "Frobenius",
+    "none",
+)
+EQUINORM_MEANS = declare(
+    "val/equinorm_means", "std / mean of the centred class means' norms (Papyan et al.)", "ratio", "lower"
+)
+EQUIANGULARITY_MEANS = declare(
+    "val/equiangularity_means", "std of the cosines between centred class means (Papyan et al.)", "cosine", "lower"
+)
+NC3 = declare(
+    "val/nc3", "NC3, self-duality: ||W/||W|| - M/||M|||^2 of class vectors and centred class means", "squared", "lower"
+)
+NC4 = declare(
+    "val/nc4",
+    "NC4: share of images whose prediction (argmax of the logits) is not the nearest class mean's",
+    "fraction",
+    "lower",
+)
+FEATURE_NORM_MEAN = declare("val/feature_norm_mean", "mean norm of the image vectors f(x)", "norm", "none")
+FEATURE_NORM_STD = declare("val/feature_norm_std", "std of the norms of the image vectors", "norm", "none")
+VECTOR_NORM_MEAN = declare("val/class_vector_norm_mean", "mean ||w_c|| (1 for fixed heads)", "norm", "none")
+VECTOR_NORM_STD = declare("val/class_vector_norm_std", "std of ||w_c|| (0 for fixed heads)", "norm", "none")
 LR = declare("lr", "the learning rate the epoch trained at", "1/step", "none", "each epoch")
 DIVERGED = declare(
     "diverged", "1 when the loss turned NaN or infinite (the trial stops)", "flag", "lower", "each epoch"

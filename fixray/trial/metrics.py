@@ -1,4 +1,4 @@
-"""The paper's measurements as pure tensor functions (no training, no tracking)."""
+"""The paper's measurements and neural collapse as pure tensor functions (no training, no tracking)."""
 
 from __future__ import annotations
 
@@ -72,3 +72,84 @@ def confusion_correlation(class_vectors: torch.Tensor, confusion: torch.Tensor) 
     if cosines.std() == 0 or counts.std() == 0:
         return math.nan
     return float(spearmanr(cosines, counts).statistic)
+
+
+# --- neural collapse (Papyan, Han & Donoho 2020; Zhu et al. 2021), on one split's image vectors h ------------------
+# Class means mu_c over the images of class c; the global mean mu_G is the mean of the class means (each class
+# weighs the same, as a long-tailed training set needs); Sigma_W averages over all images, Sigma_B over classes.
+
+
+def class_means(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the present classes' means, K x d float64, and those classes' indices), in one pass over the images."""
+    present, index, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    sums = torch.zeros(len(present), features.shape[1], dtype=torch.float64, device=features.device)
+    sums.index_add_(0, index, features.double())
+    return sums / counts[:, None], present
+
+
+def nc1(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """NC1 = tr(Sigma_W pinv(Sigma_B)) / K: within-class spread against between-class spread; 0 at collapse.
+
+    With B the K x d centred means, Sigma_B = B^T B / K has pinv K B+ B+^T, so NC1 = ||(h - mu_c) B+||_F^2 / N:
+    a pseudo-inverse of K x d, not of d x d (4,608-d image vectors on STL-10 with the authors' pooling)."""
+    means, present = class_means(features, labels)
+    within = features.double() - means[torch.searchsorted(present, labels)]
+    projected = within @ torch.linalg.pinv(means - means.mean(0))
+    return (projected.square().sum() / len(within)).item()
+
+
+def cdnv(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Class-distance normalised variance (Galanti et al. 2022), averaged over class pairs:
+    (Var_c + Var_c') / (2 ||mu_c - mu_c'||^2), Var_c the mean squared distance of class c's images to mu_c."""
+    means, present = class_means(features, labels)
+    index = torch.searchsorted(present, labels)
+    squared = (features.double() - means[index]).square().sum(1)
+    variances = torch.zeros(len(means), dtype=torch.float64, device=means.device).index_add_(0, index, squared)
+    variances = variances / torch.bincount(index, minlength=len(means))
+    distances = torch.cdist(means, means).square()
+    pairs = ~torch.eye(len(means), dtype=torch.bool)
+    return ((variances[:, None] + variances[None, :])[pairs] / (2 * distances[pairs])).mean().item()
+
+
+def etf_distance(vectors: torch.Tensor) -> float:
+    """NC2 in Zhu et al.'s form for K vectors (rows): ||G/||G||_F - (I - 11^T/K)/sqrt(K-1)||_F, G the Gram
+    matrix; 0 for a simplex ETF (any scale), up to about 1.4 for vectors far from one."""
+    x = vectors.double()
+    k = len(x)
+    gram = x @ x.T
+    target = (torch.eye(k, dtype=torch.float64) - 1.0 / k) / math.sqrt(k - 1)
+    return torch.linalg.norm(gram / torch.linalg.norm(gram) - target).item()
+
+
+def equinorm(vectors: torch.Tensor) -> float:
+    """Papyan's equinorm: std / mean of the vectors' norms (population std); 0 when all have one length."""
+    norms = vectors.double().norm(dim=1)
+    return (norms.std(unbiased=False) / norms.mean()).item()
+
+
+def equiangularity(vectors: torch.Tensor) -> float:
+    """Papyan's equiangularity: the std over pairs c != c' of cos(v_c, v_c') (population std); 0 for an ETF."""
+    return _off_diagonal(class_cosine_matrix(vectors)).std(unbiased=False).item()
+
+
+def centred_means(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """mu_c - mu_G, one row per present class: what NC2 and NC3 compare."""
+    means, _ = class_means(features, labels)
+    return means - means.mean(0)
+
+
+def nc3(class_vectors: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Self-duality: ||W/||W||_F - M/||M||_F||_F^2, W the class vectors and M the centred class means (rows);
+    0 when the classifier is the class means up to scale."""
+    w = class_vectors.double()[torch.unique(labels)]
+    m = centred_means(features, labels)
+    return torch.linalg.norm(w / torch.linalg.norm(w) - m / torch.linalg.norm(m)).square().item()
+
+
+def nc4(features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> float:
+    """The share of images whose prediction (argmax of the logits) differs from the class of the nearest class
+    mean (by Euclidean distance); 0 when the classifier is a nearest-mean classifier."""
+    means, present = class_means(features, labels)
+    # ||h - mu||^2 = ||h||^2 - 2 h.mu + ||mu||^2; ||h||^2 is the same for every class, so it does not pick one
+    nearest = present[(means.square().sum(1) - 2 * features.double() @ means.T).argmin(1)]
+    return (logits.argmax(1) != nearest).double().mean().item()
