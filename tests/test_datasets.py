@@ -93,3 +93,36 @@ def test_missing_files_give_advice_not_a_traceback(tmp_path, name):
     entry = DATASETS[name]
     assert str(tmp_path / entry.folder) in message
     assert entry.required[0] in message and "data_dir" in message and "--data-dir" in message
+
+
+def test_a_long_tailed_training_set_keeps_n_max_times_ratio_to_the_c_over_k_minus_1_per_class_and_the_test_set():
+    from pathlib import Path
+
+    import yaml
+    from conftest import GOOD_SWEEP
+
+    from fixray.data.long_tail import kept_per_class
+    from fixray.sweep.inputs import prepare_data
+    from fixray.sweep.spec import SweepFileError, parse_sweep
+
+    digits = load_dataset("digits")
+    available = np.bincount(digits.train.y)  # digits' classes hold 142 to 146 training images
+    largest = int(available.max())
+    doc = yaml.safe_load(GOOD_SWEEP) | {"long_tail": {"ratio": 0.1, "seed": 3}}
+    splits = prepare_data(parse_sweep(doc, Path("lt.yaml")))
+    counts = np.bincount(splits.train.y, minlength=10)
+    wanted = [int(largest * 0.1 ** (c / 9)) for c in range(10)]
+    assert wanted == kept_per_class(largest, 10, 0.1) and wanted[0] == largest and wanted[9] == int(largest * 0.1)
+    assert counts.tolist() == [min(w, a) for w, a in zip(wanted, available)]  # no class keeps more than it has
+    assert np.array_equal(splits.test.x, digits.test.x) and np.array_equal(splits.test.y, digits.test.y)
+    for label in range(10):  # every kept image is one of that class's own, none twice
+        kept = splits.train.x[splits.train.y == label].reshape(counts[label], -1)
+        own = {row.tobytes() for row in digits.train.x[digits.train.y == label].reshape(-1, 64)}
+        assert {row.tobytes() for row in kept} <= own
+    again = prepare_data(parse_sweep(doc, Path("lt.yaml")))
+    assert np.array_equal(again.train.x, splits.train.x)  # the seed alone decides which images stay
+    other = prepare_data(parse_sweep(doc | {"long_tail": {"ratio": 0.1, "seed": 4}}, Path("lt.yaml")))
+    assert not np.array_equal(other.train.x, splits.train.x)
+    for ratio in (0, 1.5):
+        with pytest.raises(SweepFileError, match="long_tail.ratio"):
+            parse_sweep(doc | {"long_tail": {"ratio": ratio}}, Path("lt.yaml"))

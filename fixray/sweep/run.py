@@ -133,6 +133,8 @@ class SweepRun:
                 storage_filesystem=where.fs,
             )
         context = {"dataset": spec.dataset, "workers": spec.resources.workers}  # each child run's params besides
+        if spec.long_tail is not None:
+            context["long_tail_ratio"] = spec.long_tail.ratio
         return tune.Tuner(
             trainable,
             param_space=space,
@@ -177,6 +179,7 @@ class SweepRun:
                 "epochs": spec.epochs,
                 "method": spec.search.method,
                 "seeds": spec.seeds,
+                "long_tail": spec.long_tail.model_dump() if spec.long_tail else None,
                 "execution": spec.resources.execution(),  # bf16 rounds differently: part of what made the numbers
             }
         )

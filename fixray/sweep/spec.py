@@ -132,6 +132,15 @@ class RobustnessSpec(Schema):
     seed: int = Field(0, description="the corrupted sets are drawn from this seed once, then cached on disk")
 
 
+class LongTailSpec(Schema):
+    """A long-tailed training set: class c keeps n_max * ratio^(c/(K-1)) of its images; the test set is untouched."""
+
+    ratio: float = Field(
+        gt=0, le=1, description="n_min / n_max: the last class keeps this share of the largest (0.01: CIFAR-10-LT's)"
+    )
+    seed: int = Field(0, description="which images each class keeps (a seeded shuffle), the same for every trial")
+
+
 class AshaSpec(Schema):
     """Ray Tune's ASHA early stopping on test accuracy, in epochs."""
 
@@ -302,6 +311,7 @@ class SweepSpec(Schema):
     schedule: ScheduleConfig = _from_trial("schedule")
     head: HeadConfig = _from_trial("head")
     augmentation: Augmentation | None = Field(None, description="null: the dataset's standard augmentation")
+    long_tail: LongTailSpec | None = Field(None, description="null: the whole training set; else a long-tailed one")
     robustness: RobustnessSpec | None = Field(None, description="corrupted test sets measured after training (Table 6)")
     generalisation: str | None = Field(
         None, description="a registered test set with the training set's classes (e.g. cifar10.1): gen/acc"
