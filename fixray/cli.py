@@ -13,12 +13,10 @@ from fixray.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, 
 # so `fixray report NAME` reads MLflow without loading torch.
 
 
-def _summary(spec) -> str:
-    from fixray.sweep.plan import expected_trials
-
+def _summary(spec, trials: int) -> str:
+    """e.g. '24 trials of 10 epochs (grid search) on digits with small_cnn'."""
     models = spec.search.space.parameters().get("model", spec.model)
-    trials = f"{expected_trials(spec)} trials of {spec.epochs} epochs ({spec.search.method} search)"
-    return f"{trials} on {spec.dataset} with {models}"
+    return f"{trials} trials of {spec.epochs} epochs ({spec.search.method} search) on {spec.dataset} with {models}"
 
 
 def _style(asked: str | None):
@@ -31,6 +29,7 @@ def _style(asked: str | None):
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from fixray.sweep.inputs import check_data
+    from fixray.sweep.plan import expected_trials
     from fixray.sweep.spec import load_sweep
 
     status = 0
@@ -42,7 +41,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(f"{error.prefix and f'{file}: '}{error}", file=sys.stderr)
             status = error.exit_code
             continue
-        print(f"{file}: ok ({_summary(spec)}); data: {data}")
+        print(f"{file}: ok ({_summary(spec, expected_trials(spec))}); data: {data}")
     return status
 
 
@@ -63,8 +62,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from fixray.records.runs import local_store_path, ui_addresses
     from fixray.sweep.run import StorageFull, SweepRun
 
-    sweep = SweepRun(spec)
-    print(f"Sweep {spec.name!r}: {_summary(spec)}", flush=True)
+    sweep = SweepRun(spec)  # plans the trials once: the summary counts them from there
+    print(f"Sweep {spec.name!r}: {_summary(spec, sweep.expected)}", flush=True)
     try:
         outcome = sweep.run(args.address)
     except StorageFull as full:

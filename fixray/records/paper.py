@@ -10,6 +10,7 @@ measured on that epoch's weights; the best learning rate or S is the one with th
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,8 +29,10 @@ PAPER_EXPERIMENT = "fixray-paper"  # the MLflow experiment the paper's sweep fil
 BEST_ACC, BEST_EPOCH = keys.BEST_ACC, keys.BEST_EPOCH  # logged by the loop every epoch
 
 
+@functools.cache
 def published() -> dict:
-    """The paper's tables as declared (cells' rules beside the published numbers), shipped inside the package."""
+    """The paper's tables as declared (cells' rules beside the published numbers), shipped inside the package: read
+    once per process (the table list at import, then every layout), never changed after."""
     return yaml.safe_load(resources.files("fixray.records").joinpath("paper_tables.yaml").read_text())
 
 

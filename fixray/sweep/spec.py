@@ -520,8 +520,8 @@ def _image_vector_problems(spec: SweepSpec) -> list[Problem]:
             problems.append(Problem("pooling", spec.pooling, f"a pooling {model} can apply: {error}"))
             continue
         for draw in draws:
-            rule = DRAW_RULES.get(draw)
-            need = rule.min_dim(dataset.classes) if rule is not None else 1
+            rule = DRAW_RULES[draw]  # a draw the schema admitted: every one has its rule
+            need = rule.min_dim(dataset.classes)
             if dim < need:
                 expected = (
                     f"a draw that fits: {draw} class vectors need {need} dimensions for {dataset.classes} classes "

@@ -216,8 +216,20 @@ def _flat_paths(cls: type, prefix: tuple[str, ...] = ()) -> dict[str, tuple[str,
 
 FLAT_PATHS: dict[str, tuple[str, ...]] = _flat_paths(TrialConfig)
 # What a sweep may search: the settings whose effect is the question, not the run's bookkeeping.
-SEARCHABLE = ("lr", "S", "weight_decay", "momentum", "fixed", "bias", "kind", "init", "draw_seed", "model")
-SEARCHABLE += ("margin", "m")
+SEARCHABLE = (
+    "lr",
+    "S",
+    "weight_decay",
+    "momentum",
+    "fixed",
+    "bias",
+    "kind",
+    "init",
+    "draw_seed",
+    "model",
+    "margin",
+    "m",
+)
 
 
 def field_type(flat: str) -> Any:

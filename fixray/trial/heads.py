@@ -41,7 +41,9 @@ def draw_class_vectors(num_classes: int, dim: int, seed: int, init: VectorDraw =
     dimensions; orthoplex: +-e_i (Pernici et al.'s d-Orthoplex); cube: distinct vertices of the hypercube of
     ceil(log2 K) dimensions (d-Cube). The last two lie in the first dimensions, the rest of each vector 0.
     """
-    need = DRAW_RULES[init].min_dim(num_classes) if init in DRAW_RULES else 1
+    if init not in DRAW_RULES:
+        raise ValueError(f"class vectors are drawn as one of {', '.join(DRAW_RULES)}, got {init!r}")
+    need = DRAW_RULES[init].min_dim(num_classes)
     if dim < need:
         raise ValueError(f"{init} class vectors for {num_classes} classes need {need} dimensions, got {dim}")
     generator = torch.Generator().manual_seed(seed)
@@ -61,12 +63,10 @@ def draw_class_vectors(num_classes: int, dim: int, seed: int, init: VectorDraw =
         classes = torch.arange(num_classes)
         vectors[classes, classes // 2] = 1.0 - 2.0 * (classes % 2)  # class 2i: +e_i, class 2i+1: -e_i
     elif init == "cube":
-        bits = DRAW_RULES["cube"].min_dim(num_classes)
+        bits = need  # ceil(log2 K)
         codes = (torch.arange(num_classes)[:, None] >> torch.arange(bits)) & 1  # class c: the bits of c
         vectors = torch.zeros(num_classes, dim)
         vectors[:, :bits] = 1.0 - 2.0 * codes
-    else:
-        raise ValueError(f"class vectors are drawn as one of {', '.join(DRAW_RULES)}, got {init!r}")
     return F.normalize(vectors.float(), dim=1)
 
 

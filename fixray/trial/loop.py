@@ -178,17 +178,17 @@ def neural_collapse(
     features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor
 ) -> dict[str, float]:
     """Neural-collapse measurements of one split's image vectors and the class vectors (metrics.py says each)."""
-    means = metrics.centred_means(features, labels)
-    feature_norms, vector_norms = features.double().norm(dim=1), vectors.double().norm(dim=1)
+    geometry = metrics.ClassGeometry.of(features, labels)  # the class means and offsets, once for all below
+    feature_norms, vector_norms = geometry.features.norm(dim=1), vectors.double().norm(dim=1)
     return {
-        keys.NC1: metrics.nc1(features, labels),
-        keys.CDNV: metrics.cdnv(features, labels),
-        keys.NC2_MEANS: metrics.etf_distance(means),
+        keys.NC1: geometry.nc1(),
+        keys.CDNV: geometry.cdnv(),
+        keys.NC2_MEANS: metrics.etf_distance(geometry.centred),
         keys.NC2_WEIGHTS: metrics.etf_distance(vectors),
-        keys.EQUINORM_MEANS: metrics.equinorm(means),
-        keys.EQUIANGULARITY_MEANS: metrics.equiangularity(means),
-        keys.NC3: metrics.nc3(vectors, features, labels),
-        keys.NC4: metrics.nc4(features, labels, logits),
+        keys.EQUINORM_MEANS: metrics.equinorm(geometry.centred),
+        keys.EQUIANGULARITY_MEANS: metrics.equiangularity(geometry.centred),
+        keys.NC3: geometry.nc3(vectors),
+        keys.NC4: geometry.nc4(logits),
         keys.FEATURE_NORM_MEAN: feature_norms.mean().item(),
         keys.FEATURE_NORM_STD: feature_norms.std(unbiased=False).item(),
         keys.VECTOR_NORM_MEAN: vector_norms.mean().item(),

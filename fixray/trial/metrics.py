@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -79,36 +81,92 @@ def confusion_correlation(class_vectors: torch.Tensor, confusion: torch.Tensor) 
 # weighs the same, as a long-tailed training set needs); Sigma_W averages over all images, Sigma_B over classes.
 
 
-def class_means(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the present classes' means, K x d float64, and those classes' indices), in one pass over the images."""
-    present, index, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-    sums = torch.zeros(len(present), features.shape[1], dtype=torch.float64, device=features.device)
-    sums.index_add_(0, index, features.double())
-    return sums / counts[:, None], present
+@dataclass(frozen=True)
+class ClassGeometry:
+    """One split's image vectors grouped by class, computed once (float64): what NC1, CDNV, NC2 of the means, NC3
+    and NC4 read. Built per epoch on the test split, so the means and the within-class offsets are made once."""
+
+    features: torch.Tensor  # N x d
+    present: torch.Tensor  # the classes that have images, ascending
+    index: torch.Tensor  # each image's class, as a position in `present`
+    means: torch.Tensor  # K x d, one row per present class
+
+    @classmethod
+    def of(cls, features: torch.Tensor, labels: torch.Tensor) -> ClassGeometry:
+        h = features.double()
+        present, index, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        sums = torch.zeros(len(present), h.shape[1], dtype=torch.float64, device=h.device).index_add_(0, index, h)
+        return cls(h, present, index, sums / counts[:, None])
+
+    @cached_property
+    def centred(self) -> torch.Tensor:
+        """mu_c - mu_G, one row per present class: what NC2 and NC3 compare."""
+        return self.means - self.means.mean(0)
+
+    @cached_property
+    def within(self) -> torch.Tensor:
+        """h - mu_c for every image."""
+        return self.features - self.means[self.index]
+
+    def nc1(self) -> float:
+        """NC1 = tr(Sigma_W pinv(Sigma_B)) / K: within-class spread against between-class spread; 0 at collapse.
+
+        With B the K x d centred means, Sigma_B = B^T B / K has pinv K B+ B+^T, so NC1 = ||(h - mu_c) B+||_F^2 / N:
+        a pseudo-inverse of K x d, not of d x d (4,608-d image vectors on STL-10 with the authors' pooling)."""
+        projected = self.within @ torch.linalg.pinv(self.centred)
+        return (projected.square().sum() / len(self.within)).item()
+
+    def cdnv(self) -> float:
+        """Class-distance normalised variance (Galanti et al. 2022), averaged over class pairs:
+        (Var_c + Var_c') / (2 ||mu_c - mu_c'||^2), Var_c the mean squared distance of class c's images to mu_c."""
+        k = len(self.means)
+        sums = torch.zeros(k, dtype=torch.float64, device=self.means.device)
+        variances = sums.index_add_(0, self.index, self.within.square().sum(1)) / torch.bincount(
+            self.index, minlength=k
+        )
+        distances = torch.cdist(self.means, self.means).square()
+        pairs = ~torch.eye(k, dtype=torch.bool)
+        return ((variances[:, None] + variances[None, :])[pairs] / (2 * distances[pairs])).mean().item()
+
+    def nc3(self, class_vectors: torch.Tensor) -> float:
+        """Self-duality: ||W/||W||_F - M/||M||_F||_F^2, W the class vectors and M the centred class means (rows);
+        0 when the classifier is the class means up to scale."""
+        w = class_vectors.double()[self.present]
+        return (
+            torch.linalg.norm(w / torch.linalg.norm(w) - self.centred / torch.linalg.norm(self.centred)).square().item()
+        )
+
+    def nc4(self, logits: torch.Tensor) -> float:
+        """The share of images whose prediction (argmax of the logits) differs from the class of the nearest class
+        mean (by Euclidean distance); 0 when the classifier is a nearest-mean classifier."""
+        # ||h - mu||^2 = ||h||^2 - 2 h.mu + ||mu||^2; ||h||^2 is the same for every class, so it does not pick one
+        nearest = self.present[(self.means.square().sum(1) - 2 * self.features @ self.means.T).argmin(1)]
+        return (logits.argmax(1) != nearest).double().mean().item()
 
 
 def nc1(features: torch.Tensor, labels: torch.Tensor) -> float:
-    """NC1 = tr(Sigma_W pinv(Sigma_B)) / K: within-class spread against between-class spread; 0 at collapse.
-
-    With B the K x d centred means, Sigma_B = B^T B / K has pinv K B+ B+^T, so NC1 = ||(h - mu_c) B+||_F^2 / N:
-    a pseudo-inverse of K x d, not of d x d (4,608-d image vectors on STL-10 with the authors' pooling)."""
-    means, present = class_means(features, labels)
-    within = features.double() - means[torch.searchsorted(present, labels)]
-    projected = within @ torch.linalg.pinv(means - means.mean(0))
-    return (projected.square().sum() / len(within)).item()
+    """NC1 of one split (ClassGeometry.nc1)."""
+    return ClassGeometry.of(features, labels).nc1()
 
 
 def cdnv(features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Class-distance normalised variance (Galanti et al. 2022), averaged over class pairs:
-    (Var_c + Var_c') / (2 ||mu_c - mu_c'||^2), Var_c the mean squared distance of class c's images to mu_c."""
-    means, present = class_means(features, labels)
-    index = torch.searchsorted(present, labels)
-    squared = (features.double() - means[index]).square().sum(1)
-    variances = torch.zeros(len(means), dtype=torch.float64, device=means.device).index_add_(0, index, squared)
-    variances = variances / torch.bincount(index, minlength=len(means))
-    distances = torch.cdist(means, means).square()
-    pairs = ~torch.eye(len(means), dtype=torch.bool)
-    return ((variances[:, None] + variances[None, :])[pairs] / (2 * distances[pairs])).mean().item()
+    """CDNV of one split (ClassGeometry.cdnv)."""
+    return ClassGeometry.of(features, labels).cdnv()
+
+
+def centred_means(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """mu_c - mu_G of one split, one row per present class."""
+    return ClassGeometry.of(features, labels).centred
+
+
+def nc3(class_vectors: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> float:
+    """NC3 of one split against the class vectors (ClassGeometry.nc3)."""
+    return ClassGeometry.of(features, labels).nc3(class_vectors)
+
+
+def nc4(features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> float:
+    """NC4 of one split's predictions (ClassGeometry.nc4)."""
+    return ClassGeometry.of(features, labels).nc4(logits)
 
 
 def etf_distance(vectors: torch.Tensor) -> float:
@@ -130,26 +188,3 @@ def equinorm(vectors: torch.Tensor) -> float:
 def equiangularity(vectors: torch.Tensor) -> float:
     """Papyan's equiangularity: the std over pairs c != c' of cos(v_c, v_c') (population std); 0 for an ETF."""
     return _off_diagonal(class_cosine_matrix(vectors)).std(unbiased=False).item()
-
-
-def centred_means(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """mu_c - mu_G, one row per present class: what NC2 and NC3 compare."""
-    means, _ = class_means(features, labels)
-    return means - means.mean(0)
-
-
-def nc3(class_vectors: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Self-duality: ||W/||W||_F - M/||M||_F||_F^2, W the class vectors and M the centred class means (rows);
-    0 when the classifier is the class means up to scale."""
-    w = class_vectors.double()[torch.unique(labels)]
-    m = centred_means(features, labels)
-    return torch.linalg.norm(w / torch.linalg.norm(w) - m / torch.linalg.norm(m)).square().item()
-
-
-def nc4(features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> float:
-    """The share of images whose prediction (argmax of the logits) differs from the class of the nearest class
-    mean (by Euclidean distance); 0 when the classifier is a nearest-mean classifier."""
-    means, present = class_means(features, labels)
-    # ||h - mu||^2 = ||h||^2 - 2 h.mu + ||mu||^2; ||h||^2 is the same for every class, so it does not pick one
-    nearest = present[(means.square().sum(1) - 2 * features.double() @ means.T).argmin(1)]
-    return (logits.argmax(1) != nearest).double().mean().item()
