@@ -16,6 +16,7 @@ from fixray.records.runs import STATUS_TAG, SweepRuns, param_value
 from fixray.records.tables import summarise, sweep_table
 from fixray.sweep.plan import run_name
 from fixray.sweep.spec import parse_sweep
+from fixray.trial import metric_keys as keys
 from fixray.trial.contract import HeadConfig, TrialConfig, to_params
 
 T_2 = 4.302652729911275  # Student's t, 97.5th percentile, 2 degrees of freedom
@@ -52,7 +53,7 @@ def _fill(tmp_path) -> tuple[str, SweepRuns]:
             cfg = TrialConfig(model="small_cnn", epochs=3, seed=seed, head=HeadConfig(kind="cosine", S=S, fixed=fixed))
             params = {k: param_value(v) for k, v in to_params(cfg.settled()).items()}
             run_id, _ = runs.child_for_trial(f"t-{S}-{fixed}-{seed}", run_name(cfg.settled(), spec), params)
-            metrics = {BEST_ACC: best, LAST_ACC: last, COMPACTNESS: compactness}
+            metrics = {keys.BEST_ACC: best, keys.VAL_ACC: last, keys.COMPACTNESS: compactness}
             runs.client.log_batch(run_id, metrics=[Metric(k, v, 0, 3) for k, v in metrics.items()])
             if status:
                 runs.client.set_tag(run_id, STATUS_TAG, status)
@@ -96,7 +97,7 @@ def test_fixed_minus_learned_pairs_finished_seeds_and_counts_the_rest(tmp_path):
 
 def test_the_headline_compares_the_best_fixed_and_learned_and_lands_on_the_parent_run(tmp_path):
     uri, runs = _fill(tmp_path)
-    headline = answer.publish(runs)
+    [headline] = answer.publish(runs)
     # An unfinished 0.99 and a failed 0.99 at S = 1 would make S = 1 the best learned head if they were averaged.
     assert headline.best.learned.key["S"] == 16.0 and headline.best.fixed.key["S"] == 16.0
     parent = runs.client.get_run(runs.parent_id)
@@ -124,6 +125,104 @@ def test_the_headline_compares_the_best_fixed_and_learned_and_lands_on_the_paren
     assert page.count("<table>") == 2
 
 
+def _run(runs: SweepRuns, spec, cfg: TrialConfig, status: str | None, history: dict[str, list[float]]) -> None:
+    """A child run of `cfg` (settled here) whose metrics were logged epoch by epoch (history[key][epoch - 1])."""
+    cfg = cfg.settled()
+    params = {k: param_value(v) for k, v in to_params(cfg).items()}
+    run_id, _ = runs.child_for_trial(f"t-{run_name(cfg, spec)}", run_name(cfg, spec), params)
+    epochs = max(len(values) for values in history.values())
+    best = history.get(keys.VAL_ACC)
+    if best:  # what the loop logs beside val/acc: the running best and its epoch (the earlier of equals)
+        history = history | {
+            keys.BEST_ACC: [max(best[:e]) for e in range(1, epochs + 1)],
+            keys.BEST_EPOCH: [float(best[:e].index(max(best[:e])) + 1) for e in range(1, epochs + 1)],
+        }
+    metrics = [Metric(k, v, 0, step) for k, values in history.items() for step, v in enumerate(values, start=1)]
+    runs.client.log_batch(run_id, metrics=metrics)
+    if status:
+        runs.client.set_tag(run_id, STATUS_TAG, status)
+
+
+def _spec(tmp_path):
+    space = {"model": ["small_cnn", "resnet18"], "fixed": [True, False], "lr": [0.1, 0.01]}
+    return parse_sweep({"dataset": "digits", "model": "small_cnn", "epochs": 3, "search": {"space": space}}, tmp_path)
+
+
+def _dot(model: str, fixed: bool, lr: float, seed: int) -> TrialConfig:
+    return TrialConfig(model=model, epochs=3, seed=seed, lr=lr, head=HeadConfig(kind="dot", fixed=fixed))
+
+
+def test_the_headline_compares_within_a_backbone_one_headline_each(tmp_path):
+    runs, spec = SweepRuns(f"sqlite:///{tmp_path / 's.db'}", "fixray", "backbones"), _spec(tmp_path)
+    # small_cnn: fixed 0.91 vs learned 0.90 (+1 pp); resnet18: fixed 0.80 vs learned 0.84 (-4 pp). Across backbones
+    # the best fixed (0.91, small_cnn) minus the best learned (0.84, resnet18) would read +7 pp, and the other way -
+    # the best fixed of one against the best learned of the other - is no comparison at all.
+    accuracy = {
+        ("small_cnn", True): 0.91,
+        ("small_cnn", False): 0.90,
+        ("resnet18", True): 0.80,
+        ("resnet18", False): 0.84,
+    }
+    for (model, fixed), acc in accuracy.items():
+        for seed in (0, 1):
+            _run(runs, spec, _dot(model, fixed, 0.1, seed), "finished", {keys.VAL_ACC: [acc - 0.1, acc]})
+    headlines = answer.publish(runs)
+    found = {dict(h.context)["model"]: round(h.interval.mean, 6) for h in headlines}
+    assert found == {"small_cnn": 0.01, "resnet18": -0.04}
+    metrics = runs.client.get_run(runs.parent_id).data.metrics
+    assert math.isclose(metrics["answer/resnet18/fixed_minus_learned"], -0.04)
+    assert math.isclose(metrics["answer/small_cnn/fixed_minus_learned"], 0.01)
+    assert "answer/fixed_minus_learned" not in metrics
+    tag = runs.client.get_run(runs.parent_id).data.tags["fixray.answer"]
+    assert "model=resnet18: best fixed (dot lr=0.1) 80.00%" in tag and "model=small_cnn: best fixed" in tag
+
+
+def test_a_setting_with_a_seed_short_is_not_ranked_however_well_its_survivors_did(tmp_path):
+    runs, spec = SweepRuns(f"sqlite:///{tmp_path / 's.db'}", "fixray", "ranked"), _spec(tmp_path)
+    # learned lr 0.1: 2 of 3 seeds diverged, the survivor at 0.96; learned lr 0.01: 0.90 on every seed.
+    for seed in range(3):
+        _run(runs, spec, _dot("small_cnn", True, 0.1, seed), "finished", {keys.VAL_ACC: [0.92]})
+        _run(runs, spec, _dot("small_cnn", False, 0.01, seed), "finished", {keys.VAL_ACC: [0.90]})
+        status = "finished" if seed == 0 else "diverged"
+        _run(runs, spec, _dot("small_cnn", False, 0.1, seed), status, {keys.VAL_ACC: [0.96]})
+    [headline] = answer.publish(runs)
+    assert headline.best.learned.key["lr"] == 0.01 and math.isclose(headline.interval.mean, 0.02)
+    table = Report(answer.answer_blocks(summarise(runs.children(), runs.client))).render(as_markdown)
+    assert "best learned (dot lr=0.01) 90.00%" in table
+
+
+def test_the_headline_ranks_by_best_epoch_accuracy_and_pairs_seeds_by_seed_not_position(tmp_path):
+    runs, spec = SweepRuns(f"sqlite:///{tmp_path / 's.db'}", "fixray", "pairs"), _spec(tmp_path)
+    # Fixed lr 0.1 peaks at 0.95 and ends at 0.60; fixed lr 0.01 ends higher (0.80) but peaks lower (0.85).
+    for seed in (0, 1, 2):
+        _run(runs, spec, _dot("small_cnn", True, 0.1, seed), "finished", {keys.VAL_ACC: [0.95 + seed / 100, 0.60]})
+        _run(runs, spec, _dot("small_cnn", True, 0.01, seed), "finished", {keys.VAL_ACC: [0.85, 0.80]})
+    # Learned ran seeds 1, 2, 3: only seeds 1 and 2 pair; by position, seed 3 would pair with fixed seed 2.
+    for seed, acc in ((1, 0.90), (2, 0.90), (3, 0.50)):
+        _run(runs, spec, _dot("small_cnn", False, 0.1, seed), "finished", {keys.VAL_ACC: [acc, acc]})
+    rows = summarise(runs.children(), runs.client)
+    [headline] = answer.Headline.each(rows)
+    assert headline.best.fixed.key["lr"] == 0.1
+    interval = headline.interval
+    assert interval.n == 2 and math.isclose(interval.mean, (0.96 - 0.90 + 0.97 - 0.90) / 2)
+
+
+def test_tables_read_measurements_at_each_runs_best_epoch(tmp_path):
+    runs, spec = SweepRuns(f"sqlite:///{tmp_path / 's.db'}", "fixray", "best-epoch"), _spec(tmp_path)
+    # Best epoch 2 (0.9; epoch 3 ties it and the earlier is kept): compactness 0.7 there, 0.2 at the last epoch.
+    for fixed in (True, False):
+        history = {keys.VAL_ACC: [0.5, 0.9, 0.9], keys.COMPACTNESS: [0.1, 0.7, 0.2]}
+        _run(runs, spec, _dot("small_cnn", fixed, 0.1, 0), "finished", history)
+    [row, _] = summarise(runs.children(), runs.client)
+    assert row.values(answer.COMPACTNESS) == [0.7]
+    assert row.values(answer.LAST_ACC) == [0.9] and row.values(answer.BEST_ACC) == [0.9]
+    assert "| dot | fixed | none | 0.1 | 1 | 90.00 ± 0.00 | 90.00 ± 0.00 | 0.700 ± 0.000 |" in as_markdown(
+        sweep_table([row])
+    )
+    lines = answer.series(summarise(runs.children(), runs.client), "lr", answer.COMPACTNESS)
+    assert [v for line in lines for _, v in line.points] == [[0.7], [0.7]]
+
+
 def test_figure_lines_hold_finished_seeds_per_lr_with_fixed_and_learned_apart(tmp_path):
     _, runs = _fill(tmp_path)
     rows = summarise(runs.children())
@@ -143,7 +242,7 @@ def test_a_sweep_without_an_S_search_is_plotted_against_lr_or_not_at_all(lrs, fi
         def __init__(self, lr, fixed, seed):
             cfg = TrialConfig(model="small_cnn", epochs=1, seed=seed, lr=lr, head=HeadConfig(kind="dot", fixed=fixed))
             params = {k: param_value(v) for k, v in to_params(cfg.settled()).items()}
-            metrics = {BEST_ACC: 0.5, COMPACTNESS: 0.3}
+            metrics = {keys.BEST_ACC: 0.5, keys.COMPACTNESS: 0.3}
             self.data = type("Data", (), {"params": params, "metrics": metrics, "tags": {STATUS_TAG: "finished"}})()
 
     rows = summarise([Run(lr, fixed, seed) for lr in lrs for fixed in (True, False) for seed in (0, 1)])
@@ -160,3 +259,9 @@ def test_one_report_value_renders_as_markdown_html_and_the_terminal_with_the_sam
 
     terminal = report.render(as_terminal).splitlines()
     assert terminal[0] == "Answer: it <b>." and ["1", "2"] == terminal[terminal.index("T") + 3].split()
+
+
+def test_searchers_and_schedulers_rank_trials_by_the_number_tables_rank_configurations_by():
+    from fixray.sweep import search
+
+    assert (search.METRIC, search.MODE) == (answer.BEST_ACC.metric, "max")

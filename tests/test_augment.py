@@ -1,7 +1,9 @@
 """Batched augmentation: each image gets its own crop and flip; normalisation centres the pixels."""
 
+import pytest
 import torch
 
+from fixray.data.registry import DATASETS
 from fixray.trial.augment import augment, normalise
 from fixray.trial.contract import Augmentation
 
@@ -15,6 +17,25 @@ def test_random_crop_keeps_shape_and_draws_an_offset_per_image():
     padded = torch.nn.functional.pad(image[0], (2, 2, 2, 2))
     windows = {tuple(padded[:, y : y + 8, x : x + 8].flatten().tolist()) for y in range(5) for x in range(5)}
     assert all(tuple(o.flatten().tolist()) in windows for o in out)  # every output is a window of the padded image
+
+
+def test_a_crop_reaches_every_offset_from_zero_to_twice_the_padding():
+    image = torch.arange(8 * 8, dtype=torch.float32).reshape(1, 1, 8, 8) + 1  # no pixel equals the zero padding
+    out = augment(image.repeat(2000, 1, 1, 1), Augmentation(crop_padding=3), torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(image[0], (3, 3, 3, 3))
+    offsets = {
+        (y, x) for o in out for y in range(7) for x in range(7) if torch.equal(o, padded[:, y : y + 8, x : x + 8])
+    }
+    assert offsets == {(y, x) for y in range(7) for x in range(7)}  # 0..2p on both axes, the corners included
+
+
+# Each dataset's standard training augmentation: random crop with this zero padding, and a horizontal flip.
+STANDARD_PADDING = {"cifar10": 4, "cifar100": 4, "stl10": 10, "tinyimagenet": 8}
+
+
+@pytest.mark.parametrize(("dataset", "padding"), sorted(STANDARD_PADDING.items()))
+def test_each_dataset_trains_with_its_standard_crop_padding_and_flip(dataset, padding):
+    assert DATASETS[dataset].augmentation == Augmentation(crop_padding=padding, flip=True)
 
 
 def test_flip_mirrors_about_half_of_the_batch():

@@ -83,6 +83,15 @@ def test_cosine_logits_lie_within_plus_minus_S(scale):
     assert logits.max() > 0.5 * scale * 0.1  # not trivially zero
 
 
+def test_a_biased_cosine_head_gives_exactly_S_cos_plus_b():
+    head = CosineHead(4, 3, S=7.0, bias=True, seed=0)
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    features = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    cosines = F.cosine_similarity(features[:, None, :], head.weight[None, :, :], dim=2)
+    torch.testing.assert_close(head(features), 7.0 * cosines + torch.tensor([0.5, -1.0, 2.0]))
+
+
 def test_cosine_head_reproduces_the_best_softmax_probability_of_paper_eq4():
     """m = 200 classes, S = 1: p_max = e / (e + 199/e) ~ 0.036, reached when the others point away."""
     m, bound = 200, math.e / (math.e + 199 / math.e)

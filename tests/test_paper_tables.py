@@ -6,6 +6,7 @@ tables are then rendered from a synthetic MLflow store whose every cell has a kn
 """
 
 import math
+from pathlib import Path
 
 import pytest
 from mlflow.entities import Metric
@@ -14,6 +15,9 @@ from fixray.records import paper
 from fixray.records.render import as_markdown
 from fixray.records.runs import STATUS_TAG, SweepRuns
 from fixray.records.tables import format_cell
+from fixray.sweep.plan import plan
+from fixray.sweep.spec import load_sweep
+from fixray.trial.contract import to_params
 
 BACKBONE_OF = {"table7": "preact_resnet18", "table8": "resnet18", "table9": "mobilenetv2"}
 UNSTATED = "resnet18"  # Tables 4-6 and the Spearman values do not name a backbone
@@ -153,3 +157,37 @@ def test_every_metric_a_paper_table_reads_is_one_the_loop_declares():
     declared = set(metric_keys.METRICS) | {metric_keys.robust_acc(name) for name in CORRUPTIONS}
     for table in paper.TABLES:
         assert {cell.metric for cell in paper.layout(table).cells.values()} <= declared, table
+
+
+PAPER_SWEEPS = Path(__file__).resolve().parent.parent / "sweeps" / "paper"
+NAMED_S = {1.0, 20.0, 40.0}  # the S values the paper's text names for its best-S grid (Table 3)
+
+
+@pytest.mark.parametrize("table", paper.TABLES)
+def test_every_published_cell_has_planned_trials_with_the_test_sets_its_metric_reads(table):
+    """A cell with a published number names a sweep file that plans the runs it selects, three seeds each (the paper
+    reports means of 3 runs); a best-of cell has a grid to choose from; a cell reading corrupted or generalisation
+    accuracy has its sweep measure that set."""
+    grid = paper.layout(table)
+    for (row, column), cell in grid.cells.items():
+        if cell.sweep is None or grid.published[row, column] is None:
+            continue
+        spec = load_sweep(PAPER_SWEEPS / f"{cell.sweep.removeprefix('paper-')}.yaml")
+        assert spec.name == cell.sweep and spec.seeds == [0, 1, 2], (row, column)
+        planned = [to_params(trial.config) for trial in plan(spec)]
+        selected = [point for point in planned if all(_same(point, k, v) for k, v in cell.where.items())]
+        assert len(selected) >= 3, (row, column, cell.where)
+        if cell.best_over:
+            options = {point[cell.best_over] for point in selected}
+            assert len(options) >= 3, (row, column, cell.best_over, options)
+            if cell.best_over == "S":
+                assert NAMED_S <= options, (row, column)
+        if cell.metric.startswith("robust/"):
+            assert spec.robustness is not None and cell.metric.split("/")[1] in spec.robustness.corruptions
+        if cell.metric.startswith("gen/"):
+            assert spec.generalisation == row.split("->")[1], (row, column)
+
+
+def _same(point: dict, key: str, wanted) -> bool:
+    value = point.get(key)
+    return math.isclose(value, wanted) if isinstance(wanted, float) and value is not None else value == wanted

@@ -16,17 +16,15 @@ from scipy import stats
 
 from fixray.records.render import Block, Paragraph, Report, Table, as_markdown
 from fixray.records.runs import SweepRuns, left_out
-from fixray.records.tables import HEADERS, Row, mean_std, row_caption, shown_value, summarise, sweep_table
+from fixray.records.tables import HEADERS, Column, Row, row_caption, shown_value, summarise, sweep_table
 from fixray.trial import metric_keys as keys
 
 CONFIDENCE = 0.95  # of every interval fixray reports
 ANSWER_TAG = "fixray.answer"  # on the parent run: the headline in words
-BEST_ACC, LAST_ACC, COMPACTNESS = keys.BEST_ACC, keys.VAL_ACC, keys.COMPACTNESS
-DIFFERENCES = (  # (metric, column title, multiplier, decimals)
-    (BEST_ACC, "best-epoch test acc (pp)", 100.0, 2),
-    (LAST_ACC, "last-epoch test acc (pp)", 100.0, 2),
-    (COMPACTNESS, "compactness", 1.0, 3),
-)
+BEST_ACC = Column(keys.BEST_ACC, "best-epoch test acc (pp)", 100.0, 2)  # what configurations are ranked by
+LAST_ACC = Column(keys.VAL_ACC, "last-epoch test acc (pp)", 100.0, 2, "last")
+COMPACTNESS = Column(keys.COMPACTNESS, "compactness (best epoch)")
+DIFFERENCES = (BEST_ACC, LAST_ACC, COMPACTNESS)
 
 
 @dataclass(frozen=True)
@@ -66,19 +64,16 @@ class Comparison:
     fixed: Row
     learned: Row
 
-    def interval(self, metric: str) -> Interval:
-        seeds = sorted(self.fixed.by_seed.keys() & self.learned.by_seed.keys())
-        pairs = [(self.fixed.by_seed[s].get(metric), self.learned.by_seed[s].get(metric)) for s in seeds]
-        return paired_interval([f - g for f, g in pairs if _finite(f) and _finite(g)])
+    def interval(self, column: Column) -> Interval:
+        """fixed - learned seed by seed (the same seed on both sides, never the same position), finished on both."""
+        seeds = sorted(self.fixed.finished.keys() & self.learned.finished.keys())
+        pairs = [(self.fixed.value(s, column), self.learned.value(s, column)) for s in seeds]
+        return paired_interval([f - g for f, g in pairs if f is not None and g is not None])
 
     @property
     def key(self) -> dict:
         """The configuration both rows share (everything but `fixed`)."""
         return {k: v for k, v in self.fixed.key.items() if k != "fixed"}
-
-
-def _finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
 
 
 def comparisons(rows: list[Row]) -> list[Comparison]:
@@ -91,74 +86,98 @@ def comparisons(rows: list[Row]) -> list[Comparison]:
     return [Comparison(pair[True], pair[False]) for pair in by_key.values() if len(pair) == 2]
 
 
-def _mean(row: Row, metric: str) -> float:
-    return mean_std(row.values(metric))[0]
-
-
-def label(row: Row) -> str:
-    """A row's configuration in words, e.g. 'cosine S=16.0 lr=0.1' (options its head lacks left out)."""
-    return " ".join(
-        shown_value("kind", v) if k == "kind" else f"{k}={shown_value(k, v)}"
-        for k, v in row.key.items()
-        if k != "fixed" and v is not None
-    )
-
-
 @dataclass(frozen=True)
 class Headline:
-    """The best fixed and the best learned configuration (by mean best-epoch accuracy) and their paired difference."""
+    """Within one context (the backbone and every other setting neither the head's nor tuned), the best fixed and the
+    best learned configuration by mean best-epoch accuracy, ranked among those whose every seed finished, and their
+    paired difference."""
 
     best: Comparison
+    context: tuple  # ((setting, value), ...): empty when the sweep searches no context setting
 
     @classmethod
-    def of(cls, rows: list[Row]) -> Headline | None:
-        best = {}
-        for fixed in (True, False):
-            scored = [(_mean(r, BEST_ACC), i) for i, r in enumerate(rows) if r.key.get("fixed") is fixed]
-            scored = [(score, i) for score, i in scored if not math.isnan(score)]
-            if not scored:
-                return None
-            best[fixed] = rows[max(scored)[1]]
-        return cls(Comparison(best[True], best[False]))
+    def each(cls, rows: list[Row]) -> list[Headline]:
+        """One headline per context that has a ranked fixed and a ranked learned configuration."""
+        contexts: dict[tuple, list[Row]] = {}
+        for row in rows:
+            if row.ranked and isinstance(row.key.get("fixed"), bool) and not math.isnan(row.mean(BEST_ACC)):
+                contexts.setdefault(row.context, []).append(row)
+        found = []
+        for context, ranked in contexts.items():
+            best = {}
+            for fixed in (True, False):
+                side = [row for row in ranked if row.key["fixed"] is fixed]
+                if side:
+                    best[fixed] = max(side, key=lambda row: row.mean(BEST_ACC))  # the first of equals
+            if len(best) == 2:
+                found.append(cls(Comparison(best[True], best[False]), context))
+        return found
 
     @property
     def interval(self) -> Interval:
         return self.best.interval(BEST_ACC)
 
-    def metrics(self) -> dict[str, float]:
-        """For the parent run, so the experiment's runs table shows the answer in one row."""
+    def where(self) -> str:
+        """The context in words, e.g. 'model=resnet18'; '' when there is one context."""
+        return " ".join(f"{k}={shown_value(k, v)}" for k, v in self.context)
+
+    def metrics(self, several: bool) -> dict[str, float]:
+        """For the parent run, so the experiment's runs table shows the answer in one row; with several contexts,
+        each under answer/<context>/."""
+        prefix = f"answer/{'_'.join(shown_value(k, v) for k, v in self.context)}/" if several else "answer/"
         found = {
-            "answer/best_fixed_acc": _mean(self.best.fixed, BEST_ACC),
-            "answer/best_learned_acc": _mean(self.best.learned, BEST_ACC),
-            "answer/fixed_minus_learned": self.interval.mean,
-            "answer/ci95_low": self.interval.low,
-            "answer/ci95_high": self.interval.high,
-            "answer/seeds_paired": float(self.interval.n),
+            "best_fixed_acc": self.best.fixed.mean(BEST_ACC),
+            "best_learned_acc": self.best.learned.mean(BEST_ACC),
+            "fixed_minus_learned": self.interval.mean,
+            "ci95_low": self.interval.low,
+            "ci95_high": self.interval.high,
+            "seeds_paired": float(self.interval.n),
         }
-        return {k: v for k, v in found.items() if math.isfinite(v)}
+        return {prefix + k: v for k, v in found.items() if math.isfinite(v)}
 
     def text(self) -> str:
         fixed, learned = self.best.fixed, self.best.learned
+        where = f"{self.where()}: " if self.context else ""
         return (
-            f"best fixed ({label(fixed)}) {_mean(fixed, BEST_ACC) * 100:.2f}% vs best learned ({label(learned)}) "
-            f"{_mean(learned, BEST_ACC) * 100:.2f}% best-epoch test accuracy: fixed minus learned "
+            f"{where}best fixed ({label(fixed)}) {fixed.mean(BEST_ACC) * 100:.2f}% vs best learned ({label(learned)}) "
+            f"{learned.mean(BEST_ACC) * 100:.2f}% best-epoch test accuracy: fixed minus learned "
             f"{self.interval.text(100)} pp, {CONFIDENCE:.0%} t interval over {self.interval.n} seed(s) paired"
         )
 
 
+def label(row: Row) -> str:
+    """A row's configuration in words, e.g. 'cosine S=16.0 lr=0.1' (options its head lacks, and the context the
+    headline names, left out)."""
+    return " ".join(
+        shown_value("kind", v) if k == "kind" else f"{k}={shown_value(k, v)}"
+        for k, v in row.key.items()
+        if k != "fixed" and v is not None and (k, v) not in row.context
+    )
+
+
+UNRANKED_NOTE = "only configurations whose every seed finished are ranked"
+
+
+def headline_text(headlines: list[Headline]) -> str:
+    """The answer in words: one sentence per context."""
+    if not headlines:
+        return f"no configuration has finished every seed both fixed and learned yet ({UNRANKED_NOTE})"
+    return "; ".join(h.text() for h in headlines)
+
+
 def answer_blocks(rows: list[Row]) -> list[Block]:
     """The headline and, per configuration run both ways, fixed minus learned with its interval."""
-    headline = Headline.of(rows)
+    headlines = Headline.each(rows)
     found = comparisons(rows)
-    if headline is None and not found:
+    if not headlines and not found:
         return [Paragraph("Fixed minus learned", "no configuration has finished runs both fixed and learned yet.")]
-    blocks: list[Block] = [Paragraph("Answer", f"{headline.text()}.")] if headline else []
+    blocks: list[Block] = [Paragraph("Answer", f"{headline_text(headlines)}.")]
     if found:
         settings = list(found[0].key)
         header = (
             [HEADERS.get(k, k) for k in settings]
             + ["seeds paired", "left out (fixed / learned)"]
-            + [t for _, t, *_ in DIFFERENCES]
+            + [column.title for column in DIFFERENCES]
         )
         cells = []
         for comparison in found:
@@ -166,7 +185,7 @@ def answer_blocks(rows: list[Row]) -> list[Block]:
             cells.append(
                 [shown_value(k, v) for k, v in comparison.key.items()]
                 + [str(comparison.interval(BEST_ACC).n), excluded]
-                + [comparison.interval(m).text(scale, dec) for m, _, scale, dec in DIFFERENCES]
+                + [comparison.interval(c).text(c.scale, c.decimals) for c in DIFFERENCES]
             )
         note = f"(mean difference [{CONFIDENCE:.0%} t interval over seeds])"
         blocks.append(Table("Fixed minus learned, paired by seed", header, cells, note))
@@ -189,7 +208,7 @@ class Series:
     setting: str = ""  # the line's settings besides fixed/learned (e.g. 'lr=0.1'): one colour each
 
 
-def series(rows: list[Row], x: str, metric: str) -> list[Series]:
+def series(rows: list[Row], x: str, metric: Column) -> list[Series]:
     """Rows with a value of `x` as lines: one per fixed/learned and every other setting (the LR among them)."""
     lines: dict[tuple, Series] = {}
     several_kinds = len({r.key.get("kind") for r in rows}) > 1
@@ -215,7 +234,7 @@ def figure_axis(rows: list[Row]) -> str | None:
     return None
 
 
-FIGURE_METRICS = ((BEST_ACC, "best-epoch test accuracy"), (COMPACTNESS, "compactness (test)"))
+FIGURE_METRICS = ((BEST_ACC, "best-epoch test accuracy"), (COMPACTNESS, "compactness (test, best epoch)"))
 AXIS_NAMES = {"S": "cosine scale S", "lr": "learning rate"}
 
 
@@ -231,24 +250,24 @@ def answer_figures(rows: list[Row]) -> dict[str, bytes]:
         lines = series(rows, x, metric)
         if lines:
             title = f"{name} against {AXIS_NAMES[x]}: fixed (solid) vs learned (dashed) class vectors"
-            figures[f"{metric.split('/')[-1]}_vs_{x}.png"] = sweep_curve_png(lines, AXIS_NAMES[x], name, title)
+            figures[f"{metric.metric.split('/')[-1]}_vs_{x}.png"] = sweep_curve_png(lines, AXIS_NAMES[x], name, title)
     return figures
 
 
-def publish(runs: SweepRuns) -> Headline | None:
+def publish(runs: SweepRuns) -> list[Headline]:
     """Writes the answer onto the sweep's parent run: headline metrics and tag, the tables as its note, figures."""
-    rows = summarise(runs.children())
-    headline = Headline.of(rows)
-    tags = {ANSWER_TAG: headline.text() if headline else "no finished runs both fixed and learned yet"}
+    rows = summarise(runs.children(), runs.client)
+    headlines = Headline.each(rows)
+    metrics = {k: v for h in headlines for k, v in h.metrics(several=len(headlines) > 1).items()}
     note = Report(answer_blocks(rows) + [sweep_table(rows), metrics_block()]).render(as_markdown)
-    runs.log_summary(headline.metrics() if headline else {}, tags, note, answer_figures(rows))
-    return headline
+    runs.log_summary(metrics, {ANSWER_TAG: headline_text(headlines)}, note, answer_figures(rows))
+    return headlines
 
 
 def sweep_report(tracking_uri: str, experiment: str, sweep: str) -> Report:
     """A sweep's report, the answer first and then every configuration, with the runs whose figures illustrate it."""
     runs = SweepRuns(tracking_uri, experiment, sweep, create=False)
-    rows = summarise(runs.children())
+    rows = summarise(runs.children(), runs.client)
     figures = [("The answer: fixed vs learned class vectors", runs.client.get_run(runs.parent_id))]
     figures += [(row_caption(row), row.runs[0]) for row in rows]
     return Report(answer_blocks(rows) + [sweep_table(rows)], figures)

@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from fixray.records.render import Report, Table
-from fixray.records.runs import FINISHED, SweepRuns, left_out, outcome
-from fixray.records.tables import format_cell, mean_std
+from fixray.records.runs import FINISHED, MetricReader, SweepRuns, left_out, outcome
+from fixray.records.tables import format_cell, mean_std, shown_value
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import read_params
 
@@ -107,34 +107,40 @@ class CellResult:
     runs: list
     values: list[float]  # one per seed that finished
     outcomes: Counter  # finished, diverged, error, unfinished, ... -> runs: every run counted, finished ones averaged
+    unranked: dict[str, str] = field(default_factory=dict)  # best-of cells: 'lr=0.1' -> its runs not finished
 
 
-def _at_best_epoch(client, run, metric: str) -> float | None:
-    """A run's value of `metric` at its best epoch; those logged once (robust/, gen/) or running (acc_best) as is."""
-    if metric == BEST_ACC or not metric.startswith("val/") or BEST_EPOCH not in run.data.metrics:
-        return run.data.metrics.get(metric)
-    epoch = int(run.data.metrics[BEST_EPOCH])
-    return next((m.value for m in client.get_metric_history(run.info.run_id, metric) if m.step == epoch), None)
-
-
-def _values(client, runs: list, metric: str) -> tuple[list[float], Counter]:
+def _values(read: MetricReader, runs: list, metric: str) -> tuple[list[float], Counter]:
     """Per-seed values of the runs that finished, and every run's outcome."""
-    values = [_at_best_epoch(client, r, metric) for r in runs if outcome(r) == FINISHED]
+    values = [read(r, metric) for r in runs if outcome(r) == FINISHED]
     return [v for v in values if v is not None and math.isfinite(v)], Counter(outcome(r) for r in runs)
 
 
-def cell_runs(client, runs: list, cell: Cell) -> list:
-    """The runs a cell summarises (one per seed); for best-of cells, the group with the best mean val/acc_best."""
+def cell_result(read: MetricReader, runs: list, cell: Cell) -> CellResult:
+    """The runs a cell summarises (one per seed) and their values; for best-of cells, the settings left unranked.
+
+    A best-of cell takes the setting (lr, S) with the best mean val/acc_best over its seeds, among the settings
+    whose every seed finished: as the paper prints NaN for a setting some of whose seeds diverged, a setting's
+    survivors alone never win a cell. Where no setting finished every seed, the cell averages nothing (NaN)."""
     typed = [(r, read_params(r.data.params)) for r in runs]
-    chosen = [(r, params) for r, params in typed if _matches(params, cell.where)]
-    if not chosen or cell.best_over is None:
-        return [r for r, _ in chosen]
+    chosen = [r for r, params in typed if _matches(params, cell.where)]
+    if cell.best_over is None:
+        return CellResult(chosen, *_values(read, chosen, cell.metric))
     groups: dict[Any, list] = {}
-    for run, params in chosen:
-        groups.setdefault(params.get(cell.best_over), []).append(run)
-    scored = [(mean_std(_values(client, g, BEST_ACC)[0])[0], key) for key, g in groups.items()]
-    finite = [(score, key) for score, key in scored if not math.isnan(score)]
-    return groups[max(finite, key=lambda scored: scored[0])[1]] if finite else [r for r, _ in chosen]
+    for run, params in typed:
+        if _matches(params, cell.where):
+            groups.setdefault(params.get(cell.best_over), []).append(run)
+    scored, unranked = [], {}
+    for key, group in groups.items():
+        values, outcomes = _values(read, group, BEST_ACC)
+        if set(outcomes) == {FINISHED} and values:
+            scored.append((mean_std(values)[0], key))
+        else:
+            unranked[f"{cell.best_over}={shown_value(cell.best_over, key)}"] = left_out(outcomes) or "no value"
+    if not scored:
+        return CellResult(chosen, [], Counter(outcome(r) for r in chosen))
+    best = groups[max(scored, key=lambda found: found[0])[1]]
+    return CellResult(best, *_values(read, best, cell.metric), unranked)
 
 
 def collect(
@@ -143,18 +149,17 @@ def collect(
     """A table's layout and, per cell, the runs it summarises and their values (no runs where its sweep has not run)."""
     grid = layout(table)
     runs_of: dict[str | None, list] = {None: []}
-    client = None
+    read = MetricReader(None)
     for cell in grid.cells.values():
         if cell.sweep not in runs_of:
             try:
                 sweep = SweepRuns(tracking_uri, experiment, cell.sweep, create=False)
-                runs_of[cell.sweep], client = sweep.children(), sweep.client
+                runs_of[cell.sweep], read = sweep.children(), MetricReader(sweep.client)
             except LookupError:
                 runs_of[cell.sweep] = []
     results = {}
     for position, cell in grid.cells.items():
-        runs = cell_runs(client, runs_of[cell.sweep], cell)
-        results[position] = CellResult(runs, *_values(client, runs, cell.metric))
+        results[position] = cell_result(read, runs_of[cell.sweep], cell)
     return grid, results
 
 
@@ -166,7 +171,7 @@ def paper_table(grid: Layout, results: dict[tuple[str, str], CellResult], with_p
         cells = [row]
         for column in grid.columns:
             result = results[row, column]
-            text = _format(result.values, result.outcomes, grid.scale) if result.runs else "—"
+            text = _format(result, grid.scale) if result.runs else "—"
             if with_paper:
                 number = grid.published[row, column]
                 text += f" (paper {'—' if number is None else 'NaN' if math.isnan(number) else f'{number:g}'})"
@@ -188,8 +193,12 @@ def report(table: str, tracking_uri: str, experiment: str = PAPER_EXPERIMENT, wi
     return Report([paper_table(grid, results, with_paper)], figures)
 
 
-def _format(values: list[float], outcomes: Counter, scale: float) -> str:
-    """mean ± std; NaN alone where every seed diverged (as the paper prints it); runs not averaged are named."""
-    text = format_cell(values, scale, 1 if scale == 100 else 2)
-    every_seed_diverged = set(outcomes) == {"diverged"}
-    return text + (f" ({left_out(outcomes)})" if left_out(outcomes) and not every_seed_diverged else "")
+def _format(result: CellResult, scale: float) -> str:
+    """mean ± std; NaN alone where every seed diverged (as the paper prints it); runs not averaged are named, and so
+    are the settings a best-of cell could not rank."""
+    outcomes = result.outcomes
+    text = format_cell(result.values, scale, 1 if scale == 100 else 2)
+    if left_out(outcomes) and set(outcomes) != {"diverged"}:
+        text += f" ({left_out(outcomes)})"
+    unranked = "; ".join(f"{setting}: {why}" for setting, why in result.unranked.items())
+    return text + (f" (not ranked, a seed short: {unranked})" if unranked else "")

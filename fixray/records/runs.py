@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote as url_quote
 from urllib.parse import urlparse
 
@@ -134,6 +134,29 @@ def left_out(outcomes: dict[str, int]) -> str:
     """Runs a summary does not average, e.g. '1 diverged, 2 unfinished'; '' when every run finished."""
     names = sorted(outcomes, key=lambda name: OUTCOMES.index(name) if name in OUTCOMES else len(OUTCOMES))
     return ", ".join(f"{outcomes[name]} {name}" for name in names if name != FINISHED and outcomes[name])
+
+
+class MetricReader:
+    """A run's metric as the tables show it: a per-epoch test measurement at the run's best epoch (the authors report
+    each run at its best_acc epoch), anything else as last logged. One history request per run and metric, kept."""
+
+    def __init__(self, client: MlflowClient | None) -> None:
+        self.client = client  # None: every metric as last logged (runs that carry no history)
+        self._found: dict[tuple[str, str], float | None] = {}
+
+    def __call__(self, run, metric: str, epoch: Literal["best", "last"] = "best") -> float | None:
+        logged = run.data.metrics
+        if epoch == "last" or self.client is None or not keys.at_best_epoch(metric) or keys.BEST_EPOCH not in logged:
+            return logged.get(metric)
+        found = self._found.get((run.info.run_id, metric), MISSING)
+        if found is MISSING:
+            best = int(logged[keys.BEST_EPOCH])
+            history = self.client.get_metric_history(run.info.run_id, metric)
+            found = self._found[run.info.run_id, metric] = next((m.value for m in history if m.step == best), None)
+        return found
+
+
+MISSING = object()  # not looked up yet
 
 
 def quoted(value: str) -> str:

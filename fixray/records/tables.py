@@ -6,12 +6,14 @@ import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from mlflow.tracking import MlflowClient
 
 from fixray.records.render import Table
-from fixray.records.runs import FINISHED, left_out, outcome
+from fixray.records.runs import FINISHED, MetricReader, left_out, outcome
 from fixray.trial import metric_keys as keys
-from fixray.trial.contract import SEARCHABLE, read_params
+from fixray.trial.contract import FLAT_PATHS, SEARCHABLE, read_params
 from fixray.trial.head_kinds import HEAD_KINDS
 
 # Always shown, as the paper's question is about them: head kind, fixed or learned, the options that name a
@@ -19,33 +21,75 @@ from fixray.trial.head_kinds import HEAD_KINDS
 HEAD_OPTIONS = tuple(dict.fromkeys(name for head in HEAD_KINDS.values() for name in head.shown))
 ROW_KEYS = ("kind", "fixed", *HEAD_OPTIONS, "lr")
 HEADERS = {"kind": "head", "fixed": "class vectors"}  # column titles where the param name says too little
-SUMMARY_COLUMNS = (  # (metric key, column title, multiplier, decimals)
-    (keys.VAL_ACC, "test acc (%)", 100.0, 2),  # the last epoch's
-    (keys.BEST_ACC, "best test acc (%)", 100.0, 2),  # the best epoch's, as the authors report
-    (keys.COMPACTNESS, "compactness", 1.0, 3),
-    (keys.SEPARABILITY_MEAN, "separability (mean cos of class means)", 1.0, 3),
+# Settings each side of a comparison takes at its best: the learning rate and the optimiser's. The head's own
+# settings (kind, fixed, S, init, ...) are what is compared; every other searched setting (the backbone) is the
+# context a comparison holds fixed.
+TUNED = ("lr", *(flat for flat, path in FLAT_PATHS.items() if path[0] == "optimizer"))
+
+
+def is_context(setting: str) -> bool:
+    """Whether a comparison must hold a setting equal on both sides (model: yes; lr, S, init: no)."""
+    return setting not in TUNED and FLAT_PATHS.get(setting, ("",))[0] != "head"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A metric as a table column: each run's value at its best epoch (what the paper reports) or at its last."""
+
+    metric: str
+    title: str
+    scale: float = 1.0  # 100: a fraction shown in percent (or percentage points)
+    decimals: int = 3
+    epoch: Literal["best", "last"] = "best"
+
+
+SUMMARY_COLUMNS = (
+    Column(keys.VAL_ACC, "test acc (%)", 100.0, 2, "last"),
+    Column(keys.BEST_ACC, "best test acc (%)", 100.0, 2),  # the authors' best_acc
+    Column(keys.COMPACTNESS, "compactness"),
+    Column(keys.SEPARABILITY_MEAN, "separability (mean cos of class means)"),
 )
 
 
 @dataclass
 class Row:
-    """One configuration of a sweep: its runs, and the summary metrics of those that finished, by seed."""
+    """One configuration of a sweep: its runs, one per seed, and their metrics read for tables."""
 
     key: dict[str, Any]  # typed parameter values (read_params): True, 0.1, None for an option the head lacks
-    by_seed: dict[int, dict[str, float]] = field(default_factory=dict)  # finished runs: seed -> metric -> value
+    read: MetricReader = field(default_factory=lambda: MetricReader(None), repr=False)
+    finished: dict[int, Any] = field(default_factory=dict)  # seed -> its run, for runs that finished
     outcomes: Counter = field(default_factory=Counter)  # finished, diverged, error, ... -> runs
     runs: list = field(default_factory=list)  # the child runs of this configuration, one per seed
 
-    def values(self, metric: str) -> list[float]:
+    def value(self, seed: int, column: Column) -> float | None:
+        """A finished seed's value of a column; None where it was not logged or is not finite."""
+        found = self.read(self.finished[seed], column.metric, column.epoch)
+        return found if found is not None and math.isfinite(found) else None
+
+    def values(self, column: Column) -> list[float]:
         """One value per finished seed (in seed order); diverged, failed and unfinished runs are never in it."""
-        found = (self.by_seed[seed].get(metric) for seed in sorted(self.by_seed))
-        return [v for v in found if v is not None and math.isfinite(v)]
+        found = (self.value(seed, column) for seed in sorted(self.finished))
+        return [v for v in found if v is not None]
+
+    def mean(self, column: Column) -> float:
+        return mean_std(self.values(column))[0]
+
+    @property
+    def ranked(self) -> bool:
+        """Whether the configuration may be ranked against others: every seed finished (the paper prints NaN for
+        a setting some of whose seeds diverged; its survivors alone would flatter it)."""
+        return bool(self.runs) and set(self.outcomes) == {FINISHED}
 
     @property
     def seeds(self) -> str:
         """'3', or '3 (1 diverged, 1 unfinished)': every run counted, only finished ones averaged."""
         excluded = left_out(self.outcomes)
         return f"{sum(self.outcomes.values())}" + (f" ({excluded})" if excluded else "")
+
+    @property
+    def context(self) -> tuple:
+        """The settings a comparison holds equal (is_context), as a hashable key."""
+        return tuple((k, v) for k, v in self.key.items() if is_context(k))
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -55,23 +99,25 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarise(children: list) -> list[Row]:
-    """Groups child runs by every parameter except the seed; only finished runs' metrics are kept."""
+def summarise(children: list, client: MlflowClient | None = None) -> list[Row]:
+    """Groups child runs by every parameter except the seed; only finished runs' metrics are read, through
+    `client` at each run's best epoch (None: as last logged)."""
+    read = MetricReader(client)
     params = [read_params(c.data.params) for c in children]
     kinds = {p.get("kind") for p in params}
     # A parameter gets a column when it varies beyond what the head kind implies (bias follows kind by default).
     varying = [
         k for k in SEARCHABLE if k not in ROW_KEYS and len({(p.get("kind"), p.get(k)) for p in params}) > len(kinds)
     ]
-    keys = list(ROW_KEYS) + varying
+    names = list(ROW_KEYS) + varying
     rows: dict[tuple, Row] = {}
     for child, values in zip(children, params):
-        group = tuple(values.get(k) for k in keys)
-        row = rows.setdefault(group, Row(dict(zip(keys, group))))
+        group = tuple(values.get(k) for k in names)
+        row = rows.setdefault(group, Row(dict(zip(names, group)), read))
         row.runs.append(child)
         row.outcomes[outcome(child)] += 1
         if outcome(child) == FINISHED:
-            row.by_seed[values.get("seed")] = dict(child.data.metrics)
+            row.finished[values.get("seed")] = child
     order = ("kind", *HEAD_OPTIONS, "fixed", "lr", *varying)  # rows of one head configuration stay together
     return sorted(rows.values(), key=lambda row: tuple(_sort_key(k, row.key[k]) for k in order))
 
@@ -88,6 +134,7 @@ def _sort_key(key: str, value: Any) -> tuple:
 
 
 def format_cell(values: list[float], scale: float, decimals: int) -> str:
+    """mean ± std of the values, scaled; NaN where there is none."""
     mean, std = mean_std(values)
     if math.isnan(mean):
         return "NaN"
@@ -104,14 +151,15 @@ def shown_value(key: str, value: Any) -> str:
 def sweep_table(rows: list[Row]) -> Table:
     """One row per configuration: its settings, its runs (those not averaged named), mean ± std of finished seeds."""
     settings = list(rows[0].key) if rows else []
-    header = [HEADERS.get(k, k) for k in settings] + ["seeds"] + [title for _, title, *_ in SUMMARY_COLUMNS]
+    header = [HEADERS.get(k, k) for k in settings] + ["seeds"] + [column.title for column in SUMMARY_COLUMNS]
     cells = [
         [shown_value(k, row.key[k]) for k in settings]
         + [row.seeds]
-        + [format_cell(row.values(m), scale, dec) for m, _, scale, dec in SUMMARY_COLUMNS]
+        + [format_cell(row.values(c), c.scale, c.decimals) for c in SUMMARY_COLUMNS]
         for row in rows
     ]
-    return Table("Every configuration", header, cells, "(mean ± std over finished seeds)", "(no finished trials)")
+    note = "(mean ± std over finished seeds; measurements at each run's best epoch, test acc at its last)"
+    return Table("Every configuration", header, cells, note, "(no finished trials)")
 
 
 def row_caption(row: Row) -> str:

@@ -142,7 +142,7 @@ class LongTailSpec(Schema):
 
 
 class AshaSpec(Schema):
-    """Ray Tune's ASHA early stopping on test accuracy, in epochs."""
+    """Ray Tune's ASHA early stopping on the best test accuracy so far (val/acc_best, as tables rank), in epochs."""
 
     grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
     reduction_factor: float = Field(2.0, gt=1, description="1/reduction_factor of trials go on at each rung")
@@ -236,7 +236,9 @@ class SearchSpec(Schema):
     method: Literal["grid", "random", "tpe"] = Field("grid", description="tpe: Optuna's TPE through Ray Tune")
     num_samples: int = Field(1, ge=1, description="random/tpe: configurations drawn from the ranges")
     space: SearchSpace = Field(description="searched settings: " + ", ".join(SEARCHABLE))
-    asha: AshaSpec | None = Field(None, description="optional early stopping on test accuracy")
+    asha: AshaSpec | None = Field(
+        None, description="optional early stopping on the best test accuracy so far (val/acc_best, as tables rank)"
+    )
     max_concurrent_trials: int | None = Field(None, ge=1, description="null: as many as the resources allow")
     random_seed: int = Field(0, description="seeds the random/TPE searcher, so a file draws the same configurations")
     max_trials: int = Field(

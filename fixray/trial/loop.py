@@ -306,15 +306,15 @@ def train(
         loss_sum, correct = sums.tolist()
         lr = optimizer.param_groups[0]["lr"]
         if not _all_ranks_finite(math.isfinite(loss_sum), device):
+            # NaN accuracy, the best included: a search ranks a diverged trial as failed, never by its epochs before.
             last = {
                 keys.EPOCH: epoch,
                 keys.TRAIN_LOSS: math.nan,
                 keys.VAL_ACC: math.nan,
+                keys.BEST_ACC: math.nan,
                 keys.LR: lr,
                 keys.DIVERGED: 1.0,
             }
-            if best is not None:
-                last |= {keys.BEST_ACC: best["acc"], keys.BEST_EPOCH: best["epoch"]}
             report(last, None)
             return last
         if world > 1:

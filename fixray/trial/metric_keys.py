@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Direction = Literal["higher", "lower", "none"]  # which way is better; "none": a measurement, not a score
+ON_TEST_EACH_EPOCH = "each epoch, on the test split"
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class MetricKey:
     meaning: str
     unit: str  # "fraction" (0-1), "cosine" (-1..1), "Spearman rho", "nats", ...
     direction: Direction
-    when: str = "each epoch, on the test split"
+    when: str = ON_TEST_EACH_EPOCH
 
     def __str__(self) -> str:
         return self.key
@@ -29,9 +30,7 @@ class MetricKey:
 METRICS: dict[str, MetricKey] = {}
 
 
-def declare(
-    key: str, meaning: str, unit: str, direction: Direction, when: str = "each epoch, on the test split"
-) -> str:
+def declare(key: str, meaning: str, unit: str, direction: Direction, when: str = ON_TEST_EACH_EPOCH) -> str:
     """Adds a metric to the catalogue; returns its key, the name code uses."""
     METRICS[key] = MetricKey(key, meaning, unit, direction, when)
     return key
@@ -140,6 +139,13 @@ GEN_ACC = declare(
 DDP_WEIGHT_DIFF = declare(
     "ddp/max_weight_diff", "largest weight difference between DDP workers (0: in sync)", "weight", "lower", "at the end"
 )
+
+
+def at_best_epoch(key: str) -> bool:
+    """Whether tables read a metric at the run's best epoch: one measured on the test split every epoch, other than
+    val/acc_best (its last value is the best's) and its epoch."""
+    metric = METRICS.get(key)
+    return metric is not None and metric.when == ON_TEST_EACH_EPOCH and key not in (BEST_ACC, BEST_EPOCH)
 
 
 def head_scalar(name: str) -> str:
