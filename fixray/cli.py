@@ -58,8 +58,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         updates["name"] = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     spec = spec.model_copy(update=updates)
 
-    from fixray.records.answer import sweep_report
     from fixray.records.runs import local_store_path, ui_addresses
+    from fixray.records.sweep_report import sweep_report
     from fixray.sweep.run import StorageFull, SweepRun
 
     sweep = SweepRun(spec)  # plans the trials once: the summary counts them from there
@@ -97,8 +97,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from fixray.records import paper
-    from fixray.records.answer import sweep_report
     from fixray.records.html import html_page
+    from fixray.records.sweep_report import sweep_report
     from fixray.sweep.defaults import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri()

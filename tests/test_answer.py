@@ -13,6 +13,7 @@ from fixray.records import answer
 from fixray.records.answer import BEST_ACC, COMPACTNESS, LAST_ACC, paired_interval
 from fixray.records.render import Paragraph, Report, Table, as_html, as_markdown
 from fixray.records.runs import STATUS_TAG, SweepRuns, param_value
+from fixray.records.sweep_report import publish
 from fixray.records.tables import summarise, sweep_table
 from fixray.sweep.plan import run_name
 from fixray.sweep.spec import parse_sweep
@@ -97,7 +98,7 @@ def test_fixed_minus_learned_pairs_finished_seeds_and_counts_the_rest(tmp_path):
 
 def test_the_headline_compares_the_best_fixed_and_learned_and_lands_on_the_parent_run(tmp_path):
     uri, runs = _fill(tmp_path)
-    [headline] = answer.publish(runs)
+    [headline] = publish(runs)
     # An unfinished 0.99 and a failed 0.99 at S = 1 would make S = 1 the best learned head if they were averaged.
     assert headline.best.learned.key["S"] == 16.0 and headline.best.fixed.key["S"] == 16.0
     parent = runs.client.get_run(runs.parent_id)
@@ -115,7 +116,7 @@ def test_the_headline_compares_the_best_fixed_and_learned_and_lands_on_the_paren
     local = runs.client.download_artifacts(runs.parent_id, "figures/acc_best_vs_S.png", str(tmp_path))
     assert Image.open(local).size[0] > 400
 
-    answer.publish(runs)  # again, as after a resume: the same answer, figures replaced, not added
+    publish(runs)  # again, as after a resume: the same answer, figures replaced, not added
     assert len(runs.client.list_artifacts(runs.parent_id, "figures")) == 2
 
     html = tmp_path / "report.html"
@@ -166,12 +167,12 @@ def test_the_headline_compares_within_a_backbone_one_headline_each(tmp_path):
     for (model, fixed), acc in accuracy.items():
         for seed in (0, 1):
             _run(runs, spec, _dot(model, fixed, 0.1, seed), "finished", {keys.VAL_ACC: [acc - 0.1, acc]})
-    headlines = answer.publish(runs)
+    headlines = publish(runs)
     found = {dict(h.context)["model"]: round(h.interval.mean, 6) for h in headlines}
     assert found == {"small_cnn": 0.01, "resnet18": -0.04}
     metrics = runs.client.get_run(runs.parent_id).data.metrics
-    assert math.isclose(metrics["answer/resnet18/fixed_minus_learned"], -0.04)
-    assert math.isclose(metrics["answer/small_cnn/fixed_minus_learned"], 0.01)
+    assert math.isclose(metrics["answer/model-resnet18/fixed_minus_learned"], -0.04)
+    assert math.isclose(metrics["answer/model-small_cnn/fixed_minus_learned"], 0.01)
     assert "answer/fixed_minus_learned" not in metrics
     tag = runs.client.get_run(runs.parent_id).data.tags["fixray.answer"]
     assert "model=resnet18: best fixed (dot lr=0.1) 80.00%" in tag and "model=small_cnn: best fixed" in tag
@@ -185,7 +186,7 @@ def test_a_setting_with_a_seed_short_is_not_ranked_however_well_its_survivors_di
         _run(runs, spec, _dot("small_cnn", False, 0.01, seed), "finished", {keys.VAL_ACC: [0.90]})
         status = "finished" if seed == 0 else "diverged"
         _run(runs, spec, _dot("small_cnn", False, 0.1, seed), status, {keys.VAL_ACC: [0.96]})
-    [headline] = answer.publish(runs)
+    [headline] = publish(runs)
     assert headline.best.learned.key["lr"] == 0.01 and math.isclose(headline.interval.mean, 0.02)
     table = Report(answer.answer_blocks(summarise(runs.children(), runs.client))).render(as_markdown)
     assert "best learned (dot lr=0.01) 90.00%" in table

@@ -45,7 +45,7 @@ def _leaves(cls) -> int:
 
 
 def test_every_setting_has_one_flat_name_and_every_searchable_one_is_a_setting():
-    assert len(FLAT_PATHS) == _leaves(TrialConfig) == 25  # two settings sharing a flat name would lose one
+    assert len(FLAT_PATHS) == _leaves(TrialConfig) == 30  # two settings sharing a flat name would lose one
     assert set(SEARCHABLE) <= set(FLAT_PATHS)
     assert FLAT_PATHS["S"] == ("head", "S") and FLAT_PATHS["schedule"] == ("schedule", "kind")
 
@@ -76,7 +76,7 @@ def test_options_a_head_kind_does_not_read_are_none_in_mlflow_and_absent_from_it
         "m": None,
         "bias": True,  # the dot-product head's default, resolved
     }
-    assert set(dot.head.options()) == {"fixed", "bias", "init", "draw_seed"}
+    assert set(dot.head.options()) == {"fixed", "bias", "init", "draw_seed", "dim"}
     assert dot.settled() == _trial(kind="dot").settled()  # S and margin of a dot head make no new trial
     assert to_params(_trial(kind="cosine").settled())["bias"] is False
     with pytest.raises(ValueError, match="settled"):  # an unsettled config would log bias 'none'

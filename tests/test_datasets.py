@@ -101,15 +101,15 @@ def test_a_long_tailed_training_set_keeps_n_max_times_ratio_to_the_c_over_k_minu
     import yaml
     from conftest import GOOD_SWEEP
 
-    from fixray.data.long_tail import kept_per_class
-    from fixray.sweep.inputs import prepare_data
+    from fixray.sweep.inputs import check_data
+    from fixray.sweep.plan import plan
     from fixray.sweep.spec import SweepFileError, parse_sweep
+    from fixray.trial.long_tail import kept_per_class, with_long_tail
 
     digits = load_dataset("digits")
     available = np.bincount(digits.train.y)  # digits' classes hold 142 to 146 training images
     largest = int(available.max())
-    doc = yaml.safe_load(GOOD_SWEEP) | {"long_tail": {"ratio": 0.1, "seed": 3}}
-    splits = prepare_data(parse_sweep(doc, Path("lt.yaml")))
+    splits = with_long_tail(digits, 0.1, 3)
     counts = np.bincount(splits.train.y, minlength=10)
     wanted = [int(largest * 0.1 ** (c / 9)) for c in range(10)]
     assert wanted == kept_per_class(largest, 10, 0.1) and wanted[0] == largest and wanted[9] == int(largest * 0.1)
@@ -119,10 +119,15 @@ def test_a_long_tailed_training_set_keeps_n_max_times_ratio_to_the_c_over_k_minu
         kept = splits.train.x[splits.train.y == label].reshape(counts[label], -1)
         own = {row.tobytes() for row in digits.train.x[digits.train.y == label].reshape(-1, 64)}
         assert {row.tobytes() for row in kept} <= own
-    again = prepare_data(parse_sweep(doc, Path("lt.yaml")))
-    assert np.array_equal(again.train.x, splits.train.x)  # the seed alone decides which images stay
-    other = prepare_data(parse_sweep(doc | {"long_tail": {"ratio": 0.1, "seed": 4}}, Path("lt.yaml")))
-    assert not np.array_equal(other.train.x, splits.train.x)
+    assert np.array_equal(with_long_tail(digits, 0.1, 3).train.x, splits.train.x)  # the seed alone decides
+    assert not np.array_equal(with_long_tail(digits, 0.1, 4).train.x, splits.train.x)
+    assert with_long_tail(digits, None, 3) is digits
+    # One sweep trains balanced and long-tailed sets side by side: each trial is sent its ratio.
+    doc = yaml.safe_load(GOOD_SWEEP) | {"long_tail": {"seed": 3}}
+    doc["search"]["space"]["long_tail_ratio"] = [1.0, 0.1]
+    spec = parse_sweep(doc, Path("lt.yaml"))
+    assert {(t.config.long_tail.ratio, t.config.long_tail.seed) for t in plan(spec)} == {(1.0, 3), (0.1, 3)}
+    assert f"({counts.sum()} train images long-tailed at ratio 0.1)" in check_data(spec)
     for ratio in (0, 1.5):
         with pytest.raises(SweepFileError, match="long_tail.ratio"):
             parse_sweep(doc | {"long_tail": {"ratio": ratio}}, Path("lt.yaml"))

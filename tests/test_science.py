@@ -19,7 +19,15 @@ from fixray.sweep.plan import points, trial_config
 from fixray.sweep.spec import SweepFileError, parse_sweep
 from fixray.trial.contract import Execution, HeadConfig, OptimizerConfig, ScheduleConfig, TrialConfig, to_params
 from fixray.trial.images import InputSpec, Splits
-from fixray.trial.loop import _make_optimizer, _make_scheduler, build_classifier, measure, train
+from fixray.trial.loop import (
+    _make_optimizer,
+    _make_scheduler,
+    build_classifier,
+    class_vector_geometry,
+    measure,
+    train,
+)
+from fixray.trial.metrics import etf_distance
 from fixray.trial.models import BACKBONES, feature_dim
 
 
@@ -76,10 +84,10 @@ def test_separability_means_and_maxima_of_a_non_regular_set():
     features = torch.tensor([[1.0, 0.5], [1.0, -0.5], [0.0, 1.0], [1.5, 2.5], [2.5, 1.5]])
     labels = torch.tensor([0, 0, 1, 2, 2])
     logits = torch.tensor([[1.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0], [1, 0, 0]])
-    measured = measure(features, logits, labels, vectors)
+    measured = measure(features, logits, labels, vectors) | class_vector_geometry(vectors)
     mean, largest = (0 + 2 / math.sqrt(2)) / 3, 1 / math.sqrt(2)
-    assert measured["val/class_vector_cos_mean"] == pytest.approx(mean, abs=1e-6)
-    assert measured["val/class_vector_cos_max"] == pytest.approx(largest, abs=1e-6)
+    assert measured["class_vectors/cos_mean"] == pytest.approx(mean, abs=1e-6)
+    assert measured["class_vectors/cos_max"] == pytest.approx(largest, abs=1e-6)
     # separability of image representations: class means of the *true* classes, here the same three vectors
     assert measured["val/separability_mean"] == pytest.approx(mean, abs=1e-6)
     assert measured["val/separability_max"] == pytest.approx(largest, abs=1e-6)
@@ -91,8 +99,8 @@ def test_separability_reads_the_class_means_of_the_images_not_the_class_vectors(
     features = torch.tensor([[1.0, 2.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     labels = torch.tensor([0, 0, 1, 2])
     logits = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    measured = measure(features, logits, labels, vectors)
-    assert measured["val/class_vector_cos_max"] == pytest.approx(0.0, abs=1e-9)
+    measured = measure(features, logits, labels, vectors) | class_vector_geometry(vectors)
+    assert measured["class_vectors/cos_max"] == pytest.approx(0.0, abs=1e-9)
     assert measured["val/separability_max"] == pytest.approx(1 / math.sqrt(2), abs=1e-6)
     assert measured["val/separability_mean"] == pytest.approx(1 / math.sqrt(2) / 3, abs=1e-6)
 
@@ -210,6 +218,11 @@ def test_a_resumed_trial_keeps_its_states_best_epoch_ties_keep_the_earlier_and_e
     train(cfg, with_extra, lambda m, s: resumed.append(m), start=start)
     assert [m["epoch"] for m in resumed] == [3, 4] and [m["val/acc"] for m in resumed] == accuracies[2:]
     assert all(m["val/acc_best"] == tie and m["val/acc_best_epoch"] == 1 for m in resumed)
+    # The class vectors' geometry is logged once, after the last epoch, of the best epoch's (learned) vectors.
+    assert [m["epoch"] for m in resumed if "class_vectors/cos_max" in m] == [4]
+    best_vectors, last_vectors = states[0]["model"]["head.weight"], states[-1]["model"]["head.weight"]
+    assert resumed[-1]["class_vectors/etf_distance"] == pytest.approx(etf_distance(best_vectors))
+    assert etf_distance(best_vectors) != pytest.approx(etf_distance(last_vectors))
     assert resumed[-1]["gen/acc"] == pytest.approx(accuracies[0])  # epoch 1's weights, on the test images
     assert resumed[-1]["gen/acc_last"] == pytest.approx(accuracies[-1])
 

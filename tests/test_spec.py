@@ -69,6 +69,10 @@ BAD_FILES = [
     ("unknown class-vector draw", _with(head={"init": "orthogonal"}), "head.init", "'orthogonal'"),
     ("margin search without a cosine head", _space(kind="dot", m=[0.1]), "search.space.m", "[0.1]"),
     ("zero DDP workers", _with(resources={"workers": 0}), "resources.workers", "0"),
+    ("dot regression with learned heads", _with(loss="dot_regression"), "search.space.fixed", "False"),
+    ("a projection narrower than the draw", _with(head={"init": "etf", "dim": 8}), "head.init", "projects the image"),
+    ("a long-tail ratio above 1", _space(long_tail_ratio=[1.0, 1.5]), "search.space.long_tail_ratio[1]", "1.5"),
+    ("a negative training-set NC interval", _with(nc_train_every=-1), "nc_train_every", "-1"),
     (
         "ASHA grace period 0",
         _with(search={"space": {"fixed": [True]}, "asha": {"grace_period": 0}}),

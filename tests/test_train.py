@@ -11,6 +11,7 @@ from torch.overrides import TorchFunctionMode
 from fixray.data.registry import load_dataset
 from fixray.trial.contract import Execution, HeadConfig, OptimizerConfig, TrialConfig
 from fixray.trial.loop import FINITE_CHECK_STEPS, train
+from fixray.trial.models import build_classifier
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +215,43 @@ def test_every_reported_metric_is_declared_and_neural_collapse_sees_the_draw(dig
     assert (last["val/nc2_weights"] < 1e-5) == etf  # a fixed ETF is one; 10 normal vectors in 64-d are not
     assert last["val/class_vector_norm_mean"] == pytest.approx(1.0) and last["val/nc1"] > 0
     assert 0 <= last["val/nc4"] <= 1
+
+
+def test_dot_regression_pulls_image_vectors_onto_a_fixed_etf_closer_than_cross_entropy(digits):
+    # Through a projection to the simplex's 9 dimensions: the backbone's own vectors come out of a ReLU, all >= 0,
+    # and cannot point along an ETF's vectors, which have negative entries.
+    runs = {}
+    for loss in ("cross_entropy", "dot_regression"):
+        record = Recorder()
+        train(dataclasses.replace(_cfg(epochs=4, kind="dot", init="etf", dim=9), loss=loss).settled(), digits, record)
+        runs[loss] = record.metrics
+    first, last = runs["dot_regression"][0], runs["dot_regression"][-1]
+    assert last["val/acc"] > 0.9 and last["val/nc1"] < first["val/nc1"] and last["train/loss"] < first["train/loss"]
+    assert last["val/compactness"] > first["val/compactness"]
+    assert last["val/compactness"] > runs["cross_entropy"][-1]["val/compactness"] + 0.05  # h along its class vector
+
+
+def test_a_projection_gives_the_head_the_draws_own_dimension_and_is_learned_under_a_fixed_head(digits):
+    record = Recorder()
+    train(_cfg(epochs=2, init="etf", dim=9).settled(), digits, record)  # 10 classes: a simplex in 9 dimensions
+    start, end = record.states[0], record.states[-1]
+    weights = end["model"]
+    assert weights["head.weight"].shape == (10, 9) and weights["head.projection.weight"].shape == (9, 64)
+    built = build_classifier("small_cnn", digits.input_spec, 10, _cfg(init="etf", dim=9).settled().head, seed=0)
+    assert torch.equal(weights["head.weight"], built.head.weight)  # the class vectors stay the draw
+    assert not torch.equal(weights["head.projection.weight"], built.head.projection.weight)  # the projection trains
+    assert record.metrics[-1]["val/nc2_weights"] < 1e-5 and record.metrics[-1]["class_vectors/etf_distance"] < 1e-5
+    assert start is None or start["epoch"] == 1
+
+
+def test_training_set_collapse_is_measured_every_n_epochs_and_at_the_last(digits):
+    record = Recorder()
+    train(dataclasses.replace(_cfg(epochs=3), nc_train_every=2).settled(), digits, record)
+    measured = [m["epoch"] for m in record.metrics if "train/nc1" in m]
+    assert measured == [2, 3] and all("val/nc1" in m for m in record.metrics)
+    assert {k.removeprefix("train/") for k in record.metrics[1] if k.startswith("train/nc")} == {
+        "nc1",
+        "nc2_means",
+        "nc3",
+        "nc4",
+    }

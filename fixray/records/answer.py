@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-from fixray.records.render import Block, Paragraph, Report, Table, as_markdown
-from fixray.records.runs import SweepRuns, left_out
-from fixray.records.tables import HEADERS, Column, Row, row_caption, shown_value, summarise, sweep_table
+from fixray.records.render import Block, Paragraph, Table
+from fixray.records.runs import left_out
+from fixray.records.tables import HEADERS, Column, Row, shown_value
 from fixray.trial import metric_keys as keys
 
 CONFIDENCE = 0.95  # of every interval fixray reports
@@ -123,8 +123,8 @@ class Headline:
 
     def metrics(self, several: bool) -> dict[str, float]:
         """For the parent run, so the experiment's runs table shows the answer in one row; with several contexts,
-        each under answer/<context>/."""
-        prefix = f"answer/{'_'.join(shown_value(k, v) for k, v in self.context)}/" if several else "answer/"
+        each under answer/<context>/ (e.g. answer/model-resnet18/)."""
+        prefix = f"answer/{'_'.join(f'{k}-{shown_value(k, v)}' for k, v in self.context)}/" if several else "answer/"
         found = {
             "best_fixed_acc": self.best.fixed.mean(BEST_ACC),
             "best_learned_acc": self.best.learned.mean(BEST_ACC),
@@ -192,12 +192,6 @@ def answer_blocks(rows: list[Row]) -> list[Block]:
     return blocks
 
 
-def metrics_block() -> Table:
-    """What each logged metric means, from the catalogue: for the parent run's description."""
-    rows = [[f"`{m.key}`", m.meaning, m.unit, m.direction, m.when] for m in keys.METRICS.values()]
-    return Table("What the child runs log", ["key", "meaning", "unit", "better", "when"], rows, "(step = epoch)")
-
-
 @dataclass(frozen=True)
 class Series:
     """One line of a sweep figure: x values and, per x, the finished seeds' values."""
@@ -252,22 +246,3 @@ def answer_figures(rows: list[Row]) -> dict[str, bytes]:
             title = f"{name} against {AXIS_NAMES[x]}: fixed (solid) vs learned (dashed) class vectors"
             figures[f"{metric.metric.split('/')[-1]}_vs_{x}.png"] = sweep_curve_png(lines, AXIS_NAMES[x], name, title)
     return figures
-
-
-def publish(runs: SweepRuns) -> list[Headline]:
-    """Writes the answer onto the sweep's parent run: headline metrics and tag, the tables as its note, figures."""
-    rows = summarise(runs.children(), runs.client)
-    headlines = Headline.each(rows)
-    metrics = {k: v for h in headlines for k, v in h.metrics(several=len(headlines) > 1).items()}
-    note = Report(answer_blocks(rows) + [sweep_table(rows), metrics_block()]).render(as_markdown)
-    runs.log_summary(metrics, {ANSWER_TAG: headline_text(headlines)}, note, answer_figures(rows))
-    return headlines
-
-
-def sweep_report(tracking_uri: str, experiment: str, sweep: str) -> Report:
-    """A sweep's report, the answer first and then every configuration, with the runs whose figures illustrate it."""
-    runs = SweepRuns(tracking_uri, experiment, sweep, create=False)
-    rows = summarise(runs.children(), runs.client)
-    figures = [("The answer: fixed vs learned class vectors", runs.client.get_run(runs.parent_id))]
-    figures += [(row_caption(row), row.runs[0]) for row in rows]
-    return Report(answer_blocks(rows) + [sweep_table(rows)], figures)

@@ -38,3 +38,29 @@ def sweep_curve_png(lines: list, x_label: str, y_label: str, title: str) -> byte
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7, loc="best")
     return _png(figure)
+
+
+def epoch_curves_png(
+    panels: list[tuple[str, bool, list[tuple[str, bool, list[tuple[int, float]]]]]], title: str
+) -> bytes:
+    """Panels side by side, each (axis title, log scale, lines): a line per (name, fixed, [(epoch, value)]), one colour
+    per name, fixed heads solid and learned dashed (the mean over seeds at each epoch)."""
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    figure.subplots_adjust(wspace=0.3)
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(name for _, _, lines in panels for name, _, _ in lines))
+    for axis, (y_label, log, lines) in zip(axes[0], panels):
+        for name, fixed, points in lines:
+            if not points:
+                continue
+            label = f"{name} {'fixed' if fixed else 'learned'}"
+            colour = palette[names.index(name) % len(palette)]
+            axis.plot(*zip(*points), linestyle="-" if fixed else "--", color=colour, label=label)
+        if log:
+            axis.set_yscale("log")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(y_label)
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="best")
+    figure.suptitle(f"{title}\nline: mean over finished seeds")
+    return _png(figure)

@@ -7,6 +7,7 @@ an interrupted sweep never gets a second parent or a second child for the same t
 from __future__ import annotations
 
 import fcntl
+import itertools
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 from fixray.errors import BadInput, Unavailable
 from fixray.records.outage import unreachable
@@ -34,6 +36,7 @@ FINISHED = "finished"  # the only outcome whose numbers a table averages as a se
 UNFINISHED = "unfinished"  # no status tag yet: running, or its sweep was interrupted
 OUTCOMES = (FINISHED, "diverged", "stopped_early", "error", UNFINISHED)  # in the order summaries name them
 NODES_TAG, RESOURCES_TAG = "fixray.nodes", "fixray.resources"  # on a child run: every node it trained on, in order
+REPORT_FILE = "report.md"  # on the parent run: the sweep's whole report, whatever its length
 SEARCH_PAGE = 1000  # runs per MLflow search request; lookups page through all of them
 UNTRACKED_SCALARS = {keys.LR, keys.DIVERGED}  # metric keys without a '/' section that are still logged
 # MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training runs.
@@ -142,21 +145,21 @@ class MetricReader:
 
     def __init__(self, client: MlflowClient | None) -> None:
         self.client = client  # None: every metric as last logged (runs that carry no history)
-        self._found: dict[tuple[str, str], float | None] = {}
+        self._histories: dict[tuple[str, str], dict[int, float]] = {}
 
     def __call__(self, run, metric: str, epoch: Literal["best", "last"] = "best") -> float | None:
         logged = run.data.metrics
         if epoch == "last" or self.client is None or not keys.at_best_epoch(metric) or keys.BEST_EPOCH not in logged:
             return logged.get(metric)
-        found = self._found.get((run.info.run_id, metric), MISSING)
-        if found is MISSING:
-            best = int(logged[keys.BEST_EPOCH])
-            history = self.client.get_metric_history(run.info.run_id, metric)
-            found = self._found[run.info.run_id, metric] = next((m.value for m in history if m.step == best), None)
-        return found
+        return self.history(run, metric).get(int(logged[keys.BEST_EPOCH]))
 
-
-MISSING = object()  # not looked up yet
+    def history(self, run, metric: str) -> dict[int, float]:
+        """A metric's value at each epoch it was logged (epoch -> value); empty without a client."""
+        key = run.info.run_id, metric
+        if key not in self._histories:
+            found = self.client.get_metric_history(run.info.run_id, metric) if self.client is not None else []
+            self._histories[key] = {m.step: m.value for m in found}
+        return self._histories[key]
 
 
 def quoted(value: str) -> str:
@@ -261,14 +264,23 @@ class SweepRuns:
         return run.info.run_id, 0
 
     def log_summary(
-        self, metrics: dict[str, float], tags: dict[str, str], note: str, figures: dict[str, bytes]
+        self, metrics: dict[str, float], tags: dict[str, str], notes: list[str], figures: dict[str, bytes]
     ) -> None:
-        """The answer on the parent run: metrics and tags for the runs table, the note its page shows, figures."""
+        """The answer on the parent run: metrics and tags for the runs table, figures, and the report as its note (the
+        leading `notes` sections that fit MLflow's tag limit, the whole in REPORT_FILE)."""
+        report = "\n\n".join(notes)
+        note = report
+        if len(note) > MAX_TAG_VAL_LENGTH:
+            pointer = f"\n\n(The rest of the report, every configuration included, is the artifact {REPORT_FILE}.)"
+            kept = itertools.accumulate(len(section) + 2 for section in notes)
+            fits = sum(1 for length in kept if length + len(pointer) <= MAX_TAG_VAL_LENGTH)
+            note = "\n\n".join(notes[:fits]) + pointer
         self.client.log_batch(
             self.parent_id,
             metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()],
             tags=[RunTag(k, v) for k, v in (tags | {MLFLOW_RUN_NOTE: note}).items()],
         )
+        self.client.log_text(self.parent_id, report, REPORT_FILE)
         if figures:
             with tempfile.TemporaryDirectory() as folder:
                 for name, png in figures.items():

@@ -14,7 +14,7 @@ from fixray.records.render import Table
 from fixray.records.runs import FINISHED, MetricReader, left_out, outcome
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import FLAT_PATHS, SEARCHABLE, read_params
-from fixray.trial.head_kinds import HEAD_KINDS
+from fixray.trial.head_kinds import DRAW_RULES, HEAD_KINDS
 
 # Always shown, as the paper's question is about them: head kind, fixed or learned, the options that name a
 # head's configuration (asked of the registered heads: S for cosine heads), and the learning rate.
@@ -22,14 +22,15 @@ HEAD_OPTIONS = tuple(dict.fromkeys(name for head in HEAD_KINDS.values() for name
 ROW_KEYS = ("kind", "fixed", *HEAD_OPTIONS, "lr")
 HEADERS = {"kind": "head", "fixed": "class vectors"}  # column titles where the param name says too little
 # Settings each side of a comparison takes at its best: the learning rate and the optimiser's. The head's own
-# settings (kind, fixed, S, init, ...) are what is compared; every other searched setting (the backbone) is the
-# context a comparison holds fixed.
+# settings (kind, fixed, S, init, ...) and the loss it trains with are what is compared; every other searched
+# setting (the backbone) is the context a comparison holds fixed.
 TUNED = ("lr", *(flat for flat, path in FLAT_PATHS.items() if path[0] == "optimizer"))
+COMPARED = ("loss", *(flat for flat, path in FLAT_PATHS.items() if path[0] == "head"))
 
 
 def is_context(setting: str) -> bool:
-    """Whether a comparison must hold a setting equal on both sides (model: yes; lr, S, init: no)."""
-    return setting not in TUNED and FLAT_PATHS.get(setting, ("",))[0] != "head"
+    """Whether a comparison must hold a setting equal on both sides (model: yes; lr, S, init, loss: no)."""
+    return setting not in TUNED and setting not in COMPARED
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,14 @@ def summarise(children: list, client: MlflowClient | None = None) -> list[Row]:
         if outcome(child) == FINISHED:
             row.finished[values.get("seed")] = child
     order = ("kind", *HEAD_OPTIONS, "fixed", "lr", *varying)  # rows of one head configuration stay together
-    return sorted(rows.values(), key=lambda row: tuple(_sort_key(k, row.key[k]) for k in order))
+    return sorted(rows.values(), key=lambda row: tuple(sort_key(k, row.key[k]) for k in order))
 
 
-def _sort_key(key: str, value: Any) -> tuple:
-    """Head kinds in registry order, fixed before learned, numbers ascending, absent values first."""
-    if key == "kind":
-        return (list(HEAD_KINDS).index(value) if value in HEAD_KINDS else len(HEAD_KINDS), str(value))
+def sort_key(key: str, value: Any) -> tuple:
+    """Head kinds and draws in registry order, fixed before learned, numbers ascending, absent values first."""
+    for name, registry in (("kind", list(HEAD_KINDS)), ("init", list(DRAW_RULES))):
+        if key == name:
+            return (registry.index(value) if value in registry else len(registry), str(value))
     if key == "fixed":
         return (value is not True, 0)
     if value is None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fixray.data.corruptions import corrupted_test_set
-from fixray.data.long_tail import long_tailed
 from fixray.data.registry import default_data_dir, load_dataset, load_test_set, on_disk
 from fixray.errors import DataError
 from fixray.sweep.spec import SweepSpec
 from fixray.trial.images import ImageSet, Splits
+from fixray.trial.long_tail import long_tailed
 
 
 def _with_generalisation(spec: SweepSpec, splits: Splits) -> dict[str, ImageSet]:
@@ -28,17 +28,17 @@ def _with_generalisation(spec: SweepSpec, splits: Splits) -> dict[str, ImageSet]
     return {"gen": test}
 
 
-def _training_set(spec: SweepSpec, splits: Splits) -> Splits:
-    """The splits with the training set the sweep asks for: whole, or long-tailed."""
-    if spec.long_tail is None:
-        return splits
-    return replace(splits, train=long_tailed(splits.train, spec.long_tail.ratio, spec.long_tail.seed))
+def _long_tail_ratios(spec: SweepSpec) -> list[float]:
+    """The long-tail ratios the sweep's trials train at (each trial cuts its own training set)."""
+    ratios = spec.search.space.parameters().get("long_tail_ratio", spec.long_tail.ratio)
+    listed = ratios if isinstance(ratios, list) else [ratios]
+    return sorted({r for r in listed if isinstance(r, float) and r < 1}, reverse=True)
 
 
 def prepare_data(spec: SweepSpec) -> Splits:
     """Loads (or downloads) the data once, in the driver, with its extra test sets; Tune shares it with every trial."""
     data_dir = spec.data_dir or default_data_dir()
-    splits = _training_set(spec, load_dataset(spec.dataset, data_dir, spec.download, spec.verify))
+    splits = load_dataset(spec.dataset, data_dir, spec.download, spec.verify)
     extra: dict[str, ImageSet] = {}
     if spec.robustness is not None:
         cache = data_dir / "fixray-corrupted"
@@ -57,10 +57,12 @@ def check_data(spec: SweepSpec) -> str:
     later = f"not in {data_dir} yet: `fixray sweep` downloads it"
     if spec.download and not on_disk(spec.dataset, data_dir):
         return f"{spec.dataset} {later}"
-    splits = _training_set(spec, load_dataset(spec.dataset, data_dir, download=False, verify=spec.verify))
+    splits = load_dataset(spec.dataset, data_dir, download=False, verify=spec.verify)
     found = f"{spec.dataset} in {data_dir}: {'md5 checked, ' if spec.verify else ''}"
-    tail = f" (long-tailed, ratio {spec.long_tail.ratio:g})" if spec.long_tail else ""
-    found += f"{len(splits.train)} train{tail} and {len(splits.test)} test images read as data"
+    found += f"{len(splits.train)} train and {len(splits.test)} test images read as data"
+    for ratio in _long_tail_ratios(spec):
+        kept = len(long_tailed(splits.train, ratio, spec.long_tail.seed))
+        found += f" ({kept} train images long-tailed at ratio {ratio:g})"
     if spec.generalisation and spec.download and not on_disk(spec.generalisation, data_dir):
         return f"{found}; {spec.generalisation} {later}"
     extra = _with_generalisation(spec.model_copy(update={"download": False}), splits)

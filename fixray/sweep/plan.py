@@ -17,6 +17,7 @@ import numpy as np
 from fixray.data.registry import DATASETS
 from fixray.sweep.spec import SweepSpec, planned_trials_bound
 from fixray.trial.contract import TrialConfig, to_params, with_values
+from fixray.trial.head_kinds import HEAD_KINDS
 
 SEED = "seed"
 TRIAL_INDEX = "__trial_index__"  # Ray Tune's Repeater numbers the copies of one TPE suggestion under this key
@@ -45,6 +46,9 @@ def trial_config(spec: SweepSpec, point: dict[str, Any]) -> TrialConfig:
         schedule=spec.schedule,
         head=spec.head,
         augmentation=spec.augmentation or DATASETS[spec.dataset].augmentation,
+        long_tail=spec.long_tail,
+        loss=spec.loss,
+        nc_train_every=spec.nc_train_every,
     )
     return with_values(base, {k: v for k, v in point.items() if k != SEED}).settled()
 
@@ -62,10 +66,21 @@ class PlannedTrial:
         return {"config": to_params(self.config), "run_name": self.name}
 
 
+NAMED_APART = ("model", "kind", "fixed", "lr")  # in every run name already (with the options a head kind shows)
+
+
 def run_name(cfg: TrialConfig, spec: SweepSpec) -> str:
-    """e.g. 'cosine-fixed-S10-lr0.1-seed0', prefixed by the backbone when the sweep searches it."""
-    model = f"{cfg.model}-" if "model" in spec.search.space.parameters() else ""
-    return f"{model}{cfg.head.label()}-lr{cfg.lr:g}-seed{cfg.seed}"
+    """e.g. 'cosine-fixed-S10-lr0.1-seed0': prefixed by the backbone when the sweep searches it, and naming each
+    other searched setting the trial's head reads (e.g. '-init=etf'), so no two trials of a sweep share a name."""
+    searched = spec.search.space.parameters()
+    model = f"{cfg.model}-" if "model" in searched else ""
+    params, shown = to_params(cfg), HEAD_KINDS[cfg.head.kind].shown
+    others = "".join(
+        f"-{name}={params[name]:g}" if isinstance(params[name], float) else f"-{name}={params[name]}"
+        for name in searched
+        if name not in NAMED_APART and name not in shown and params[name] is not None
+    )
+    return f"{model}{cfg.head.label()}{others}-lr{cfg.lr:g}-seed{cfg.seed}"
 
 
 def _planned(spec: SweepSpec, cfg: TrialConfig) -> PlannedTrial:

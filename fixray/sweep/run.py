@@ -17,9 +17,9 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from fixray.records.answer import publish
 from fixray.records.outage import SPOOL_FILE, use_driver_http_settings
 from fixray.records.runs import STATUS_TAG, SweepRuns, outcome, require_reachable
+from fixray.records.sweep_report import publish
 from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.storage import Storage
 from fixray.sweep import search
@@ -133,8 +133,6 @@ class SweepRun:
                 storage_filesystem=where.fs,
             )
         context = {"dataset": spec.dataset, "workers": spec.resources.workers}  # each child run's params besides
-        if spec.long_tail is not None:
-            context["long_tail_ratio"] = spec.long_tail.ratio
         return tune.Tuner(
             trainable,
             param_space=space,
@@ -179,7 +177,6 @@ class SweepRun:
                 "epochs": spec.epochs,
                 "method": spec.search.method,
                 "seeds": spec.seeds,
-                "long_tail": spec.long_tail.model_dump() if spec.long_tail else None,
                 "execution": spec.resources.execution(),  # bf16 rounds differently: part of what made the numbers
             }
         )

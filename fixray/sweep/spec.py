@@ -7,6 +7,7 @@ in [0, 1)) is written once and holds in the file's defaults and in its search sp
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 import types
@@ -41,10 +42,13 @@ from fixray.trial.contract import (
     Augmentation,
     BatchSize,
     Epochs,
+    Every,
     Execution,
     HeadConfig,
     Interval,
     LearningRate,
+    LongTail,
+    Loss,
     OptimizerConfig,
     ScheduleConfig,
     TrialConfig,
@@ -130,15 +134,6 @@ class RobustnessSpec(Schema):
     )
     severity: int = Field(3, ge=1, le=5, description="imagecorruptions severity 1-5; the paper does not state its own")
     seed: int = Field(0, description="the corrupted sets are drawn from this seed once, then cached on disk")
-
-
-class LongTailSpec(Schema):
-    """A long-tailed training set: class c keeps n_max * ratio^(c/(K-1)) of its images; the test set is untouched."""
-
-    ratio: float = Field(
-        gt=0, le=1, description="n_min / n_max: the last class keeps this share of the largest (0.01: CIFAR-10-LT's)"
-    )
-    seed: int = Field(0, description="which images each class keeps (a seeded shuffle), the same for every trial")
 
 
 class AshaSpec(Schema):
@@ -309,11 +304,13 @@ class SweepSpec(Schema):
     epochs: Epochs = _from_trial("epochs")
     batch_size: BatchSize = _from_trial("batch_size")
     lr: LearningRate = _from_trial("lr")
+    loss: Loss = _from_trial("loss")
+    nc_train_every: Every = _from_trial("nc_train_every")
     optimizer: OptimizerConfig = _from_trial("optimizer")
     schedule: ScheduleConfig = _from_trial("schedule")
     head: HeadConfig = _from_trial("head")
     augmentation: Augmentation | None = Field(None, description="null: the dataset's standard augmentation")
-    long_tail: LongTailSpec | None = Field(None, description="null: the whole training set; else a long-tailed one")
+    long_tail: LongTail = _from_trial("long_tail")
     robustness: RobustnessSpec | None = Field(None, description="corrupted test sets measured after training (Table 6)")
     generalisation: str | None = Field(
         None, description="a registered test set with the training set's classes (e.g. cifar10.1): gen/acc"
@@ -514,25 +511,44 @@ def _image_vector_problems(spec: SweepSpec) -> list[Problem]:
     models = _values(space.get("model", spec.model))
     draws = _values(space.get("init", spec.head.init))
     init_path = "search.space.init" if "init" in space else "head.init"
+    projections = _values(space.get("dim", spec.head.dim))
     problems = []
     for model in models:
         try:
-            dim = feature_dim(model, dataset.input_spec, spec.pooling)
+            width = feature_dim(model, dataset.input_spec, spec.pooling)
         except ValueError as error:
             problems.append(Problem("pooling", spec.pooling, f"a pooling {model} can apply: {error}"))
             continue
-        for draw in draws:
+        for projected, draw in itertools.product(projections, draws):
             rule = DRAW_RULES[draw]  # a draw the schema admitted: every one has its rule
             need = rule.min_dim(dataset.classes)
+            dim = width if projected is None else projected
             if dim < need:
+                gives = (
+                    f"head.dim projects the image vectors to {dim}"
+                    if projected is not None
+                    else f"{model} with {spec.pooling} pooling gives {dim}-d image vectors"
+                )
                 expected = (
                     f"a draw that fits: {draw} class vectors need {need} dimensions for {dataset.classes} classes "
-                    f"({rule.why}), and {spec.dataset} has {dataset.classes} classes while {model} with "
-                    f"{spec.pooling} pooling gives {dim}-d image vectors; draw normal or uniform_int, or use a wider "
-                    f"backbone or the authors' pooling"
+                    f"({rule.why}), and {spec.dataset} has {dataset.classes} classes while {gives}; draw normal or "
+                    f"uniform_int, or give them more dimensions"
                 )
                 problems.append(Problem(init_path, draw, expected))
     return problems
+
+
+def _loss_problems(spec: SweepSpec) -> list[Problem]:
+    """Dot regression pulls image vectors toward class vectors that must stay put: a learned head would move its
+    vectors toward the images instead (nothing keeps classes apart), so it trains fixed heads only."""
+    space = spec.search.space.parameters()
+    losses = _values(space.get("loss", spec.loss))
+    learned = [f for f in _values(space.get("fixed", spec.head.fixed)) if f is False]
+    if "dot_regression" not in losses or not learned:
+        return []
+    where = "search.space.fixed" if "fixed" in space else "head.fixed"
+    expected = "true with loss dot_regression (it trains fixed class vectors only): compare learned heads in a sweep "
+    return [Problem(where, space.get("fixed", spec.head.fixed), expected + "of their own, with cross_entropy")]
 
 
 def planned_trials_bound(spec: SweepSpec) -> int:
@@ -586,7 +602,7 @@ def parse_sweep(raw: Any, file: Path) -> SweepSpec:
         _registry_problems(raw, space, head) + _head_option_problems(space, head) + _method_problems(search, space)
     )
     if spec is not None and not problems:
-        problems += _image_vector_problems(spec) + _size_problems(spec)
+        problems += _image_vector_problems(spec) + _loss_problems(spec) + _size_problems(spec)
     if spec is not None and spec.name is None:
         try:
             spec = spec.model_copy(update={"name": _identifier(file.stem)})

@@ -14,7 +14,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from annotated_types import Ge, Gt, Lt
+from annotated_types import Ge, Gt, Le, Lt
 
 from fixray.trial.head_kinds import HEAD_KINDS, Margin, VectorDraw
 
@@ -27,6 +27,9 @@ BatchSize = Annotated[int, Ge(1)]
 Scale = Annotated[float, Gt(0)]
 NonNegative = Annotated[float, Ge(0)]
 Interval = Annotated[int, Ge(1)]
+Every = Annotated[int, Ge(0)]  # epochs between measurements; 0: never
+# The training objective; each is a function in losses.py under this name.
+Loss = Literal["cross_entropy", "dot_regression"]
 
 # In each trial's Tune config, what the driver sends: {"config": the settled config as flat params, "run_name": its
 # MLflow run name}. Read with sent_params and sent_run_name.
@@ -94,6 +97,12 @@ class HeadConfig:
         "as none): the trial's seed, which then varies both",
         None,
     )
+    dim: Annotated[int, Ge(1)] | None = doc(
+        "width of the image vectors the class vectors live in: null, the backbone's; a number, a learned linear layer "
+        "first projects f(x) to it (Pernici et al. set it to their polytope's own d: K-1 for etf, ceil(K/2) for "
+        "orthoplex, ceil(log2 K) for cube); the measurements then see the projected vectors",
+        None,
+    )
     S: Scale = doc("cosine scale S: logits = S * cos(w_j, f(x))", 1.0)
     learn_S: bool = doc("cosine: S becomes a trained parameter starting at S", False)
     margin: Margin = doc("cosine: additive margin on the true class, in training only", "none")
@@ -129,6 +138,22 @@ class Augmentation:
 
 
 @dataclass(frozen=True)
+class LongTail:
+    """A long-tailed training set (CIFAR-10/100-LT as Cao et al. 2019 build them): class c keeps
+    n_max * ratio^(c/(K-1)) of its images, chosen by a seeded shuffle; the test set is untouched."""
+
+    __pydantic_config__ = SECTION_CONFIG
+    ratio: Annotated[float, Gt(0), Le(1)] | None = doc(
+        "n_min / n_max: the last class keeps this share of the largest (0.01: CIFAR-10-LT's); 1 or null: the whole set",
+        None,
+        flat="long_tail_ratio",
+    )
+    seed: int = doc(
+        "which images each class keeps (a seeded shuffle), the same for every trial", 0, flat="long_tail_seed"
+    )
+
+
+@dataclass(frozen=True)
 class TrialConfig:
     """One training run: the model, the recipe and the head, all the loop reads and nothing more."""
 
@@ -145,10 +170,22 @@ class TrialConfig:
     )
     batch_size: BatchSize = doc("images per optimiser step (per worker under DDP)", 128)
     lr: LearningRate = doc("initial learning rate", 0.1)
+    loss: Loss = doc(
+        "cross_entropy on the logits, or dot_regression (Yang et al. 2022: 1/2 (w_y.h - ||w_y|| ||h||)^2 / ||h|| on "
+        "unit image vectors h, pulling each toward its class vector; fixed heads only, as a learned head would move "
+        "its vectors instead)",
+        "cross_entropy",
+    )
+    nc_train_every: Every = doc(
+        "epochs between neural-collapse measurements on the training set (one forward pass over it, unaugmented, "
+        "logged as train/nc1 ...) and at the last epoch; 0: never (the test split is measured every epoch)",
+        0,
+    )
     optimizer: OptimizerConfig = doc("SGD settings", default_factory=OptimizerConfig)
     schedule: ScheduleConfig = doc("learning-rate schedule", default_factory=ScheduleConfig)
     head: HeadConfig = doc("the classification head", default_factory=HeadConfig)
     augmentation: Augmentation = doc("training-time augmentation", default_factory=Augmentation)
+    long_tail: LongTail = doc("the training set: whole, or long-tailed", default_factory=LongTail)
 
     def settled(self) -> TrialConfig:
         """Defaults that depend on the head kind resolved (bias, weight decay), unread head options reset: the
@@ -218,6 +255,7 @@ FLAT_PATHS: dict[str, tuple[str, ...]] = _flat_paths(TrialConfig)
 # What a sweep may search: the settings whose effect is the question, not the run's bookkeeping.
 SEARCHABLE = (
     "lr",
+    "loss",
     "S",
     "weight_decay",
     "momentum",
@@ -226,7 +264,9 @@ SEARCHABLE = (
     "kind",
     "init",
     "draw_seed",
+    "dim",
     "model",
+    "long_tail_ratio",
     "margin",
     "m",
 )

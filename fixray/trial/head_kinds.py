@@ -14,7 +14,7 @@ from typing import Literal
 
 VectorDraw = Literal["normal", "uniform_int", "hadamard", "etf", "orthoplex", "cube"]
 Margin = Literal["none", "cosface", "arcface"]
-COMMON_OPTIONS = ("fixed", "bias", "init", "draw_seed")  # HeadConfig fields every head kind reads
+COMMON_OPTIONS = ("fixed", "bias", "init", "draw_seed", "dim")  # HeadConfig fields every head kind reads
 
 
 @dataclass(frozen=True)

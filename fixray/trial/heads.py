@@ -86,10 +86,11 @@ def _orthonormal_rows(rows: int, dim: int, generator: torch.Generator) -> torch.
 
 
 class ClassHead(nn.Module):
-    """Maps an image vector f(x) to class logits: scores(f) + b over class vectors W.
+    """Maps an image vector f(x) to class logits: scores(h) + b over class vectors W, h = f(x) or, with `dim`, a
+    learned linear projection of f(x) to dim values (the vectors the class vectors are compared with).
 
     Fixed heads keep W and b as frozen buffers (saved, moved by .to(), never given to an optimiser);
-    learned heads train both from the same draw.
+    learned heads train both from the same draw. A projection is always learned: it is part of the features.
     """
 
     kind: ClassVar[str]  # its declaration's name (head_kinds.HEAD_KINDS holds what it reads)
@@ -104,10 +105,13 @@ class ClassHead(nn.Module):
         bias: bool = True,
         init: VectorDraw = "normal",
         draw_seed: int | None = None,
+        dim: int | None = None,
     ) -> None:
         super().__init__()
         self.fixed = fixed
-        weight = draw_class_vectors(num_classes, in_features, seed if draw_seed is None else draw_seed, init)
+        self.projection = nn.Linear(in_features, dim) if dim is not None else None
+        width = in_features if dim is None else dim
+        weight = draw_class_vectors(num_classes, width, seed if draw_seed is None else draw_seed, init)
         bias_value = torch.full((num_classes,), BIAS_INIT) if bias else None
         if fixed:
             self.register_buffer("weight", weight)
@@ -133,9 +137,17 @@ class ClassHead(nn.Module):
         """Learned scalars worth watching per epoch, logged as head/<name>."""
         return {}
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.scores(features, labels)
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """h: the image vectors the class vectors score (f(x), or its projection)."""
+        return features if self.projection is None else self.projection(features)
+
+    def classify(self, embedded: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of image vectors h already embedded."""
+        logits = self.scores(embedded, labels)
         return logits + self.bias if self.bias is not None else logits
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classify(self.embed(features), labels)
 
     def extra_repr(self) -> str:
         n, d = self.weight.shape

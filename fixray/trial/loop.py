@@ -24,6 +24,8 @@ from fixray.trial import metric_keys as keys
 from fixray.trial.augment import augment, normalise
 from fixray.trial.contract import Execution, TrialConfig, require_settled
 from fixray.trial.images import Splits
+from fixray.trial.long_tail import with_long_tail
+from fixray.trial.losses import LOSSES
 from fixray.trial.models import Classifier, build_classifier
 
 # Images per forward pass when measuring a test split: large on a GPU; on a CPU, batches past about 128
@@ -142,7 +144,7 @@ def share_gpu(fraction: float) -> str:
 def _embed(
     model: Classifier, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, on: Device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image vectors f(x) and logits of a test split, in float32 whatever the autocast."""
+    """Image vectors h (those the head scores) and logits of a split, in float32 whatever the autocast."""
     model.eval()
     step = on.eval_batch()
     with on.autocast():
@@ -157,42 +159,57 @@ def _embed(
 def measure(
     features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor
 ) -> dict[str, float]:
-    """Accuracy, loss, the paper's geometry measurements and neural collapse on the test split."""
+    """Accuracy, loss, the paper's geometry measurements and neural collapse on the test split (each epoch)."""
     predictions = logits.argmax(dim=1)
     separability_mean, separability_max = metrics.image_separability(features, labels, vectors.shape[0])
-    vector_cos_mean, vector_cos_max = metrics.class_vector_cosines(vectors)
     confusion = metrics.confusion_matrix(labels, predictions, vectors.shape[0])
+    vector_norms = vectors.double().norm(dim=1)
     return {
         keys.VAL_LOSS: F.cross_entropy(logits, labels).item(),
         keys.VAL_ACC: metrics.accuracy(logits, labels),
         keys.COMPACTNESS: metrics.compactness(features, vectors, predictions),
         keys.SEPARABILITY_MEAN: separability_mean,
         keys.SEPARABILITY_MAX: separability_max,
-        keys.VECTOR_COS_MEAN: vector_cos_mean,
-        keys.VECTOR_COS_MAX: vector_cos_max,
         keys.CONFUSION_SPEARMAN: metrics.confusion_correlation(vectors, confusion),
-    } | neural_collapse(features, logits, labels, vectors)
+        keys.NC2_WEIGHTS: metrics.etf_distance(vectors),
+        keys.VECTOR_NORM_MEAN: vector_norms.mean().item(),
+        keys.VECTOR_NORM_STD: vector_norms.std(unbiased=False).item(),
+    } | neural_collapse(features, logits, labels, vectors, keys.VAL_COLLAPSE)
 
 
 def neural_collapse(
-    features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor
+    features: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    vectors: torch.Tensor,
+    named: dict[str, str] = keys.VAL_COLLAPSE,
 ) -> dict[str, float]:
-    """Neural-collapse measurements of one split's image vectors and the class vectors (metrics.py says each)."""
+    """Neural-collapse measurements of one split's image vectors against the class vectors (metrics.py says each),
+    under that split's keys (`named`: keys.VAL_COLLAPSE or keys.TRAIN_COLLAPSE)."""
     geometry = metrics.ClassGeometry.of(features, labels)  # the class means and offsets, once for all below
-    feature_norms, vector_norms = geometry.features.norm(dim=1), vectors.double().norm(dim=1)
+    feature_norms = geometry.features.norm(dim=1)
+    found = {
+        "nc1": geometry.nc1(),
+        "cdnv": geometry.cdnv(),
+        "nc2_means": metrics.etf_distance(geometry.centred),
+        "equinorm_means": metrics.equinorm(geometry.centred),
+        "equiangularity_means": metrics.equiangularity(geometry.centred),
+        "nc3": geometry.nc3(vectors),
+        "nc4": geometry.nc4(logits),
+        "feature_norm_mean": feature_norms.mean().item(),
+        "feature_norm_std": feature_norms.std(unbiased=False).item(),
+    }
+    return {named[name]: value for name, value in found.items()}
+
+
+def class_vector_geometry(vectors: torch.Tensor) -> dict[str, float]:
+    """The class vectors' cosines and distance from a simplex ETF: logged once, of the best epoch's vectors."""
+    cos_mean, cos_max = metrics.class_vector_cosines(vectors)
     return {
-        keys.NC1: geometry.nc1(),
-        keys.CDNV: geometry.cdnv(),
-        keys.NC2_MEANS: metrics.etf_distance(geometry.centred),
-        keys.NC2_WEIGHTS: metrics.etf_distance(vectors),
-        keys.EQUINORM_MEANS: metrics.equinorm(geometry.centred),
-        keys.EQUIANGULARITY_MEANS: metrics.equiangularity(geometry.centred),
-        keys.NC3: geometry.nc3(vectors),
-        keys.NC4: geometry.nc4(logits),
-        keys.FEATURE_NORM_MEAN: feature_norms.mean().item(),
-        keys.FEATURE_NORM_STD: feature_norms.std(unbiased=False).item(),
-        keys.VECTOR_NORM_MEAN: vector_norms.mean().item(),
-        keys.VECTOR_NORM_STD: vector_norms.std(unbiased=False).item(),
+        keys.VECTOR_COS_MEAN: cos_mean,
+        keys.VECTOR_COS_MAX: cos_max,
+        keys.VECTOR_ABS_COS_MAX: metrics.class_vector_abs_cos_max(vectors),
+        keys.VECTOR_ETF_DISTANCE: metrics.etf_distance(vectors),
     }
 
 
@@ -260,6 +277,7 @@ def train(
     report metrics alone, and the loop does not copy its state for them.
     """
     require_settled(cfg)  # the planner settled it (head-kind defaults resolved); the loop trusts that
+    splits = with_long_tail(splits, cfg.long_tail.ratio, cfg.long_tail.seed)
     on = Device(device, execution or Execution())
     device, checkpoint_every = on.device, on.execution.checkpoint_every
     rank, world = _distributed()
@@ -280,6 +298,7 @@ def train(
     train_x, train_y = _tensor(splits.train.x, device), _tensor(splits.train.y, device)
     test_x, test_y = _tensor(splits.test.x, device), _tensor(splits.test.y, device)
     mean, std = _input_stats(cfg, splits, device)
+    objective = LOSSES[cfg.loss]
 
     last: dict[str, float] = {}
     for epoch in range(first_epoch, cfg.epochs + 1):
@@ -294,8 +313,8 @@ def train(
             labels = train_y[batch]
             images = on.images(normalise(augment(train_x[batch], cfg.augmentation, generator), mean, std))
             with on.autocast():
-                logits = net(images, labels)
-                loss = F.cross_entropy(logits, labels)  # float32 under autocast
+                embedded, logits = net(images, labels, embedded=True)
+                loss = objective(embedded, logits, labels, model.head.class_vectors)  # float32 under autocast
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -325,15 +344,23 @@ def train(
         features, logits = _embed(model, test_x, mean, std, on)
         last.update(measure(features, logits, test_y, model.head.class_vectors))
         last.update({keys.head_scalar(name): value for name, value in model.head.trained_scalars().items()})
+        if cfg.nc_train_every and (epoch % cfg.nc_train_every == 0 or epoch == cfg.epochs):
+            train_features, train_logits = _embed(model, train_x, mean, std, on)
+            vectors = model.head.class_vectors
+            last.update(neural_collapse(train_features, train_logits, train_y, vectors, keys.TRAIN_COLLAPSE))
+        # Strictly better: of equal epochs the earlier stays, as in the authors' code.
         if best is None or last[keys.VAL_ACC] > best["acc"]:
             best = {"acc": last[keys.VAL_ACC], "epoch": epoch, "model": copy.deepcopy(model.state_dict())}
         last |= {keys.BEST_ACC: best["acc"], keys.BEST_EPOCH: best["epoch"]}
-        if epoch == cfg.epochs and splits.extra:
-            # Robustness and generalisation of the best epoch's weights (what the paper compares), and the last's.
-            last.update(_extra_accuracies(model, splits, mean, std, on, last=True))
+        if epoch == cfg.epochs:
+            # What the paper reports of a run is its best epoch's weights: their class vectors' geometry, robustness
+            # and generalisation (and the last epoch's too, for the extra sets), and the figures.
             best_model = copy.deepcopy(model)
             best_model.load_state_dict(best["model"])
-            last.update(_extra_accuracies(best_model, splits, mean, std, on))
+            last.update(class_vector_geometry(best_model.head.class_vectors))
+            if splits.extra:
+                last.update(_extra_accuracies(model, splits, mean, std, on, last=True))
+                last.update(_extra_accuracies(best_model, splits, mean, std, on))
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(100 * last[keys.VAL_ACC])
         elif scheduler is not None:
@@ -352,8 +379,9 @@ def train(
             )
             state["best"] = best  # already a private copy, never changed in place
             if epoch == cfg.epochs:
+                best_features, best_logits = _embed(best_model, test_x, mean, std, on)
                 state["figures"] = draw_figures(
-                    cfg, features, logits, test_y, model.head.class_vectors, splits.class_names
+                    cfg, best_features, best_logits, test_y, best_model.head.class_vectors, splits.class_names
                 )
         report(last, state)
     return last

@@ -38,7 +38,11 @@ def declare(key: str, meaning: str, unit: str, direction: Direction, when: str =
 
 EPOCH = "epoch"  # in every report: the epoch it closes (MLflow's step), not a metric
 TRAIN_LOSS = declare(
-    "train/loss", "training cross-entropy over the epoch, all DDP workers", "nats", "lower", "each epoch"
+    "train/loss",
+    "the training loss (the trial's `loss`) over the epoch, all DDP workers",
+    "nats",
+    "lower",
+    "each epoch",
 )
 TRAIN_ACC = declare(
     "train/acc", "training top-1 accuracy over the epoch, all DDP workers", "fraction", "higher", "each epoch"
@@ -64,59 +68,78 @@ SEPARABILITY_MEAN = declare(
 SEPARABILITY_MAX = declare(
     "val/separability_max", "largest off-diagonal cosine between class-mean image vectors", "cosine", "lower"
 )
-VECTOR_COS_MEAN = declare(
-    "val/class_vector_cos_mean", "mean off-diagonal cos(w_i, w_j) of the class vectors (Fig. 2/4)", "cosine", "none"
-)
-VECTOR_COS_MAX = declare(
-    "val/class_vector_cos_max", "largest off-diagonal cos(w_i, w_j) of the class vectors", "cosine", "none"
-)
 CONFUSION_SPEARMAN = declare(
     "val/confusion_spearman",
     "Spearman over ordered pairs i != j of cos(w_i, w_j) and images of i predicted as j (Sec. 2-3)",
     "Spearman rho",
     "none",
 )
-NC1 = declare(
-    "val/nc1",
-    "NC1: within- against between-class spread of the image vectors, tr(Sigma_W pinv(Sigma_B))/K; class means "
-    "weigh equally in the global mean",
-    "ratio",
-    "lower",
-)
-CDNV = declare(
-    "val/cdnv", "class-distance normalised variance (Galanti et al.), averaged over class pairs", "ratio", "lower"
-)
-NC2_MEANS = declare(
-    "val/nc2_means",
-    "NC2: distance of the centred class means' Gram matrix from a simplex ETF's (Zhu et al.'s form)",
-    "Frobenius",
-    "lower",
-)
+
+# Neural collapse of one split's image vectors h (those the head scores), measured on the test split every epoch and
+# on the training set every `nc_train_every` epochs: name -> (meaning, unit, better).
+NEURAL_COLLAPSE = {
+    "nc1": (
+        "NC1: within- against between-class spread of the image vectors, tr(Sigma_W pinv(Sigma_B))/K; class means "
+        "weigh equally in the global mean",
+        "ratio",
+        "lower",
+    ),
+    "cdnv": ("class-distance normalised variance (Galanti et al.), averaged over class pairs", "ratio", "lower"),
+    "nc2_means": (
+        "NC2: distance of the centred class means' Gram matrix from a simplex ETF's (Zhu et al.'s form)",
+        "Frobenius",
+        "lower",
+    ),
+    "equinorm_means": ("std / mean of the centred class means' norms (Papyan et al.)", "ratio", "lower"),
+    "equiangularity_means": ("std of the cosines between centred class means (Papyan et al.)", "cosine", "lower"),
+    "nc3": ("NC3, self-duality: ||W/||W|| - M/||M|||^2 of class vectors and centred class means", "squared", "lower"),
+    "nc4": (
+        "NC4: share of images whose prediction (argmax of the logits) is not the nearest class mean's",
+        "fraction",
+        "lower",
+    ),
+    "feature_norm_mean": ("mean norm of the image vectors h", "norm", "none"),
+    "feature_norm_std": ("std of the norms of the image vectors h", "norm", "none"),
+}
+TRAIN_NC_WHEN = "every nc_train_every epochs and the last, on the unaugmented training set"
+
+
+def _declare_collapse(split: str, when: str) -> dict[str, str]:
+    return {
+        name: declare(f"{split}/{name}", meaning, unit, better, when)
+        for name, (meaning, unit, better) in NEURAL_COLLAPSE.items()
+    }
+
+
+VAL_COLLAPSE = _declare_collapse("val", ON_TEST_EACH_EPOCH)  # name -> key, e.g. "nc1" -> "val/nc1"
+TRAIN_COLLAPSE = _declare_collapse("train", TRAIN_NC_WHEN)
+NC1, NC2_MEANS, NC4 = VAL_COLLAPSE["nc1"], VAL_COLLAPSE["nc2_means"], VAL_COLLAPSE["nc4"]
 NC2_WEIGHTS = declare(
     "val/nc2_weights",
-    "NC2 of the class vectors: 0 for a simplex ETF (a covariate of any fixed draw)",
+    "NC2 of the class vectors: 0 for a simplex ETF (for learned heads, how near their vectors come to one)",
     "Frobenius",
     "none",
 )
-EQUINORM_MEANS = declare(
-    "val/equinorm_means", "std / mean of the centred class means' norms (Papyan et al.)", "ratio", "lower"
-)
-EQUIANGULARITY_MEANS = declare(
-    "val/equiangularity_means", "std of the cosines between centred class means (Papyan et al.)", "cosine", "lower"
-)
-NC3 = declare(
-    "val/nc3", "NC3, self-duality: ||W/||W|| - M/||M|||^2 of class vectors and centred class means", "squared", "lower"
-)
-NC4 = declare(
-    "val/nc4",
-    "NC4: share of images whose prediction (argmax of the logits) is not the nearest class mean's",
-    "fraction",
-    "lower",
-)
-FEATURE_NORM_MEAN = declare("val/feature_norm_mean", "mean norm of the image vectors f(x)", "norm", "none")
-FEATURE_NORM_STD = declare("val/feature_norm_std", "std of the norms of the image vectors", "norm", "none")
 VECTOR_NORM_MEAN = declare("val/class_vector_norm_mean", "mean ||w_c|| (1 for fixed heads)", "norm", "none")
 VECTOR_NORM_STD = declare("val/class_vector_norm_std", "std of ||w_c|| (0 for fixed heads)", "norm", "none")
+
+# The class vectors' geometry, once per trial: a covariate of every fixed-vs-learned result (a random normal draw at
+# d = 512 is no ETF). Of the best epoch's vectors: for fixed heads the draw itself.
+ONCE_AT_BEST = "after the last epoch, of the best epoch's class vectors (fixed heads: the draw)"
+VECTOR_COS_MEAN = declare(
+    "class_vectors/cos_mean", "mean off-diagonal cos(w_i, w_j) (paper Fig. 2/4)", "cosine", "none", ONCE_AT_BEST
+)
+VECTOR_COS_MAX = declare("class_vectors/cos_max", "largest off-diagonal cos(w_i, w_j)", "cosine", "none", ONCE_AT_BEST)
+VECTOR_ABS_COS_MAX = declare(
+    "class_vectors/abs_cos_max",
+    "largest off-diagonal |cos(w_i, w_j)|: 1/(K-1) for an ETF, 1 for an orthoplex's opposite pairs",
+    "cosine",
+    "none",
+    ONCE_AT_BEST,
+)
+VECTOR_ETF_DISTANCE = declare(
+    "class_vectors/etf_distance", "NC2 of the class vectors: 0 for a simplex ETF", "Frobenius", "none", ONCE_AT_BEST
+)
 LR = declare("lr", "the learning rate the epoch trained at", "1/step", "none", "each epoch")
 DIVERGED = declare(
     "diverged", "1 when the loss turned NaN or infinite (the trial stops)", "flag", "lower", "each epoch"

@@ -44,6 +44,11 @@ def class_vector_cosines(class_vectors: torch.Tensor) -> tuple[float, float]:
     return off.mean().item(), off.max().item()
 
 
+def class_vector_abs_cos_max(class_vectors: torch.Tensor) -> float:
+    """Largest off-diagonal |cos(w_i, w_j)|: how near any two class vectors come to sharing a line."""
+    return _off_diagonal(class_cosine_matrix(class_vectors)).abs().max().item()
+
+
 def image_separability(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[float, float]:
     """Inter-class separability of image representations (paper Sec. 1): (mean, max) off-diagonal cosine
     between the class-mean image vectors of the true classes; lower is more separated. Classes without an

@@ -82,20 +82,28 @@ def small_cnn(spec: InputSpec, pooling: Pooling = "global") -> Backbone:
 
 
 class Classifier(nn.Module):
-    """Backbone f(x) followed by a ClassHead; `embed_and_classify` exposes f(x) for the measurements."""
+    """Backbone f(x) followed by a ClassHead; `embed_and_classify` exposes the image vectors h the head scores (f(x),
+    or its projection) for the measurements."""
 
     def __init__(self, backbone: nn.Module, head: ClassHead) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
 
-    def embed_and_classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.backbone(x)
-        return features, self.head(features)
+    def embed_and_classify(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, logits); with labels (training), margin heads apply their margin to the true class."""
+        embedded = self.head.embed(self.backbone(x))
+        return embedded, self.head.classify(embedded, labels)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits; with labels (training), margin heads apply their margin to the true class."""
-        return self.head(self.backbone(x), labels)
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, embedded: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits, or (h, logits) with `embedded` (a loss that reads h; through DDP, whose hooks wrap forward
+        alone); with labels (training), margin heads apply their margin to the true class."""
+        found = self.embed_and_classify(x, labels)
+        return found if embedded else found[1]
 
 
 def build_classifier(

@@ -3,9 +3,11 @@ to help most: class c keeps n_max * ratio^(c/(K-1)) of its images; the test set 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from fixray.trial.images import ImageSet
+from fixray.trial.images import ImageSet, Splits
 
 
 def kept_per_class(largest: int, classes: int, ratio: float) -> list[int]:
@@ -27,3 +29,11 @@ def long_tailed(images: ImageSet, ratio: float, seed: int) -> ImageSet:
     chosen = np.concatenate(kept)
     chosen.sort()
     return ImageSet(images.x[chosen], images.y[chosen])
+
+
+def with_long_tail(splits: Splits, ratio: float | None, seed: int) -> Splits:
+    """The splits a trial trains on: its training set long-tailed when `ratio` is set (each trial cuts its own, so one
+    sweep can compare balanced and long-tailed sets; the normalisation statistics are then the kept images')."""
+    if ratio is None or ratio == 1:  # every class keeps all of its images
+        return splits
+    return replace(splits, train=long_tailed(splits.train, ratio, seed))

@@ -1,0 +1,42 @@
+"""A sweep's report, as `fixray sweep` prints it, `fixray report SWEEP` reads it back and the parent run keeps it: the
+answer, the fixed-head family where the sweep compares constructions, then every configuration."""
+
+from __future__ import annotations
+
+from fixray.records.answer import ANSWER_TAG, Headline, answer_blocks, answer_figures, headline_text
+from fixray.records.family import family_figures, family_table, is_family
+from fixray.records.render import Block, Report, Table, as_markdown
+from fixray.records.runs import SweepRuns
+from fixray.records.tables import Row, row_caption, summarise, sweep_table
+from fixray.trial import metric_keys as keys
+
+
+def metrics_block() -> Table:
+    """What each logged metric means, from the catalogue: for the parent run's description."""
+    rows = [[f"`{m.key}`", m.meaning, m.unit, m.direction, m.when] for m in keys.METRICS.values()]
+    return Table("What the child runs log", ["key", "meaning", "unit", "better", "when"], rows, "(step = epoch)")
+
+
+def _blocks(rows: list[Row]) -> list[Block]:
+    family = [family_table(rows)] if is_family(rows) else []
+    return answer_blocks(rows) + family + [sweep_table(rows)]
+
+
+def publish(runs: SweepRuns) -> list[Headline]:
+    """Writes the answer onto the sweep's parent run: headline metrics and tag, the tables as its note, figures."""
+    rows = summarise(runs.children(), runs.client)
+    headlines = Headline.each(rows)
+    metrics = {k: v for h in headlines for k, v in h.metrics(several=len(headlines) > 1).items()}
+    notes = [as_markdown(block) for block in _blocks(rows) + [metrics_block()]]
+    figures = answer_figures(rows) | family_figures(rows)
+    runs.log_summary(metrics, {ANSWER_TAG: headline_text(headlines)}, notes, figures)
+    return headlines
+
+
+def sweep_report(tracking_uri: str, experiment: str, sweep: str) -> Report:
+    """A sweep's report, the answer first and then every configuration, with the runs whose figures illustrate it."""
+    runs = SweepRuns(tracking_uri, experiment, sweep, create=False)
+    rows = summarise(runs.children(), runs.client)
+    figures = [("The answer: fixed vs learned class vectors", runs.client.get_run(runs.parent_id))]
+    figures += [(row_caption(row), row.runs[0]) for row in rows]
+    return Report(_blocks(rows), figures)
