@@ -1,4 +1,4 @@
-"""`fixray sweep | validate | report`: parse arguments, call the library, print, set the exit code."""
+"""`fixray sweep | validate | report | replay`: parse arguments, call the library, print, set the exit code."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def _style(asked: str | None):
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from fixray.sweep.cost import compute_plan
     from fixray.sweep.inputs import check_data
     from fixray.sweep.plan import expected_trials
     from fixray.sweep.spec import load_sweep
@@ -42,6 +43,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             status = error.exit_code
             continue
         print(f"{file}: ok ({_summary(spec, expected_trials(spec))}); data: {data}")
+        print(f"  cost: {compute_plan(spec).text()}")
     return status
 
 
@@ -64,6 +66,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     sweep = SweepRun(spec)  # plans the trials once: the summary counts them from there
     print(f"Sweep {spec.name!r}: {_summary(spec, sweep.expected)}", flush=True)
+    print(f"  cost: {sweep.cost.text()}", flush=True)
     try:
         outcome = sweep.run(args.address)
     except StorageFull as full:
@@ -123,6 +126,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from fixray.sweep.defaults import default_tracking_uri
+    from fixray.sweep.replay import replay
+
+    uri = args.tracking_uri or default_tracking_uri()
+    found = replay(args.run_id, uri, args.epochs, Path(args.data_dir) if args.data_dir else None)
+    print(f"Replayed run {args.run_id}: {found.epochs} epoch(s), {found.compared} logged values compared.")
+    if found.equal:
+        print("Equal, bit for bit: every metric the run logged at every epoch replayed.")
+    else:
+        first = found.first_difference
+        replayed = "not reported" if first.replayed is None else repr(first.replayed)
+        print(f"Different: first at {first.metric}, epoch {first.epoch}: logged {first.logged!r}, replayed {replayed}.")
+    for name, (then, now) in found.versions.items():
+        print(f"  {name}: the run's {then}, here {now}")
+    if not found.versions:
+        print("  (the versions and device the sweep recorded are this machine's)")
+    return 0 if found.equal else EXIT_TRIALS_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fixray", description="Fixed vs learned classification heads, swept on Ray Tune and tracked in MLflow."
@@ -176,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--html", default=None, metavar="FILE", help="also write the report with each table's figures embedded"
     )
     report.set_defaults(run=_cmd_report)
+
+    again = commands.add_parser(
+        "replay", help="train one trial again from its MLflow run, here, and compare every per-epoch metric"
+    )
+    again.add_argument("run_id", metavar="RUN", help="the trial's MLflow run id (a child run of a sweep)")
+    again.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    again.add_argument("--epochs", type=int, default=None, help="replay the first N epochs only (default: all)")
+    again.add_argument(
+        "--data-dir", default=None, help="folder holding the datasets (default: $FIXRAY_DATA or ~/.cache)"
+    )
+    again.set_defaults(run=_cmd_replay)
     return parser
 
 

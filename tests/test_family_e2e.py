@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 from test_sweep_e2e import run, store
 
 from fixray.records.runs import REPORT_FILE, STATUS_TAG
@@ -59,3 +60,15 @@ def test_the_family_sweeps_digits_version_measures_every_construction_and_report
     assert figures == {f"figures/family_cosine_long_tail_ratio-{r}.png" for r in ("0.1", "1.0")}
     report = Path(client.download_artifacts(parent.info.run_id, REPORT_FILE, str(tmp_path))).read_text()
     assert "The fixed-head family" in report and "Every configuration" in report
+
+    # Any trial of it trains again from its MLflow run alone, here, bit for bit (a long-tailed, projected one).
+    assert parent.data.params["env/torch"] == torch.__version__ and parent.data.params["env/data_md5"] == "bundled"
+    [child] = [
+        c
+        for c in children
+        if c.data.params["init"] == "etf"
+        and c.data.params["long_tail_ratio"] == "0.1"
+        and c.data.params["fixed"] == "True"
+    ]
+    again = run(["replay", child.info.run_id, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path)
+    assert again.returncode == 0 and "Equal, bit for bit" in again.stdout, again.stdout + again.stderr[-2000:]

@@ -47,6 +47,7 @@ class DatasetEntry:
     augmentation: Augmentation = Augmentation()
     train_set: bool = True  # False: a test-only set (generalisation)
     classes: int = 10  # number of classes, known before the files are read (validation needs it)
+    train_images: int = 0  # images in its training split, known before the files are read (the compute plan)
     channels: int = 3  # colour channels of each image
     md5: dict[str, str] = field(default_factory=dict)  # file (relative to folder) -> the publisher's md5 of it
 
@@ -212,7 +213,8 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CIFAR_AUGMENTATION = Augmentation(crop_padding=4, flip=True)
 
 register_dataset(
-    "digits", DatasetEntry("", (), _read_digits, None, "nothing (bundled with scikit-learn)", 8, channels=1)
+    "digits",
+    DatasetEntry("", (), _read_digits, None, "nothing (bundled with scikit-learn)", 8, channels=1, train_images=1437),
 )
 register_dataset(
     "cifar10",
@@ -224,6 +226,7 @@ register_dataset(
         "the CIFAR-10 python version (cifar-10-python.tar.gz)",
         32,
         CIFAR_AUGMENTATION,
+        train_images=50_000,
         md5={
             "data_batch_1": "c99cafc152244af753f735de768cd75f",
             "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
@@ -246,6 +249,7 @@ register_dataset(
         32,
         CIFAR_AUGMENTATION,
         classes=100,
+        train_images=50_000,
         md5={
             "train": "16019d7e3df5f24257cddd939b257f8d",
             "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
@@ -263,6 +267,7 @@ register_dataset(
         "the STL-10 binary files (stl10_binary.tar.gz)",
         96,
         Augmentation(crop_padding=10, flip=True),  # the authors' RandomCrop(96, padding=10)
+        train_images=5_000,
         md5={
             "train_X.bin": "918c2871b30a85fa023e0c44e0bee87f",
             "train_y.bin": "5a34089d4802c674881badbb80307741",
@@ -282,6 +287,7 @@ register_dataset(
         64,
         Augmentation(crop_padding=8, flip=True),
         classes=200,
+        train_images=100_000,
     ),
 )
 register_dataset("cifar10.1", _cifar101_entry("v6"))

@@ -64,3 +64,17 @@ def epoch_curves_png(
     axes[0][0].legend(fontsize=7, loc="best")
     figure.suptitle(f"{title}\nline: mean over finished seeds")
     return _png(figure)
+
+
+def importance_png(found: dict[str, dict[str, float]]) -> bytes:
+    """Grouped bars: each searched setting's fANOVA share, one colour per side (fixed heads, learned heads)."""
+    figure, axes = plt.subplots(figsize=(7, 4))
+    names = list(next(iter(found.values())))
+    width = 0.8 / len(found)
+    for i, (label, values) in enumerate(found.items()):
+        axes.bar([n + i * width for n in range(len(names))], [values[name] for name in names], width, label=label)
+    axes.set_xticks([n + width * (len(found) - 1) / 2 for n in range(len(names))], names)
+    axes.set_ylabel("share of best-epoch accuracy's variance (fANOVA)")
+    axes.set_title("Which searched setting mattered")
+    axes.legend()
+    return _png(figure)

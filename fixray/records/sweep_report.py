@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fixray.records.answer import ANSWER_TAG, Headline, answer_blocks, answer_figures, headline_text
 from fixray.records.family import family_figures, family_table, is_family
+from fixray.records.importance import importance_blocks, importance_figure
 from fixray.records.render import Block, Report, Table, as_markdown
 from fixray.records.runs import SweepRuns
 from fixray.records.tables import Row, row_caption, summarise, sweep_table
@@ -19,7 +20,7 @@ def metrics_block() -> Table:
 
 def _blocks(rows: list[Row]) -> list[Block]:
     family = [family_table(rows)] if is_family(rows) else []
-    return answer_blocks(rows) + family + [sweep_table(rows)]
+    return answer_blocks(rows) + family + importance_blocks(rows) + [sweep_table(rows)]
 
 
 def publish(runs: SweepRuns) -> list[Headline]:
@@ -28,7 +29,7 @@ def publish(runs: SweepRuns) -> list[Headline]:
     headlines = Headline.each(rows)
     metrics = {k: v for h in headlines for k, v in h.metrics(several=len(headlines) > 1).items()}
     notes = [as_markdown(block) for block in _blocks(rows) + [metrics_block()]]
-    figures = answer_figures(rows) | family_figures(rows)
+    figures = answer_figures(rows) | family_figures(rows) | importance_figure(rows)
     runs.log_summary(metrics, {ANSWER_TAG: headline_text(headlines)}, notes, figures)
     return headlines
 

@@ -5,6 +5,7 @@ as a resumable stop. The CLI builds a SweepRun and prints its outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import signal
@@ -24,15 +25,17 @@ from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.storage import Storage
 from fixray.sweep import search
 from fixray.sweep.checkpoints import CheckpointPruner, repair
+from fixray.sweep.cost import compute_plan
 from fixray.sweep.inputs import prepare_data
 from fixray.sweep.lock import DriverLock
 from fixray.sweep.plan import plan
 from fixray.sweep.progress import Progress
+from fixray.sweep.provenance import environment
 from fixray.sweep.spec import SweepSpec, planned_trials_bound
 from fixray.sweep.state import check_record, write_record
-from fixray.trial.contract import TrialResources
+from fixray.trial.contract import REPLAYED_EXECUTION, TrialResources
 from fixray.trial.images import Splits
-from fixray.trial.trainable import CodeErrors, causes, make_trainable
+from fixray.trial.trainable import CodeErrors, causes, make_trainable, threads
 
 # Set in the driver before Tune runs: every checkpoint is kept until pruned (checkpoints.py), Tune's record of
 # each holding its score alone; MLflow is the sweep's record, so no TensorBoard or CSV copy of every result.
@@ -74,6 +77,7 @@ class SweepRun:
         self.spec = spec.model_copy(update={"storage_path": self.storage.location})
         self.trials = plan(spec)  # every planned trial, listed once (TPE: drawn as the sweep runs)
         self.expected = planned_trials_bound(spec) if spec.search.method == "tpe" else len(self.trials)
+        self.cost = compute_plan(spec)
         self.driver_dir = self.storage.driver_dir(spec.name)  # its lock and its spool of pending MLflow writes
         self.spool = self.driver_dir / SPOOL_FILE
 
@@ -132,7 +136,10 @@ class SweepRun:
                 resume_errored=True,
                 storage_filesystem=where.fs,
             )
-        context = {"dataset": spec.dataset, "workers": spec.resources.workers}  # each child run's params besides
+        # Each child run's params besides its trial's settings: what a replay of it needs.
+        execution = dataclasses.asdict(spec.resources.execution())
+        context = {"dataset": spec.dataset, "workers": spec.resources.workers, "threads": threads(self._resources())}
+        context |= {name: value for name, value in execution.items() if name in REPLAYED_EXECUTION}
         return tune.Tuner(
             trainable,
             param_space=space,
@@ -179,6 +186,8 @@ class SweepRun:
                 "seeds": spec.seeds,
                 "execution": spec.resources.execution(),  # bf16 rounds differently: part of what made the numbers
             }
+            | environment(spec)
+            | {"plan/flop": f"{self.cost.flop:.3e}", "plan/gpu_hours": f"{self.cost.gpu_hours:.3g}"}
         )
         # On the driver's node: a worker node lost mid-sweep must not take the record of code errors with it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)

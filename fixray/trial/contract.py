@@ -227,6 +227,10 @@ class Execution:
         return dataclasses.replace(self, bf16=device_type == "cuda" if self.bf16 is None else self.bf16)
 
 
+# The Execution settings that change a trial's arithmetic (a replay must use the same): each child run logs them.
+REPLAYED_EXECUTION = ("channels_last", "bf16", "compile")
+
+
 @dataclass(frozen=True)
 class TrialResources:
     """What every trial of a sweep takes from the Ray cluster and how its loop runs: sent once, with the trainable."""

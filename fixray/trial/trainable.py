@@ -92,7 +92,7 @@ def _quiet_checkpoint_logs() -> None:
         pass
 
 
-def _threads(resources: TrialResources) -> int:
+def threads(resources: TrialResources) -> int:
     """Torch threads for one training process: its CPU share, at least one."""
     return max(1, int(resources.cpus))
 
@@ -122,7 +122,7 @@ def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, resources: TrialResources)
         train_loop_config={
             "cfg": cfg,
             "splits": splits,
-            "threads": _threads(resources),
+            "threads": threads(resources),
             "execution": resources.execution,
             "gpus": resources.gpus,
         },
@@ -206,7 +206,7 @@ def make_trainable(resources: TrialResources, splits: Splits, code_errors):
             if resources.workers > 1:
                 _run_ddp(cfg, data[0], resources)
                 return
-            torch.set_num_threads(_threads(resources))
+            torch.set_num_threads(threads(resources))
             device = "cuda" if resources.gpus > 0 and torch.cuda.is_available() else "cpu"
             report = _checkpointing(tune.report, placement(memory=_gpu_share(resources.gpus)))
             start = _load_state(tune.get_checkpoint())

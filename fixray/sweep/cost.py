@@ -1,0 +1,134 @@
+"""What a sweep will cost before it runs: training FLOP counted by PyTorch's FLOP counter on the meta device (never
+guessed), and GPU-hours at a stated throughput.
+
+One training image costs the FLOP of a forward and a backward pass of its backbone and head at the dataset's image
+size (cross-entropy on one image, counted once per architecture); a trial trains that many times its training images
+per epoch, times its epochs. Test-set passes and checkpoints are left out: they are a few percent.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+from fixray.data.registry import DATASETS
+from fixray.sweep.plan import plan
+from fixray.sweep.spec import SweepSpec
+from fixray.trial.contract import TrialConfig
+from fixray.trial.long_tail import kept_per_class
+
+# Without a measured throughput: 5% of an H100 SXM's dense bf16 peak (989 TFLOP/s). A ResNet18 on 32-pixel images at
+# batches of 32-128 keeps a GPU far from its peak (about 5 s an epoch of CIFAR-10's 1.7e14 FLOP: 3%); printed as an
+# assumption wherever it is used.
+H100_BF16_PEAK = 989e12  # FLOP/s
+ASSUMED_UTILISATION = 0.05
+ASSUMED_THROUGHPUT = ASSUMED_UTILISATION * H100_BF16_PEAK  # FLOP/s
+SECONDS_PER_HOUR = 3600
+
+
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, *args, output_mask=None, **kwargs) -> int:
+    """A convolution's backward: each gradient asked for (of its input, of its weight) costs one forward convolution.
+    PyTorch's own formula leaves `groups` out of the weight gradient and counts a depthwise convolution as a dense
+    one (measured: 65x too much at 64 channels, which made MobileNetV2 cost 7x its count)."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    mask = output_mask if output_mask is not None else args[7]
+    transposed = args[4]
+    return conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed) * (int(mask[0]) + int(mask[1]))
+
+
+@functools.cache
+def image_flop(model: str, channels: int, size: int, classes: int, pooling: str, dim: int | None) -> float:
+    """FLOP to train on one image (forward and backward), counted on the meta device: no memory, no data."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fixray.trial.contract import HeadConfig
+    from fixray.trial.images import InputSpec
+    from fixray.trial.models import build_classifier
+
+    with torch.device("meta"):
+        head = HeadConfig(dim=dim).settled()  # the head's kind changes its FLOP by a rounding error
+        model_ = build_classifier(model, InputSpec(channels, size), classes, head, seed=0, pooling=pooling)
+        images = torch.randn(1, channels, size, size)
+        labels = torch.zeros(1, dtype=torch.long)
+    backward = {torch.ops.aten.convolution_backward: _conv_backward_flop}
+    with FlopCounterMode(display=False, custom_mapping=backward) as counter:
+        F.cross_entropy(model_(images), labels).backward()
+    return float(counter.get_total_flops())
+
+
+def trial_flop(cfg: TrialConfig, dataset: str) -> float:
+    """Training FLOP of one trial."""
+    entry = DATASETS[dataset]
+    images = entry.train_images
+    ratio = cfg.long_tail.ratio
+    if ratio is not None and ratio < 1:
+        images = sum(kept_per_class(images // entry.classes, entry.classes, ratio))
+    one = image_flop(cfg.model, entry.channels, entry.image_size, entry.classes, cfg.pooling, cfg.head.dim)
+    return one * images * cfg.epochs
+
+
+def asha_share(epochs: int, grace: int, reduction: float) -> float:
+    """The expected share of a trial's epochs ASHA lets it train: all trials reach the grace period, then
+    1/reduction of them each next rung (grace x reduction^k epochs), the last rung the full epochs."""
+    trained, rung, surviving = 0.0, grace, 1.0
+    previous = 0
+    while rung < epochs:
+        trained += surviving * (rung - previous)
+        previous, rung, surviving = rung, rung * reduction, surviving / reduction
+    trained += surviving * (epochs - previous)
+    return min(1.0, trained / epochs)
+
+
+@dataclass(frozen=True)
+class ComputePlan:
+    trials: int
+    flop: float  # training FLOP, every trial to its last epoch
+    expected_flop: float  # with ASHA's early stops, as its reduction factor expects (= flop without ASHA)
+    throughput: float  # FLOP/s of one GPU
+    measured: bool  # throughput measured here (else assumed)
+    bound: bool  # TPE: trials bounded by num_samples x seeds, each at the largest model searched
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.flop / self.throughput / SECONDS_PER_HOUR
+
+    @property
+    def expected_gpu_hours(self) -> float:
+        return self.expected_flop / self.throughput / SECONDS_PER_HOUR
+
+    def text(self) -> str:
+        """e.g. '9.5e+17 FLOP of training, 0.9 GPU-hours at 297 TFLOP/s (assumed: 30% of an H100's bf16 peak)'."""
+        rate = f"{self.throughput / 1e12:.0f} TFLOP/s " + (
+            "(measured here)" if self.measured else f"(assumed: {ASSUMED_UTILISATION:.0%} of an H100's bf16 peak)"
+        )
+        found = f"{self.flop:.1e} FLOP of training, {self.gpu_hours:.3g} GPU-hours at {rate}"
+        if self.expected_flop < self.flop:
+            found += f"; ASHA expected {self.expected_flop:.1e} FLOP, {self.expected_gpu_hours:.3g} GPU-hours"
+        return found + (" (a bound: TPE draws its configurations as it runs)" if self.bound else "")
+
+
+def compute_plan(spec: SweepSpec, throughput: float | None = None) -> ComputePlan:
+    """The sweep's training FLOP and GPU-hours (throughput: FLOP/s of one GPU, None: the assumed one)."""
+    trials = plan(spec)
+    bound = not trials  # TPE: nothing planned in advance
+    if bound:
+        from fixray.sweep.plan import trial_config
+
+        models = spec.search.space.parameters().get("model", spec.model)
+        models = models if isinstance(models, list) else [spec.model]
+        cfg = max(
+            (trial_config(spec, {"seed": spec.seeds[0], "model": m}) for m in models),
+            key=lambda c: trial_flop(c, spec.dataset),
+        )
+        count = spec.search.num_samples * len(spec.seeds)
+        flop = count * trial_flop(cfg, spec.dataset)
+    else:
+        count = len(trials)
+        flop = math.fsum(trial_flop(trial.config, spec.dataset) for trial in trials)
+    asha = spec.search.asha
+    share = asha_share(spec.epochs, asha.grace_period, asha.reduction_factor) if asha else 1.0
+    return ComputePlan(count, flop, flop * share, throughput or ASSUMED_THROUGHPUT, throughput is not None, bound)

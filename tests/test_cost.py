@@ -1,0 +1,75 @@
+"""The compute plan: FLOP counted by PyTorch on the meta device, against an independent count; ASHA's expected share;
+the images a (long-tailed) training set holds."""
+
+import pytest
+import torch
+from torch import nn
+
+from fixray.data.registry import DATASETS, load_dataset
+from fixray.sweep.cost import asha_share, compute_plan, image_flop, trial_flop
+from fixray.trial.contract import HeadConfig, LongTail, TrialConfig
+from fixray.trial.images import InputSpec
+from fixray.trial.long_tail import kept_per_class
+from fixray.trial.models import build_classifier
+
+
+def _multiply_adds(model: nn.Module, images: torch.Tensor) -> int:
+    """Multiply-adds of a forward pass, counted from each convolution's and linear layer's shapes (hooks)."""
+    total = 0
+
+    def conv(module, inputs, output):
+        nonlocal total
+        kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        total += kernel * output.numel()
+
+    def linear(module, inputs, output):
+        nonlocal total
+        total += module.in_features * output.numel()
+
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_hook(conv)
+        elif isinstance(module, nn.Linear):
+            module.register_forward_hook(linear)
+    with torch.no_grad():
+        model(images)
+    return total
+
+
+@pytest.mark.parametrize(("model", "size"), [("resnet18", 32), ("resnet18", 96), ("mobilenetv2", 32)])
+def test_the_flop_of_a_training_image_is_three_forward_passes_of_two_flop_per_multiply_add(model, size):
+    built = build_classifier(model, InputSpec(3, size), 10, HeadConfig().settled(), seed=0).eval()
+    independent = 3 * 2 * _multiply_adds(built, torch.zeros(1, 3, size, size))  # backward ~ twice the forward
+    assert image_flop(model, 3, size, 10, "global", None) == pytest.approx(independent, rel=0.10)
+    if (model, size) == ("resnet18", 32):
+        assert independent / 6 == pytest.approx(0.556e9, rel=0.01)  # ResNet18 on CIFAR: the usual 0.56 GMAC
+
+
+def test_asha_trains_the_grace_period_then_one_in_reduction_factor_at_each_rung():
+    # rungs at 10 and 30 epochs of 80: every trial 10 epochs, a third 20 more, a ninth the last 50
+    assert asha_share(80, 10, 3) == pytest.approx((10 + 20 / 3 + 50 / 9) / 80)
+    assert asha_share(5, 10, 3) == 1.0  # a grace period past the last epoch stops nothing
+
+
+def test_a_trial_trains_its_training_images_every_epoch_long_tailed_or_whole():
+    assert DATASETS["digits"].train_images == len(load_dataset("digits").train)  # the declared size is the read one
+    whole = TrialConfig(model="small_cnn", epochs=3, seed=0).settled()
+    one = image_flop("small_cnn", 1, 8, 10, "global", None)
+    assert trial_flop(whole, "digits") == one * 1437 * 3
+    tailed = TrialConfig(model="small_cnn", epochs=3, seed=0, long_tail=LongTail(ratio=0.1)).settled()
+    assert trial_flop(tailed, "digits") == one * sum(kept_per_class(143, 10, 0.1)) * 3
+
+
+def test_a_plan_sums_every_planned_trial_and_says_its_throughput_is_assumed():
+    from pathlib import Path
+
+    import yaml
+    from conftest import GOOD_SWEEP
+
+    from fixray.sweep.spec import parse_sweep
+
+    spec = parse_sweep(yaml.safe_load(GOOD_SWEEP), Path("s.yaml"))  # two trials of 2 epochs
+    found = compute_plan(spec)
+    assert found.trials == 2 and found.flop == 2 * image_flop("small_cnn", 1, 8, 10, "global", None) * 1437 * 2
+    assert "assumed" in found.text() and "FLOP of training" in found.text()
+    assert compute_plan(spec, throughput=1e12).text().count("measured here") == 1

@@ -1,0 +1,94 @@
+"""`fixray replay RUN`: a trial trained again from its MLflow run equals it bit for bit on the CPU, or says the first
+metric and epoch that differ; a run that is no trial is bad input."""
+
+import dataclasses
+
+import pytest
+import torch
+from mlflow.entities import Metric
+
+from fixray.cli import main
+from fixray.data.registry import load_dataset
+from fixray.records.runs import SweepRuns, is_tracked_metric, param_value
+from fixray.sweep.provenance import this_machine
+from fixray.trial import metric_keys as keys
+from fixray.trial.contract import HeadConfig, ScheduleConfig, TrialConfig, to_params
+from fixray.trial.loop import train
+
+# A cosine schedule: replaying the first epochs must keep the run's own schedule, planned for all of them.
+CFG = TrialConfig(
+    model="small_cnn",
+    epochs=4,
+    seed=3,
+    batch_size=64,
+    lr=0.05,
+    schedule=ScheduleConfig(kind="cosine"),
+    head=HeadConfig(kind="cosine", S=10.0, fixed=True, init="etf"),
+).settled()
+CONTEXT = {"dataset": "digits", "workers": 1, "threads": 1, "channels_last": True, "bf16": None, "compile": False}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def threads_kept():
+    """A replay takes the trial's torch threads (one) for this process: the tests after these get theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, threads_kept):
+    """A sweep's parent and one child run, logged as the driver logs them, from the trial trained once here."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('replay') / 'mlflow.db'}"
+    runs = SweepRuns(uri, "fixray", "replayed")
+    runs.log_sweep_params(this_machine())
+    params = {k: param_value(v) for k, v in (to_params(CFG) | CONTEXT).items()}
+    run_id, _ = runs.child_for_trial("t0", "trial", params)
+    reports = []
+    torch.set_num_threads(1)  # as the trial's one CPU had it
+    train(CFG, load_dataset("digits"), lambda metrics, state: reports.append(metrics))
+    batch = [Metric(k, v, 0, int(r[keys.EPOCH])) for r in reports for k, v in r.items() if is_tracked_metric(k, v)]
+    runs.client.log_batch(run_id, metrics=batch)
+    return uri, runs, run_id
+
+
+def test_a_replay_of_a_trial_equals_it_bit_for_bit_and_the_first_epochs_alone_too(store, capsys):
+    uri, _, run_id = store
+    assert main(["replay", run_id, "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert "Equal, bit for bit" in out and "4 epoch(s)" in out and "this machine's" in out
+    assert main(["replay", run_id, "--tracking-uri", uri, "--epochs", "2"]) == 0
+    assert "2 epoch(s)" in capsys.readouterr().out
+
+
+def test_a_replay_names_the_first_metric_and_epoch_that_differ(store, capsys):
+    uri, runs, run_id = store
+    logged = {m.step: m.value for m in runs.client.get_metric_history(run_id, "val/nc1")}
+    runs.client.log_batch(run_id, metrics=[Metric("val/nc1", logged[3] + 1e-9, 1, 3)])  # a second value at epoch 3
+    try:
+        assert main(["replay", run_id, "--tracking-uri", uri]) == 1
+        out = capsys.readouterr().out
+        assert "Different: first at val/nc1, epoch 3" in out
+    finally:
+        runs.client.log_batch(run_id, metrics=[Metric("val/nc1", logged[3], 2, 3)])
+
+
+@pytest.mark.parametrize(
+    ("which", "said"),
+    [
+        ("parent", "no trial of a fixray sweep"),
+        ("missing", "no MLflow run"),
+        ("ddp", "2 DDP workers"),
+        ("epochs", "--epochs 9: the run trained 4"),
+    ],
+)
+def test_a_run_that_is_no_replayable_trial_is_bad_input(store, which, said, capsys):
+    uri, runs, run_id = store
+    if which == "ddp":
+        cfg = dataclasses.replace(CFG, seed=4)
+        params = {k: param_value(v) for k, v in (to_params(cfg) | CONTEXT | {"workers": 2}).items()}
+        run_id, _ = runs.child_for_trial("t-ddp", "ddp", params)
+    target = {"parent": runs.parent_id, "missing": "0" * 32}.get(which, run_id)
+    extra = ["--epochs", "9"] if which == "epochs" else []
+    assert main(["replay", target, "--tracking-uri", uri, *extra]) == 2
+    assert said in capsys.readouterr().err
