@@ -1,0 +1,188 @@
+"""`ray up cluster-onprem.yaml` for real: three machines reached over SSH at 127.0.0.1, .2 and .3 (onprem_machines.py),
+set up and started by the file's own commands; a sweep submitted from outside as a Ray job, its checkpoints on an
+S3-compatible server; a worker stopped mid-sweep; `ray down` leaving nothing running."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+from onprem_machines import Machines, available
+
+from fixray.records.runs import NODES_TAG, ROLE_TAG, STATUS_TAG
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).with_name("ray"))
+DASHBOARD = "http://127.0.0.1:8265"  # the head's dashboard and job API, bound to its 127.0.0.1 (the shared loopback)
+MLFLOW = "http://127.0.0.1:5000"  # the head's MLflow server
+WORKERS = ["127.0.0.2", "127.0.0.3"]
+CLUSTER_PROCESSES = ("raylet", "gcs_server", "mlflow server", "dashboard", "cluster-node watch")
+SWEEP = """\
+name: onprem
+dataset: digits
+model: small_cnn
+epochs: 12
+batch_size: 32
+seeds: [0]
+search:
+  space:
+    kind: [dot, cosine]
+    fixed: [true, false]
+resources: {cpus_per_trial: 1, max_retries: 3, checkpoint_every: 1}
+"""
+
+
+@pytest.fixture
+def machines(tmp_path):
+    why = available()
+    if why is not None and os.environ.get("CI") != "true":
+        pytest.skip(why)
+    assert why is None, why  # CI installs what the machines need (scripts/ensure-ssh)
+    made = Machines(tmp_path / "machines")
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def _cluster_file(path: Path, machines: Machines, storage: str) -> Path:
+    """The shipped on-prem file with its CHANGE lines filled in for these machines and this storage."""
+    config = yaml.safe_load((ROOT / "cluster-onprem.yaml").read_text())
+    config["provider"] |= {"head_ip": machines.machines[0].ip, "worker_ips": [m.ip for m in machines.machines[1:]]}
+    config["auth"] = {"ssh_user": "root", "ssh_private_key": str(machines.key)}
+    config["file_mounts"]["~/fixray"] = str(ROOT)
+    credentials = " ".join(
+        f"{k}={os.environ[k]}" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    )
+    [setup] = config["setup_commands"]
+    config["setup_commands"] = [setup.replace("/mnt/fixray/runs", f"'{storage}' {credentials}")]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _laptop(tmp_path: Path) -> dict[str, str]:
+    """The environment of the machine `ray up` runs on: its own home, with the token the cluster will share."""
+    home = tmp_path / "laptop"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1"}
+    subprocess.run([RAY, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    return env
+
+
+def _ray(args: list[str], env: dict[str, str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0 or not check, f"ray {args[0]}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def _nodes(machines: Machines) -> list[str]:
+    """The addresses of the Ray nodes alive, asked on the head."""
+    script = (
+        "import json, ray; ray.init(address='auto'); "
+        "print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']]))"
+    )
+    found = machines.ssh(machines.machines[0].ip, f'python -c "{script}" 2>/dev/null | tail -1', check=False)
+    try:
+        return json.loads(found.stdout.strip() or "[]")
+    except json.JSONDecodeError:
+        return []
+
+
+def _running(machines: Machines, ip: str) -> list[str]:
+    listing = machines.ssh(ip, "ps -eo args", check=False).stdout.splitlines()
+    return [line for line in listing if any(name in line for name in CLUSTER_PROCESSES) and "ps -eo" not in line]
+
+
+def _wait(condition, timeout: float, what: str, every: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = condition()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
+def test_ray_up_runs_the_files_commands_on_three_machines_a_submitted_sweep_survives_a_worker_stopping(
+    machines, s3_storage, tmp_path
+):
+    from mlflow.tracking import MlflowClient
+
+    env = _laptop(tmp_path)
+    cluster = _cluster_file(tmp_path / "cluster.yaml", machines, s3_storage)
+    _ray(["up", "-y", "--no-config-cache", str(cluster)], env)
+    try:
+        # Three nodes, three addresses (Ray names the head at 127.0.0.1 by this machine's own address).
+        nodes = _wait(lambda: _nodes(machines) if len(_nodes(machines)) == 3 else None, 300, "three Ray nodes")
+        assert len(set(nodes)) == 3 and set(WORKERS) <= set(nodes)
+        # Token authentication: a client without the token is refused; with it, the job API answers.
+        refused = _ray(["job", "list", "--address", DASHBOARD], env | {"HOME": str(tmp_path)}, check=False)
+        assert refused.returncode != 0 and "token" in (refused.stdout + refused.stderr).lower()
+        _ray(["job", "list", "--address", DASHBOARD], env)
+
+        # A sweep submitted from outside, as users do; storage and MLflow come from the nodes' ~/fixray.env.
+        job_dir = tmp_path / "job"
+        job_dir.mkdir()
+        (job_dir / "sweep.yaml").write_text(SWEEP)
+        submitted = _ray(
+            [
+                "job",
+                "submit",
+                "--address",
+                DASHBOARD,
+                "--working-dir",
+                str(job_dir),
+                "--no-wait",
+                "--",
+                "fixray",
+                "sweep",
+                "sweep.yaml",
+                "--address",
+                "auto",
+            ],
+            env,
+        )
+        job = re.search(r"raysubmit_[A-Za-z0-9]+", submitted.stdout + submitted.stderr).group()
+        client = MlflowClient(MLFLOW)
+
+        def epochs_on_a_worker():
+            experiment = client.get_experiment_by_name("fixray")
+            if experiment is None:
+                return None
+            children = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
+            return [c for c in children if c.data.metrics.get("train/loss") is not None] or None
+
+        _wait(epochs_on_a_worker, 300, "the first epochs in the head's MLflow", every=3)
+        machines.ssh(WORKERS[1], "ray stop")  # one worker machine's Ray, stopped mid-sweep
+
+        def ended():
+            found = _ray(["job", "status", "--address", DASHBOARD, job], env, check=False)
+            ended = re.search(rf"Job '{job}' (succeeded|failed|stopped)", found.stdout + found.stderr)
+            return ended.group(1) if ended else None
+
+        status = _wait(ended, 600, "the sweep job's end", every=5)
+        found = _ray(["job", "logs", "--address", DASHBOARD, job], env)
+        logs = found.stdout + found.stderr
+        assert status == "succeeded", logs[-4000:]
+        assert "trials 4/4 done" in logs  # the live view's lines reach `ray job logs`
+        experiment = client.get_experiment_by_name("fixray")
+        children = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
+        assert len(children) == 4 and {c.data.tags[STATUS_TAG] for c in children} == {"finished"}
+        for child in children:  # each epoch once in MLflow, whatever moved
+            steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "train/loss"))
+            assert steps == list(range(1, 13)), (child.info.run_name, steps)
+        assert all(c.data.tags.get(NODES_TAG) for c in children)
+    finally:
+        _ray(["down", "-y", str(cluster)], env, check=False)
+    # Nothing of the cluster keeps running on any machine (the workers' Ray and the head's MLflow stop once the
+    # head's Ray is gone: a few checks apart).
+    for machine in machines.machines:
+        _wait(lambda ip=machine.ip: not _running(machines, ip), 120, f"the cluster's processes on {machine.ip} to end")
+    shutil.rmtree(tmp_path / "laptop", ignore_errors=True)
