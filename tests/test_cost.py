@@ -73,3 +73,12 @@ def test_a_plan_sums_every_planned_trial_and_says_its_throughput_is_assumed():
     assert found.trials == 2 and found.flop == 2 * image_flop("small_cnn", 1, 8, 10, "global", None) * 1437 * 2
     assert "assumed" in found.text() and "FLOP of training" in found.text()
     assert compute_plan(spec, throughput=1e12).text().count("measured here") == 1
+
+
+def test_wall_time_divides_the_gpu_hours_among_the_gpus_trials_can_pack_onto():
+    from fixray.sweep.cost import ComputePlan
+
+    plan = ComputePlan(10, 3600e12 * 8, 3600e12 * 8, 1e12, True, False)  # 8 GPU-hours
+    assert plan.gpu_hours == 8 and plan.wall_hours(4, 1.0) == 2 and plan.wall_hours(4, 0.25) == 2
+    assert plan.wall_hours(3, 2.0) == 8 / 2  # one trial of 2 GPUs at a time on 3 GPUs
+    assert plan.wall_hours(0, 1.0) is None and plan.wall_hours(4, 0) is None

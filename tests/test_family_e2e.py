@@ -12,6 +12,8 @@ import torch
 from test_sweep_e2e import run, store
 
 from fixray.records.runs import REPORT_FILE, STATUS_TAG
+from fixray.sweep.cost import compute_plan
+from fixray.sweep.spec import load_sweep
 from fixray.trial.head_kinds import DRAW_RULES
 
 pytestmark = pytest.mark.slow
@@ -56,6 +58,11 @@ def test_the_family_sweeps_digits_version_measures_every_construction_and_report
     assert {"answer/long_tail_ratio-0.1/fixed_minus_learned", "answer/long_tail_ratio-1.0/fixed_minus_learned"} <= set(
         metrics
     )
+    # What it was planned to cost and what it spent: 24 trials trained for some seconds each, on no GPU.
+    planned = compute_plan(load_sweep(tmp_path / "fixed_family_digits.yaml"))
+    assert float(parent.data.params["plan/flop"]) == pytest.approx(planned.flop, rel=1e-3) and planned.trials == 24
+    assert 0 < metrics["spent/trial_hours"] < 1 and metrics["spent/gpu_hours"] == 0
+    assert "**Cost**: planned" in out or "Cost: planned" in out
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
     assert figures == {f"figures/family_cosine_long_tail_ratio-{r}.png" for r in ("0.1", "1.0")}
     report = Path(client.download_artifacts(parent.info.run_id, REPORT_FILE, str(tmp_path))).read_text()

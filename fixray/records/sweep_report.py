@@ -6,7 +6,7 @@ from __future__ import annotations
 from fixray.records.answer import ANSWER_TAG, Headline, answer_blocks, answer_figures, headline_text
 from fixray.records.family import family_figures, family_table, is_family
 from fixray.records.importance import importance_blocks, importance_figure
-from fixray.records.render import Block, Report, Table, as_markdown
+from fixray.records.render import Block, Paragraph, Report, Table, as_markdown
 from fixray.records.runs import SweepRuns
 from fixray.records.tables import Row, row_caption, summarise, sweep_table
 from fixray.trial import metric_keys as keys
@@ -23,11 +23,27 @@ def _blocks(rows: list[Row]) -> list[Block]:
     return answer_blocks(rows) + family + importance_blocks(rows) + [sweep_table(rows)]
 
 
-def publish(runs: SweepRuns) -> list[Headline]:
-    """Writes the answer onto the sweep's parent run: headline metrics and tag, the tables as its note, figures."""
+def cost_block(parent) -> list[Block]:
+    """What the sweep was planned to cost and what it spent, as its parent run records them."""
+    planned = parent.data.params.get("plan/gpu_hours")
+    spent = parent.data.metrics
+    if planned is None:
+        return []
+    text = f"planned {parent.data.params['plan/flop']} FLOP of training, {planned} GPU-hours"
+    if "spent/trial_hours" in spent:
+        text += (
+            f"; spent {spent['spent/trial_hours']:.3g} hours of training, {spent['spent/gpu_hours']:.3g} of them "
+            "GPU-hours held"
+        )
+    return [Paragraph("Cost", text)]
+
+
+def publish(runs: SweepRuns, spent: dict[str, float] | None = None) -> list[Headline]:
+    """Writes the answer onto the sweep's parent run: headline metrics and tag, what the sweep spent, the tables as
+    its note, figures."""
     rows = summarise(runs.children(), runs.client)
     headlines = Headline.each(rows)
-    metrics = {k: v for h in headlines for k, v in h.metrics(several=len(headlines) > 1).items()}
+    metrics = {k: v for h in headlines for k, v in h.metrics(several=len(headlines) > 1).items()} | (spent or {})
     notes = [as_markdown(block) for block in _blocks(rows) + [metrics_block()]]
     figures = answer_figures(rows) | family_figures(rows) | importance_figure(rows)
     runs.log_summary(metrics, {ANSWER_TAG: headline_text(headlines)}, notes, figures)
@@ -38,6 +54,7 @@ def sweep_report(tracking_uri: str, experiment: str, sweep: str) -> Report:
     """A sweep's report, the answer first and then every configuration, with the runs whose figures illustrate it."""
     runs = SweepRuns(tracking_uri, experiment, sweep, create=False)
     rows = summarise(runs.children(), runs.client)
-    figures = [("The answer: fixed vs learned class vectors", runs.client.get_run(runs.parent_id))]
+    parent = runs.client.get_run(runs.parent_id)
+    figures = [("The answer: fixed vs learned class vectors", parent)]
     figures += [(row_caption(row), row.runs[0]) for row in rows]
-    return Report(_blocks(rows), figures)
+    return Report(_blocks(rows) + cost_block(parent), figures)

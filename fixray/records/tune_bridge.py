@@ -87,6 +87,8 @@ class MlflowTrialLogger(Restorable, LoggerCallback):
             nodes = {"nodes": str(result[NODES_KEY]).split(","), "resources": str(result.get(RESOURCES_KEY, ""))}
             self.pending.submit({"op": "placement", "trial": trial.trial_id, **nodes})
         metrics = {k: float(v) for k, v in result.items() if is_tracked_metric(k, v)}
+        if "time_total_s" in result:  # what the trial has cost so far
+            metrics[keys.TRIAL_SECONDS] = float(result["time_total_s"])
         epoch = {"epoch": int(result.get(keys.EPOCH, iteration)), "metrics": metrics, "time": int(time.time() * 1000)}
         self._gathered.setdefault(trial.trial_id, (time.monotonic(), []))[1].append(epoch)
         if CHECKPOINT_PATH_KEY in result:  # a DDP trainer's checkpoint, already saved: send at once

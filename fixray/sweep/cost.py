@@ -100,6 +100,13 @@ class ComputePlan:
     def expected_gpu_hours(self) -> float:
         return self.expected_flop / self.throughput / SECONDS_PER_HOUR
 
+    def wall_hours(self, gpus: float, gpus_per_trial: float) -> float | None:
+        """Hours of wall time on `gpus` GPUs with trials packed `gpus_per_trial` to a GPU (each packed trial at its
+        share of the throughput); None without GPUs to run on."""
+        if gpus <= 0 or gpus_per_trial <= 0:
+            return None
+        return self.expected_gpu_hours / (math.floor(gpus / gpus_per_trial) * gpus_per_trial)
+
     def text(self) -> str:
         """e.g. '9.5e+17 FLOP of training, 0.9 GPU-hours at 297 TFLOP/s (assumed: 30% of an H100's bf16 peak)'."""
         rate = f"{self.throughput / 1e12:.0f} TFLOP/s " + (

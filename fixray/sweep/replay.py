@@ -111,7 +111,7 @@ def replay(run_id: str, tracking_uri: str, epochs: int | None = None, data_dir: 
 def _replayable(key: str, replayed: int, trained: int) -> bool:
     """Metrics the replay reproduces: per-epoch ones; those after the last epoch only when it replays the last."""
     metric = keys.METRICS.get(key)
-    if metric is None or key.startswith(("robust/", "gen/")):
+    if metric is None or key.startswith(("robust/", "gen/")) or key == keys.TRIAL_SECONDS:
         return False
     return metric.when != keys.ONCE_AT_BEST or replayed == trained
 

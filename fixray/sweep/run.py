@@ -33,6 +33,7 @@ from fixray.sweep.progress import Progress
 from fixray.sweep.provenance import environment
 from fixray.sweep.spec import SweepSpec, planned_trials_bound
 from fixray.sweep.state import check_record, write_record
+from fixray.trial import metric_keys as keys
 from fixray.trial.contract import REPLAYED_EXECUTION, TrialResources
 from fixray.trial.images import Splits
 from fixray.trial.trainable import CodeErrors, causes, make_trainable, threads
@@ -95,11 +96,20 @@ class SweepRun:
             runs = opener.submit(SweepRuns, spec.tracking.uri, spec.tracking.experiment, spec.name)
             ray.init(address=address, logging_level="ERROR", log_to_driver=True)
             stop_on_sigterm()  # after ray.init, which installs its own handler
+            wall = self.cost.wall_hours(ray.cluster_resources().get("GPU", 0), spec.resources.gpus_per_trial)
+            if wall is not None:
+                print(f"  on this cluster's GPUs: about {wall:.3g} hours of wall time at that rate", flush=True)
             try:
                 write_record(spec, self.storage)
                 return self._tune(splits, runs.result())
             finally:
                 ray.shutdown()
+
+    def _spent(self, runs: SweepRuns) -> dict[str, float]:
+        """What the sweep's trials have cost: hours of training, and of GPUs held (a trial's hours x its GPUs)."""
+        seconds = sum(c.data.metrics.get(keys.TRIAL_SECONDS, 0.0) for c in runs.children())
+        gpus = self.spec.resources.gpus_per_trial * self.spec.resources.workers
+        return {"spent/trial_hours": seconds / 3600, "spent/gpu_hours": seconds * gpus / 3600}
 
     def _resources(self) -> TrialResources:
         resources = self.spec.resources
@@ -212,7 +222,7 @@ class SweepRun:
         if self.spool.exists():  # MLflow is still away: its writes wait in the spool for the next run of the command
             pending = sum(1 for line in self.spool.read_text().splitlines() if line.strip())
             return SweepOutcome(runs, results, self.expected, pending, self.spool)
-        publish(runs)  # after a resume too: the answer covers every trial the store holds
+        publish(runs, self._spent(runs))  # after a resume too: the answer covers every trial the store holds
         unfinished = self.expected - sum(STATUS_TAG in c.data.tags for c in runs.children())
         runs.end("KILLED" if unfinished > 0 else "FAILED" if results.errors else "FINISHED")
         return SweepOutcome(runs, results, max(unfinished, 0))

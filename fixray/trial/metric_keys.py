@@ -159,6 +159,13 @@ GEN_ACC = declare(
     "higher",
     "after the last epoch",
 )
+TRIAL_SECONDS = declare(
+    "time/trial_seconds",
+    "seconds the trial has trained so far, over every retry and resume (Tune's time_total_s): what it cost",
+    "s",
+    "none",
+    "each epoch, by the driver (a replay does not reproduce it)",
+)
 DDP_WEIGHT_DIFF = declare(
     "ddp/max_weight_diff", "largest weight difference between DDP workers (0: in sync)", "weight", "lower", "at the end"
 )

@@ -1,0 +1,301 @@
+"""A sweep under a storm of faults must end equal to the same sweep run without one.
+
+A sweep of 16 digits trials of 20 epochs runs twice on a multi-node Ray cluster (`ray.cluster_utils.Cluster`: a head
+that trains nothing and two worker nodes): once clean, once with a fault every 10-20 s drawn on a seeded schedule
+from SIGKILL of a trial's process, a worker node removed (and another added back), SIGKILL of the driver (then the
+same command again, as a user would), the MLflow server stopped for 20 s, and the storage full for 10 s (then the
+same command again). Afterwards every trial must have finished exactly once, every epoch must be in MLflow exactly
+once, and every trial's metrics at every epoch and a checksum of its final weights must equal the clean run's, bit
+for bit (on the CPU, one thread per trial). The last line printed is one JSON object: faults (by kind), trials,
+lost, duplicated, differing (the last three must be 0), seconds.
+
+Needs root (the storage is a small tmpfs it fills). Rerun:  .venv/bin/python benchmarks/chaos.py --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from ray.cluster_utils import Cluster
+
+FIXRAY = [str(Path(sys.executable).with_name("fixray"))]
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+NODE = {"num_cpus": 2}  # each worker node: two one-CPU trials at a time
+DISK = "192m"  # the storage tmpfs: room for every checkpoint kept, small enough to fill quickly
+FAULTS = ("kill_trial", "remove_node", "kill_driver", "mlflow_down", "storage_full")
+
+
+def sweep_file(folder: Path, name: str, storage: Path, epochs: int) -> Path:
+    """16 trials: two head kinds, fixed and learned, two learning rates, two seeds; a checkpoint every epoch."""
+    text = {
+        "name": name,
+        "dataset": "digits",
+        "model": "small_cnn",
+        "epochs": epochs,
+        "batch_size": 64,
+        "seeds": [0, 1],
+        "storage_path": str(storage),
+        "resources": {"cpus_per_trial": 1, "max_retries": 20, "checkpoint_every": 1},
+        "search": {"space": {"kind": ["dot", "cosine"], "fixed": [True, False], "lr": [0.1, 0.05]}},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(text))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """An MLflow tracking server on 127.0.0.1 that can be stopped and started again on the same store."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port, self.process = folder, free_port(), None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        command += ["--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}"]
+        command += ["--artifacts-destination", str(self.folder / "artifacts")]
+        log = open(self.folder / "server.log", "a")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2)
+                return
+            except OSError:
+                assert time.monotonic() < deadline, "the MLflow server did not start"
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=60)
+            self.process = None
+
+
+class Driver:
+    """`fixray sweep FILE --address ADDR --tracking-uri URI`, started again whenever it ends before the sweep does."""
+
+    def __init__(self, file: Path, address: str, uri: str, log: Path) -> None:
+        self.command = FIXRAY + ["sweep", str(file), "--address", address, "--tracking-uri", uri]
+        self.cwd, self.log, self.process, self.starts = file.parent, log, None, 0
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                self.command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.starts += 1
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def trial_processes() -> list[psutil.Process]:
+    """The processes running a trial's training (Ray's workers for the trainable)."""
+    return [p for p in psutil.process_iter(["cmdline"]) if "ray::ImplicitFunc" in " ".join(p.info["cmdline"] or [])]
+
+
+def fill(disk: Path) -> Path:
+    """Writes one file until the disk is full."""
+    filler = disk / "filler"
+    block = b"\0" * (1 << 20)
+    try:
+        with open(filler, "wb") as out:
+            while True:
+                out.write(block)
+                out.flush()
+    except OSError:
+        pass
+    return filler
+
+
+TIMEOUT = 3600  # seconds a sweep may take, faults and all, before the run is called stuck
+
+
+def run(
+    file: Path, cluster: Cluster, server: Server, disk: Path, rng: random.Random | None, log: Path
+) -> tuple[Counter, int]:
+    """Runs the sweep to its end; with `rng`, injects a fault every 10-20 s until it ends. Returns the faults injected
+    and how many times the driver was started."""
+    driver = Driver(file, cluster.address, server.uri, log)
+    driver.start()
+    faults: Counter = Counter()
+    next_fault = time.monotonic() + (rng.uniform(10, 20) if rng else float("inf"))
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        assert time.monotonic() < deadline, f"the sweep did not end in {TIMEOUT} s: see {log}"
+        code = driver.process.poll()
+        if code == 0:
+            return faults, driver.starts
+        if code is not None:  # ended early (storage full, MLflow away at the end): the same command again
+            driver.start()
+        if time.monotonic() >= next_fault:
+            kind = rng.choice(FAULTS)
+            inject(kind, driver, cluster, server, disk, rng)
+            faults[kind] += 1
+            next_fault = time.monotonic() + rng.uniform(10, 20)
+        time.sleep(0.5)
+
+
+def inject(kind: str, driver: Driver, cluster: Cluster, server: Server, disk: Path, rng: random.Random) -> None:
+    print(f"{time.strftime('%H:%M:%S')} fault: {kind}", flush=True)
+    if kind == "kill_trial":
+        victims = trial_processes()
+        if victims:
+            rng.choice(sorted(victims, key=lambda p: p.pid)).kill()
+    elif kind == "remove_node":
+        workers = [node for node in cluster.worker_nodes]
+        if workers:
+            cluster.remove_node(rng.choice(workers), allow_graceful=False)
+        cluster.add_node(**NODE)
+    elif kind == "kill_driver":
+        if driver.process.poll() is None:
+            driver.kill()
+        driver.start()
+    elif kind == "mlflow_down":
+        server.stop()
+        time.sleep(20)
+        server.start()
+    elif kind == "storage_full":
+        filler = fill(disk)
+        time.sleep(10)
+        filler.unlink()
+
+
+def final_weights(storage: Path, sweep: str) -> dict[str, str]:
+    """Run name -> sha256 of the final checkpoint's model weights, for every trial of a sweep."""
+    found = {}
+    for trial in (storage / sweep).iterdir():
+        params = trial / "params.json"
+        if not params.exists():
+            continue
+        name = json.loads(params.read_text())["trial"]["run_name"]
+        checkpoints = sorted(trial.glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[1]))
+        if not checkpoints:
+            continue
+        state = torch.load(checkpoints[-1] / "state.pt", map_location="cpu", weights_only=False)
+        digest = hashlib.sha256()
+        for key, tensor in sorted(state["model"].items()):
+            buffer = io.BytesIO()
+            buffer.write(key.encode())
+            buffer.write(tensor.contiguous().numpy().tobytes())
+            digest.update(buffer.getvalue())
+        found[name] = f"{state['epoch']}:{digest.hexdigest()}"
+    return found
+
+
+def histories(uri: str, sweep: str) -> dict[str, list]:
+    """Run name -> its child runs, each as {metric: [(epoch, value), ...]} and its status tag."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("fixray")
+    children = client.search_runs([experiment.experiment_id], f"tags.`fixray.sweep` = '{sweep}'", max_results=1000)
+    runs: dict[str, list] = {}
+    for child in children:
+        if child.data.tags.get("fixray.role") != "trial":
+            continue
+        metrics = {
+            key: sorted((m.step, m.value) for m in client.get_metric_history(child.info.run_id, key))
+            for key in child.data.metrics
+        }
+        runs.setdefault(child.info.run_name, []).append({"status": child.data.tags.get("fixray.status"), **metrics})
+    return runs
+
+
+UNREPRODUCIBLE = {"time/trial_seconds"}  # what a trial costs depends on the machine's moment, not its numbers
+
+
+def _same(a: list, b: list) -> bool:
+    """Equal (epoch, value) lists, NaN equal to NaN (e.g. Spearman of a model that makes no mistake)."""
+    return len(a) == len(b) and all(
+        sa == sb and (va == vb or (math.isnan(va) and math.isnan(vb))) for (sa, va), (sb, vb) in zip(a, b)
+    )
+
+
+def compare(clean: dict, chaos: dict, clean_weights: dict, chaos_weights: dict, epochs: int) -> dict[str, int]:
+    lost = duplicated = differing = 0
+    for name, [reference] in clean.items():
+        found = chaos.get(name, [])
+        if len(found) != 1 or found[0]["status"] != "finished":
+            lost += not found
+            duplicated += len(found) > 1
+            continue
+        [run] = found
+        steps = [step for step, _ in run["train/loss"]]
+        if steps != list(range(1, epochs + 1)):  # an epoch missing or logged twice
+            duplicated += len(steps) > len(set(steps))
+            lost += len(set(steps)) < epochs
+            continue
+        keys = (set(run) | set(reference)) - {"status"} - UNREPRODUCIBLE
+        metrics = [k for k in sorted(keys) if not _same(run.get(k, []), reference.get(k, []))]
+        weights = chaos_weights.get(name) != clean_weights.get(name) or name not in clean_weights
+        if metrics or weights:
+            differing += 1
+            print(f"differs: {name}: metrics {metrics[:5]}, final weights {'differ' if weights else 'equal'}")
+    return {"lost": lost, "duplicated": duplicated, "differing": differing}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0, help="seeds the fault schedule")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--keep", default=None, help="a folder to work in and keep (default: a temporary one)")
+    args = parser.parse_args()
+    work = Path(args.keep or tempfile.mkdtemp(prefix="fixray-chaos-"))
+    work.mkdir(parents=True, exist_ok=True)
+    disk = work / "disk"
+    disk.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(disk)], check=True)
+    os.environ["FIXRAY_DRIVER_DIR"] = str(work / "driver")  # the lock and spool, off the disk that fills
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(2):
+        cluster.add_node(**NODE)
+    cluster.wait_for_nodes()
+    server = Server(work)
+    server.start()
+    started = time.monotonic()
+    try:
+        clean_file = sweep_file(work, "clean", disk / "runs", args.epochs)
+        run(clean_file, cluster, server, disk, None, work / "clean.log")
+        chaos_file = sweep_file(work, "chaos", disk / "runs", args.epochs)
+        faults, starts = run(chaos_file, cluster, server, disk, random.Random(args.seed), work / "chaos.log")
+        clean, chaos = histories(server.uri, "clean"), histories(server.uri, "chaos")
+        clean_weights, chaos_weights = final_weights(disk / "runs", "clean"), final_weights(disk / "runs", "chaos")
+        result = compare(clean, chaos, clean_weights, chaos_weights, args.epochs)
+        summary = {"seed": args.seed, "faults": dict(faults), "driver_starts": starts, "trials": len(clean)}
+        summary |= result | {"seconds": round(time.monotonic() - started)}
+        print(json.dumps(summary))
+    finally:
+        server.stop()
+        cluster.shutdown()
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+if __name__ == "__main__":
+    main()
