@@ -5,10 +5,10 @@ train; the family table, a headline per training set and the figures on the pare
 
 import shutil
 import statistics
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-import torch
 from test_sweep_e2e import run, store
 
 from fixray.records.runs import REPORT_FILE, STATUS_TAG
@@ -64,12 +64,14 @@ def test_the_family_sweeps_digits_version_measures_every_construction_and_report
     assert 0 < metrics["spent/trial_hours"] < 1 and metrics["spent/gpu_hours"] == 0
     assert "**Cost**: planned" in out or "Cost: planned" in out
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
-    assert figures == {f"figures/family_cosine_long_tail_ratio-{r}.png" for r in ("0.1", "1.0")}
+    family = {f"figures/family_cosine_long_tail_ratio-{r}.png" for r in ("0.1", "1.0")}
+    assert figures == family | {"figures/importance.png"}  # 12 configurations a side: fANOVA has enough
+    assert "Which setting mattered" in out and "| init |" in out
     report = Path(client.download_artifacts(parent.info.run_id, REPORT_FILE, str(tmp_path))).read_text()
     assert "The fixed-head family" in report and "Every configuration" in report
 
     # Any trial of it trains again from its MLflow run alone, here, bit for bit (a long-tailed, projected one).
-    assert parent.data.params["env/torch"] == torch.__version__ and parent.data.params["env/data_md5"] == "bundled"
+    assert parent.data.params["env/torch"] == version("torch") and parent.data.params["env/data_md5"] == "bundled"
     [child] = [
         c
         for c in children
