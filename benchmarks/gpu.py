@@ -7,6 +7,10 @@ Rerun on a GPU machine (under 5 minutes on an H100/H200):
     .venv/bin/python benchmarks/gpu.py                     # writes gpu-benchmark.json beside the table
 On the CPU (what the tests run, a few seconds):
     .venv/bin/python benchmarks/gpu.py --device cpu --quick
+
+A full run on a GPU also saves the fastest training FLOP/s it measured (every setting and packing) as this machine's
+throughput (~/.cache/fixray/throughput.json, or --throughput-file): `fixray validate` and `fixray sweep` then
+give GPU-hours at it instead of an assumed one.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import multiprocessing
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from fixray.sweep.cost import image_flop
+from fixray.sweep.defaults import throughput_file
 from fixray.trial.augment import augment, normalise
 from fixray.trial.contract import Augmentation, Execution, HeadConfig
 from fixray.trial.images import InputSpec
@@ -185,19 +192,49 @@ def _line(row: dict) -> str:
     )
 
 
+def save_throughput(results: dict, plan: Plan, path: Path) -> dict:
+    """The fastest measured rate (any setting, any packing) as FLOP/s of one device, counted as the compute plan counts
+    a training image: what `fixray validate` reads back."""
+    fastest = max(results["settings"] + results["packed"], key=lambda row: row["images_per_s_mean"])
+    flop = image_flop(plan.model, CIFAR.channels, CIFAR.size, 10, "global", None)
+    packed = f", {fastest['trials']} trials packed" if "trials" in fastest else ""
+    where = results.get("gpu", results["device"])
+    saved = {
+        "flop_per_s": fastest["images_per_s_mean"] * flop,
+        "measured": f"{where}, {plan.model} {fastest['setting']} batch {fastest['batch']}{packed}, "
+        f"{time.strftime('%Y-%m-%d')}",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(saved, indent=2) + "\n")
+    return saved
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--quick", action="store_true", help="a small model and few steps: checks the script runs")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting (mean, min and max)")
     parser.add_argument("--json", default="gpu-benchmark.json", help="where the figures are written")
+    parser.add_argument(
+        "--throughput-file",
+        type=Path,
+        help=f"where the fastest FLOP/s is saved for the compute plan (default: {throughput_file()}, on a full GPU "
+        "run only; given, any run saves it)",
+    )
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("no CUDA device here: pass --device cpu (with --quick) to check the script on the CPU")
-    results = run(QUICK if args.quick else Plan(), args.device, args.repeats)
+    plan = QUICK if args.quick else Plan()
+    results = run(plan, args.device, args.repeats)
     with open(args.json, "w") as out:
         json.dump(results, out, indent=2)
     print(f"written: {args.json}")
+    saved_to = args.throughput_file or (
+        throughput_file() if args.device.startswith("cuda") and not args.quick else None
+    )
+    if saved_to is not None:
+        saved = save_throughput(results, plan, saved_to)
+        print(f"this machine's throughput: {saved['flop_per_s'] / 1e12:.3g} TFLOP/s ({saved['measured']}): {saved_to}")
 
 
 if __name__ == "__main__":

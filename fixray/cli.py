@@ -28,9 +28,9 @@ def _style(asked: str | None):
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from fixray.sweep.cost import compute_plan
+    from fixray.sweep.cost import admit, compute_plan
     from fixray.sweep.inputs import check_data
-    from fixray.sweep.plan import expected_trials
+    from fixray.sweep.plan import expected_trials, plan
     from fixray.sweep.spec import load_sweep
 
     status = 0
@@ -38,12 +38,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         try:
             spec = load_sweep(file)
             data = check_data(spec)
+            cost = compute_plan(spec)
+            admission = admit(spec, plan(spec), cost.throughput)
         except FixrayError as error:
             print(f"{error.prefix and f'{file}: '}{error}", file=sys.stderr)
             status = error.exit_code
             continue
         print(f"{file}: ok ({_summary(spec, expected_trials(spec))}); data: {data}")
-        print(f"  cost: {compute_plan(spec).text()}")
+        print(f"  cost: {cost.text()}")
+        if admission.budget is not None:
+            print(f"  {admission.text()}")
     return status
 
 
@@ -67,6 +71,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     sweep = SweepRun(spec)  # plans the trials once: the summary counts them from there
     print(f"Sweep {spec.name!r}: {_summary(spec, sweep.expected)}", flush=True)
     print(f"  cost: {sweep.cost.text()}", flush=True)
+    if sweep.admission.budget is not None:
+        print(f"  {sweep.admission.text()}", flush=True)
     try:
         outcome = sweep.run(args.address)
     except StorageFull as full:
@@ -81,9 +87,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(sweep_report(spec.tracking.uri, spec.tracking.experiment, spec.name).render(_style(None)))
     print()
-    errors = len(outcome.results.errors)
+    errors = len(outcome.errors)
     if errors:
         print(f"{errors} trial(s) failed with errors; their logs are under {sweep.storage.shown(spec.name)}")
+    if outcome.not_run:
+        print(
+            f"{outcome.not_run} trial(s) not run: past the budget of {spec.budget:g} GPU-hours. Raise `budget:` in "
+            f"{args.file} and run the same command to run them (finished trials are kept)."
+        )
     runs = outcome.runs
     trials_page, parent_page = ui_addresses(spec.tracking.uri, runs.experiment_id, runs.parent_id)
     print(f"MLflow: experiment {spec.tracking.experiment!r}, parent run {spec.name!r} ({runs.parent_id}).")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from fixray.data.registry import DATASETS, load_dataset
-from fixray.sweep.cost import asha_share, compute_plan, image_flop, trial_flop
+from fixray.sweep.cost import Throughput, asha_share, compute_plan, image_flop, trial_flop
 from fixray.trial.contract import HeadConfig, LongTail, TrialConfig
 from fixray.trial.images import InputSpec
 from fixray.trial.long_tail import kept_per_class
@@ -72,13 +72,53 @@ def test_a_plan_sums_every_planned_trial_and_says_its_throughput_is_assumed():
     found = compute_plan(spec)
     assert found.trials == 2 and found.flop == 2 * image_flop("small_cnn", 1, 8, 10, "global", None) * 1437 * 2
     assert "assumed" in found.text() and "FLOP of training" in found.text()
-    assert compute_plan(spec, throughput=1e12).text().count("measured here") == 1
+    measured = compute_plan(spec, throughput=Throughput(1e12, "a test GPU"))
+    assert measured.gpu_hours == found.flop / 1e12 / 3600 and "1 TFLOP/s (measured here: a test GPU)" in measured.text()
 
 
 def test_wall_time_divides_the_gpu_hours_among_the_gpus_trials_can_pack_onto():
     from fixray.sweep.cost import ComputePlan
 
-    plan = ComputePlan(10, 3600e12 * 8, 3600e12 * 8, 1e12, True, False)  # 8 GPU-hours
+    plan = ComputePlan(10, 3600e12 * 8, 3600e12 * 8, 1e12, "a test GPU", False)  # 8 GPU-hours
     assert plan.gpu_hours == 8 and plan.wall_hours(4, 1.0) == 2 and plan.wall_hours(4, 0.25) == 2
     assert plan.wall_hours(3, 2.0) == 8 / 2  # one trial of 2 GPUs at a time on 3 GPUs
     assert plan.wall_hours(0, 1.0) is None and plan.wall_hours(4, 0) is None
+
+
+BUDGETED = """\
+name: budgeted
+dataset: digits
+model: small_cnn
+epochs: 2
+seeds: [0, 1]
+search:
+  space:
+    fixed: [true, false]
+    long_tail_ratio: [1.0, 0.1]
+"""
+
+
+def test_a_budget_admits_whole_configurations_in_the_plan_order_and_stops_at_the_first_that_would_pass_it(tmp_path):
+    from fixray.errors import BadInput
+    from fixray.sweep.cost import ASSUMED_THROUGHPUT, admit
+    from fixray.sweep.plan import plan
+    from fixray.sweep.spec import load_sweep
+
+    def hours(images: int, seeds: int = 2) -> float:  # one configuration, every seed, from the counted FLOP
+        return seeds * image_flop("small_cnn", 1, 8, 10, "global", None) * images * 2 / ASSUMED_THROUGHPUT / 3600
+
+    file = tmp_path / "budgeted.yaml"
+    file.write_text(BUDGETED)
+    spec = load_sweep(file)
+    trials = plan(spec)  # fixed whole, fixed long-tailed, learned whole, learned long-tailed; seeds innermost
+    assert admit(spec, trials, ASSUMED_THROUGHPUT).admitted is None  # no budget: every trial
+    whole, tailed = hours(1437), hours(sum(kept_per_class(143, 10, 0.1)))
+    # Room for both fixed configurations and half a whole learned one: that one stops the launches, and the cheaper
+    # long-tailed learned one after it is not run either; seeds are never split.
+    budget = whole + tailed + whole / 2
+    admitted = admit(spec.model_copy(update={"budget": budget}), trials, ASSUMED_THROUGHPUT)
+    assert admitted.admitted == {t.name for t in trials if t.config.head.fixed}
+    assert admitted.hours == pytest.approx(whole + tailed) and admitted.not_run == 4
+    # A budget that fits one seed of the first configuration runs nothing: refused before anything starts.
+    with pytest.raises(BadInput, match="admits no trial"):
+        admit(spec.model_copy(update={"budget": hours(1437, seeds=1)}), trials, ASSUMED_THROUGHPUT)

@@ -127,10 +127,10 @@ def test_each_table_shows_its_caption_runs_at_their_best_epoch(table, tmp_path):
     assert not math.isnan(sum(sum(v) for v in expected.values()))
 
 
-@pytest.mark.parametrize("status", [None, "error", "stopped_early"])
+@pytest.mark.parametrize("status", [None, "error", "stopped_early", "not_run"])
 def test_a_paper_cell_never_averages_a_run_that_did_not_finish(status, tmp_path):
-    """A third seed that is unfinished (no status yet), failed or stopped early, with a value far off, is counted
-    beside the cell and left out of its mean and std."""
+    """A third seed that is unfinished (no status yet), failed, stopped early or left out by a budget, with a value far
+    off, is counted beside the cell and left out of its mean and std."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     expected = _fill(store, "table2")
     row, column = next(iter(sorted(expected)))
@@ -147,7 +147,8 @@ def test_a_paper_cell_never_averages_a_run_that_did_not_finish(status, tmp_path)
         line for line in as_markdown(paper.paper_table(grid, results)).splitlines() if line.startswith(f"| {row} |")
     )
     cell = line.strip("| ").split(" | ")[1 + grid.columns.index(column)]
-    assert cell == f"{format_cell(expected[row, column], grid.scale, 1)} (1 {status or 'unfinished'})"
+    shown = (status or "unfinished").replace("_", " ")
+    assert cell == f"{format_cell(expected[row, column], grid.scale, 1)} (1 {shown})"
 
 
 def test_every_metric_a_paper_table_reads_is_one_the_loop_declares():

@@ -73,6 +73,14 @@ BAD_FILES = [
     ("a projection narrower than the draw", _with(head={"init": "etf", "dim": 8}), "head.init", "projects the image"),
     ("a long-tail ratio above 1", _space(long_tail_ratio=[1.0, 1.5]), "search.space.long_tail_ratio[1]", "1.5"),
     ("a negative training-set NC interval", _with(nc_train_every=-1), "nc_train_every", "-1"),
+    ("a budget of no GPU-hours", _with(budget=0), "budget", "0"),
+    (
+        "a budget on a TPE search",
+        _with(budget=2.0, search={"method": "tpe", "num_samples": 4, "space": {"lr": {"loguniform": [0.01, 0.1]}}}),
+        "budget",
+        "num_samples",
+    ),
+    ("a budget that admits no trial", _with(budget=1e-12), "budget", "admits no trial"),
     (
         "ASHA grace period 0",
         _with(search={"space": {"fixed": [True]}, "asha": {"grace_period": 0}}),

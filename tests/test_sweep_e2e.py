@@ -152,6 +152,64 @@ def test_sweep_records_one_parent_and_one_child_per_trial_then_resume_adds_nothi
     assert "**Answer**: best fixed" in done.stdout and "one seed: no interval" in done.stdout
 
 
+BUDGETED = """\
+name: budgeted
+dataset: digits
+model: small_cnn
+epochs: 2
+batch_size: 64
+seeds: [0, 1]
+budget: {budget}
+search:
+  space:
+    fixed: [true, false]
+"""
+
+
+def test_a_budget_runs_whole_configurations_counts_the_rest_as_not_run_and_a_larger_one_runs_them(tmp_path):
+    from fixray.sweep.cost import ASSUMED_THROUGHPUT, trial_flop
+    from fixray.sweep.plan import plan
+    from fixray.sweep.spec import load_sweep
+
+    file = tmp_path / "budgeted.yaml"
+    file.write_text(BUDGETED.format(budget=1.0))
+    trials = plan(load_sweep(file))  # fixed, then learned; two seeds each
+    one = trial_flop(trials[0].config, "digits") / ASSUMED_THROUGHPUT / 3600  # GPU-hours of any of its trials
+    # Room for three trials: the fixed configuration; the learned one would pass it, so neither of its seeds runs.
+    file.write_text(BUDGETED.format(budget=f"{one * 3:.6e}"))
+    done = run(["sweep", "budgeted.yaml"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 trial(s) not run: past the budget" in done.stdout and "FAILED" not in done.stdout
+    assert "Traceback" not in done.stderr  # a refusal is no failure
+    assert done.stdout.count("not run  ") == 2  # one refusal each in the live view
+    client, parents, children = store(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    outcomes = {c.info.run_name: c.data.tags[STATUS_TAG] for c in children}
+    assert outcomes == {t.name: "finished" for t in trials[:2]} | {t.name: "not_run" for t in trials[2:]}
+    for child in children:
+        if outcomes[child.info.run_name] == "not_run":  # counted, with its settings, and never trained
+            assert child.info.status == "SCHEDULED" and child.data.params["fixed"] == "False"
+            assert steps(client, child, "train/loss") == []
+    assert re.search(r"\| dot \| learned \|[^\n]*\| 2 \(2 not run\) \| — \|", done.stdout), done.stdout
+    assert "the trials past it are counted as not run" in done.stdout  # the report's Cost paragraph
+    assert parents[0].data.metrics["budget/gpu_hours"] == pytest.approx(one * 3, rel=1e-5)
+    assert parents[0].data.metrics["budget/admitted_gpu_hours"] == pytest.approx(one * 2, rel=1e-5)
+    ended = {c.info.run_id: c.info.end_time for c in children if outcomes[c.info.run_name] == "finished"}
+
+    # A larger budget runs them; what finished is kept, not trained again.
+    file.write_text(BUDGETED.format(budget=f"{one * 4.5:.6e}"))
+    again = run(["sweep", "budgeted.yaml"], tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 trial(s) left out by a budget are run if this one admits them" in again.stdout
+    assert "every trial fits" in again.stdout and "trial(s) not run" not in again.stdout
+    client, parents, after = store(tmp_path)
+    assert sorted(c.info.run_id for c in after) == sorted(c.info.run_id for c in children)
+    assert all(c.data.tags[STATUS_TAG] == "finished" and c.info.status == "FINISHED" for c in after)
+    assert all(steps(client, c, "train/loss") == [1, 2] for c in after)
+    assert all(c.info.end_time == ended[c.info.run_id] for c in after if c.info.run_id in ended)
+    assert parents[0].data.metrics["budget/gpu_hours"] == pytest.approx(one * 4.5, rel=1e-5)
+
+
 INTERRUPTIBLE = """\
 name: interrupted
 dataset: digits

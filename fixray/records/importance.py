@@ -14,6 +14,7 @@ from fixray.records.answer import BEST_ACC
 from fixray.records.render import Block, Paragraph, Table
 from fixray.records.tables import Row
 
+Importance = dict[bool, "dict[str, float] | int"]  # per side (fixed?): each setting's share, or configurations needed
 MIN_CONFIGURATIONS = 10  # per side (fixed, learned): fewer, and the forest's split is noise
 SEED = 0  # of the forest: the same store gives the same importances
 SIDES = ((True, "fixed heads"), (False, "learned heads"))
@@ -59,12 +60,16 @@ def importances(rows: list[Row], fixed: bool) -> dict[str, float] | int:
     return {name: found.get(name, 0.0) for name in names}
 
 
-def importance_blocks(rows: list[Row]) -> list[Block]:
+def importance(rows: list[Row]) -> Importance:
+    """Both sides' importances, fitted once for the table and the figure; empty when nothing besides fixed varies."""
+    return {fixed: importances(rows, fixed) for fixed, _ in SIDES} if searched(rows) else {}
+
+
+def importance_blocks(rows: list[Row], found: Importance) -> list[Block]:
     """The importance table, or what it waits for; nothing when the sweep searches no setting besides fixed."""
-    names = searched(rows)
-    if not names:
+    if not found:
         return []
-    found = {fixed: importances(rows, fixed) for fixed, _ in SIDES}
+    names = searched(rows)
     waiting = [f"{label}: {found[fixed]} more" for fixed, label in SIDES if isinstance(found[fixed], int)]
     if len(waiting) == len(SIDES):
         return [
@@ -83,10 +88,9 @@ def importance_blocks(rows: list[Row]) -> list[Block]:
     return [Table("Which setting mattered", header, cells, note)]
 
 
-def importance_figure(rows: list[Row]) -> dict[str, bytes]:
+def importance_figure(found: Importance) -> dict[str, bytes]:
     """A bar per setting and side, where there are enough configurations."""
     from fixray.records.figures import importance_png
 
-    found = {label: importances(rows, fixed) for fixed, label in SIDES}
-    found = {label: values for label, values in found.items() if isinstance(values, dict)}
-    return {"importance.png": importance_png(found)} if found else {}
+    shown = {label: found[fixed] for fixed, label in SIDES if isinstance(found.get(fixed), dict)}
+    return {"importance.png": importance_png(shown)} if shown else {}

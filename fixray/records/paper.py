@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from fixray.records.render import Report, Table
-from fixray.records.runs import FINISHED, MetricReader, SweepRuns, left_out, outcome
+from fixray.records.runs import FINISHED, MetricReader, SweepRuns, left_out, outcome, reading_client
 from fixray.records.tables import format_cell, mean_std, shown_value
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import read_params
@@ -149,12 +149,11 @@ def collect(
     """A table's layout and, per cell, the runs it summarises and their values (no runs where its sweep has not run)."""
     grid = layout(table)
     runs_of: dict[str | None, list] = {None: []}
-    read = MetricReader(None)
+    read = MetricReader(reading_client(tracking_uri))  # MissingStore where no store exists
     for cell in grid.cells.values():
         if cell.sweep not in runs_of:
             try:
-                sweep = SweepRuns(tracking_uri, experiment, cell.sweep, create=False)
-                runs_of[cell.sweep], read = sweep.children(), MetricReader(sweep.client)
+                runs_of[cell.sweep] = SweepRuns(tracking_uri, experiment, cell.sweep, create=False).children()
             except LookupError:
                 runs_of[cell.sweep] = []
     results = {}

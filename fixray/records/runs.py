@@ -31,10 +31,11 @@ from fixray.trial.contract import FIGURES_DIR
 SWEEP_TAG = "fixray.sweep"  # on the parent and every child: the sweep's name
 ROLE_TAG = "fixray.role"  # "sweep" on the parent, "trial" on children
 TRIAL_TAG = "fixray.trial_id"  # Ray Tune's trial id, stable across resumes
-STATUS_TAG = "fixray.status"  # finished | diverged | stopped_early | error
+STATUS_TAG = "fixray.status"  # finished | diverged | stopped_early | error | not_run
 FINISHED = "finished"  # the only outcome whose numbers a table averages as a seed
+NOT_RUN = "not_run"  # past the sweep's budget: never trained (a rerun with a larger budget runs it)
 UNFINISHED = "unfinished"  # no status tag yet: running, or its sweep was interrupted
-OUTCOMES = (FINISHED, "diverged", "stopped_early", "error", UNFINISHED)  # in the order summaries name them
+OUTCOMES = (FINISHED, "diverged", "stopped_early", "error", NOT_RUN, UNFINISHED)  # in the order summaries name them
 NODES_TAG, RESOURCES_TAG = "fixray.nodes", "fixray.resources"  # on a child run: every node it trained on, in order
 REPORT_FILE = "report.md"  # on the parent run: the sweep's whole report, whatever its length
 SEARCH_PAGE = 1000  # runs per MLflow search request; lookups page through all of them
@@ -129,14 +130,16 @@ def param_value(value: Any) -> str:
 
 
 def outcome(run) -> str:
-    """What became of a trial's run: finished, diverged, stopped_early, error, or unfinished (no status yet)."""
+    """What became of a trial's run: one of OUTCOMES; unfinished when it has no status yet."""
     return run.data.tags.get(STATUS_TAG, UNFINISHED)
 
 
 def left_out(outcomes: dict[str, int]) -> str:
-    """Runs a summary does not average, e.g. '1 diverged, 2 unfinished'; '' when every run finished."""
+    """Runs a summary does not average, e.g. '1 diverged, 2 not run'; '' when every run finished."""
     names = sorted(outcomes, key=lambda name: OUTCOMES.index(name) if name in OUTCOMES else len(OUTCOMES))
-    return ", ".join(f"{outcomes[name]} {name}" for name in names if name != FINISHED and outcomes[name])
+    return ", ".join(
+        f"{outcomes[name]} {name.replace('_', ' ')}" for name in names if name != FINISHED and outcomes[name]
+    )
 
 
 class MetricReader:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fixray.records.answer import ANSWER_TAG, Headline, answer_blocks, answer_figures, headline_text
 from fixray.records.family import family_figures, family_table, is_family
-from fixray.records.importance import importance_blocks, importance_figure
+from fixray.records.importance import Importance, importance, importance_blocks, importance_figure
 from fixray.records.render import Block, Paragraph, Report, Table, as_markdown
 from fixray.records.runs import SweepRuns
 from fixray.records.tables import Row, row_caption, summarise, sweep_table
@@ -18,9 +18,9 @@ def metrics_block() -> Table:
     return Table("What the child runs log", ["key", "meaning", "unit", "better", "when"], rows, "(step = epoch)")
 
 
-def _blocks(rows: list[Row]) -> list[Block]:
+def _blocks(rows: list[Row], found: Importance) -> list[Block]:
     family = [family_table(rows)] if is_family(rows) else []
-    return answer_blocks(rows) + family + importance_blocks(rows) + [sweep_table(rows)]
+    return answer_blocks(rows) + family + importance_blocks(rows, found) + [sweep_table(rows)]
 
 
 def cost_block(parent) -> list[Block]:
@@ -35,6 +35,11 @@ def cost_block(parent) -> list[Block]:
             f"; spent {spent['spent/trial_hours']:.3g} hours of training, {spent['spent/gpu_hours']:.3g} of them "
             "GPU-hours held"
         )
+    if "budget/gpu_hours" in spent:
+        text += (
+            f"; budget {spent['budget/gpu_hours']:g} GPU-hours, of which the trials it admitted were planned at "
+            f"{spent['budget/admitted_gpu_hours']:.3g} (the trials past it are counted as not run)"
+        )
     return [Paragraph("Cost", text)]
 
 
@@ -44,8 +49,9 @@ def publish(runs: SweepRuns, spent: dict[str, float] | None = None) -> list[Head
     rows = summarise(runs.children(), runs.client)
     headlines = Headline.each(rows)
     metrics = {k: v for h in headlines for k, v in h.metrics(several=len(headlines) > 1).items()} | (spent or {})
-    notes = [as_markdown(block) for block in _blocks(rows) + [metrics_block()]]
-    figures = answer_figures(rows) | family_figures(rows) | importance_figure(rows)
+    found = importance(rows)
+    notes = [as_markdown(block) for block in _blocks(rows, found) + [metrics_block()]]
+    figures = answer_figures(rows) | family_figures(rows) | importance_figure(found)
     runs.log_summary(metrics, {ANSWER_TAG: headline_text(headlines)}, notes, figures)
     return headlines
 
@@ -57,4 +63,4 @@ def sweep_report(tracking_uri: str, experiment: str, sweep: str) -> Report:
     parent = runs.client.get_run(runs.parent_id)
     figures = [("The answer: fixed vs learned class vectors", parent)]
     figures += [(row_caption(row), row.runs[0]) for row in rows]
-    return Report(_blocks(rows) + cost_block(parent), figures)
+    return Report(_blocks(rows, importance(rows)) + cost_block(parent), figures)

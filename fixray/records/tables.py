@@ -150,6 +150,12 @@ def shown_value(key: str, value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def measured(row: Row) -> bool:
+    """Whether a configuration has numbers to show: a finished seed, or a divergence (shown as NaN, as the paper does);
+    not when it is only unfinished, failed or not run."""
+    return bool(row.finished) or "diverged" in row.outcomes
+
+
 def sweep_table(rows: list[Row]) -> Table:
     """One row per configuration: its settings, its runs (those not averaged named), mean ± std of finished seeds."""
     settings = list(rows[0].key) if rows else []
@@ -157,10 +163,11 @@ def sweep_table(rows: list[Row]) -> Table:
     cells = [
         [shown_value(k, row.key[k]) for k in settings]
         + [row.seeds]
-        + [format_cell(row.values(c), c.scale, c.decimals) for c in SUMMARY_COLUMNS]
+        + [format_cell(row.values(c), c.scale, c.decimals) if measured(row) else "—" for c in SUMMARY_COLUMNS]
         for row in rows
     ]
-    note = "(mean ± std over finished seeds; measurements at each run's best epoch, test acc at its last)"
+    note = "(mean ± std over finished seeds, NaN where every seed diverged, — where none finished otherwise; "
+    note += "measurements at each run's best epoch, test acc at its last)"
     return Table("Every configuration", header, cells, note, "(no finished trials)")
 
 

@@ -8,12 +8,17 @@ per epoch, times its epochs. Test-set passes and checkpoints are left out: they 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from fixray.data.registry import DATASETS
-from fixray.sweep.plan import plan
+from fixray.errors import BadInput
+from fixray.sweep.defaults import throughput_file
+from fixray.sweep.plan import PlannedTrial, plan
 from fixray.sweep.spec import SweepSpec
 from fixray.trial.contract import TrialConfig
 from fixray.trial.long_tail import kept_per_class
@@ -89,7 +94,7 @@ class ComputePlan:
     flop: float  # training FLOP, every trial to its last epoch
     expected_flop: float  # with ASHA's early stops, as its reduction factor expects (= flop without ASHA)
     throughput: float  # FLOP/s of one GPU
-    measured: bool  # throughput measured here (else assumed)
+    measured: str | None  # where and how the throughput was measured; None: assumed
     bound: bool  # TPE: trials bounded by num_samples x seeds, each at the largest model searched
 
     @property
@@ -109,8 +114,10 @@ class ComputePlan:
 
     def text(self) -> str:
         """e.g. '9.5e+17 FLOP of training, 0.9 GPU-hours at 297 TFLOP/s (assumed: 30% of an H100's bf16 peak)'."""
-        rate = f"{self.throughput / 1e12:.0f} TFLOP/s " + (
-            "(measured here)" if self.measured else f"(assumed: {ASSUMED_UTILISATION:.0%} of an H100's bf16 peak)"
+        rate = f"{self.throughput / 1e12:.3g} TFLOP/s " + (
+            f"(measured here: {self.measured})"
+            if self.measured
+            else f"(assumed: {ASSUMED_UTILISATION:.0%} of an H100's bf16 peak; benchmarks/gpu.py measures it)"
         )
         found = f"{self.flop:.1e} FLOP of training, {self.gpu_hours:.3g} GPU-hours at {rate}"
         if self.expected_flop < self.flop:
@@ -118,8 +125,35 @@ class ComputePlan:
         return found + (" (a bound: TPE draws its configurations as it runs)" if self.bound else "")
 
 
-def compute_plan(spec: SweepSpec, throughput: float | None = None) -> ComputePlan:
-    """The sweep's training FLOP and GPU-hours (throughput: FLOP/s of one GPU, None: the assumed one)."""
+@dataclass(frozen=True)
+class Throughput:
+    """One GPU's training FLOP/s, as benchmarks/gpu.py measured it on this machine."""
+
+    flop_per_s: float
+    measured: str  # the GPU, the setting, batch and packing, and when
+
+
+def saved_throughput(path: Path | None = None) -> Throughput | None:
+    """The throughput benchmarks/gpu.py saved (path: throughput_file()); None when none was; BadInput when the file
+    is not one it wrote (read as JSON: data, never code)."""
+    path = path or throughput_file()
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        found = Throughput(float(saved["flop_per_s"]), str(saved["measured"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise BadInput(
+            f"{path}: not a throughput saved by benchmarks/gpu.py ({error}); run it again or remove the file"
+        ) from None
+    if not math.isfinite(found.flop_per_s) or found.flop_per_s <= 0:
+        raise BadInput(f"{path}: got a throughput of {found.flop_per_s} FLOP/s; expected a positive number")
+    return found
+
+
+def compute_plan(spec: SweepSpec, throughput: Throughput | None = None) -> ComputePlan:
+    """The sweep's training FLOP and GPU-hours at a throughput: the given one, else this machine's saved one, else
+    the assumed one."""
     trials = plan(spec)
     bound = not trials  # TPE: nothing planned in advance
     if bound:
@@ -138,4 +172,52 @@ def compute_plan(spec: SweepSpec, throughput: float | None = None) -> ComputePla
         flop = math.fsum(trial_flop(trial.config, spec.dataset) for trial in trials)
     asha = spec.search.asha
     share = asha_share(spec.epochs, asha.grace_period, asha.reduction_factor) if asha else 1.0
-    return ComputePlan(count, flop, flop * share, throughput or ASSUMED_THROUGHPUT, throughput is not None, bound)
+    rate = throughput or saved_throughput()
+    if rate is None:
+        return ComputePlan(count, flop, flop * share, ASSUMED_THROUGHPUT, None, bound)
+    return ComputePlan(count, flop, flop * share, rate.flop_per_s, rate.measured, bound)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The trials a sweep launches: all of them, or under a `budget:` whole configurations (every seed) in the plan's
+    order while their planned GPU-hours stay within it. A trial is charged its every epoch (ASHA may stop it sooner)."""
+
+    budget: float | None  # GPU-hours; None: no budget
+    admitted: frozenset[str] | None  # run names of the trials that launch; None: every trial
+    hours: float  # planned GPU-hours of the admitted trials
+    not_run: int  # planned trials past the budget
+
+    def text(self) -> str:
+        """e.g. 'budget 2 GPU-hours: 12 trials (1.9 GPU-hours planned) run, 12 not run'."""
+        if self.budget is None:
+            return ""
+        if not self.not_run:
+            return f"budget {self.budget:g} GPU-hours: every trial fits ({self.hours:.3g} GPU-hours planned)"
+        return (
+            f"budget {self.budget:g} GPU-hours: {len(self.admitted)} trials ({self.hours:.3g} GPU-hours planned) run, "
+            f"{self.not_run} not run (a rerun with a larger budget runs them)"
+        )
+
+
+def admit(spec: SweepSpec, trials: list[PlannedTrial], throughput: float) -> Admission:
+    """Which planned trials launch under the sweep's budget (throughput: FLOP/s of one GPU). BadInput when the budget
+    admits not even the first configuration."""
+    if spec.budget is None:
+        return Admission(None, None, math.nan, 0)
+    configurations: dict[TrialConfig, list[PlannedTrial]] = {}
+    for trial in trials:  # in the plan's order; seeds of one configuration together
+        configurations.setdefault(dataclasses.replace(trial.config, seed=0), []).append(trial)
+    admitted, hours = [], 0.0
+    for group in configurations.values():
+        cost = math.fsum(trial_flop(t.config, spec.dataset) for t in group) / throughput / SECONDS_PER_HOUR
+        if hours + cost > spec.budget:
+            break
+        admitted += [t.name for t in group]
+        hours += cost
+    if not admitted:
+        raise BadInput(
+            f"budget: got {spec.budget:g} GPU-hours, which admits no trial; expected at least {cost:.3g}, the first "
+            "configuration's plan (every seed, every epoch), or no budget to run every trial"
+        )
+    return Admission(spec.budget, frozenset(admitted), hours, len(trials) - len(admitted))

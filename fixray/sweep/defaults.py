@@ -1,11 +1,15 @@
-"""Where a sweep is recorded and stored when its file does not say: the environment's choice, else this folder."""
+"""Where a sweep is recorded and stored when its file does not say, and where this machine's measured throughput is
+kept: the environment's choice, else the defaults here."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 LOCAL_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow store when neither the file nor $MLFLOW_TRACKING_URI names one
 LOCAL_STORAGE = "fixray-runs"  # Tune's folder when neither the file nor $FIXRAY_STORAGE names one
+# One GPU's measured training throughput on this machine, written by benchmarks/gpu.py, read by the compute plan
+THROUGHPUT_FILE = Path("~/.cache/fixray/throughput.json")
 
 
 def default_tracking_uri() -> str:
@@ -16,3 +20,8 @@ def default_tracking_uri() -> str:
 def default_storage() -> str:
     """$FIXRAY_STORAGE (a cluster sets it to a bucket or to storage every node mounts), else a folder here."""
     return os.environ.get("FIXRAY_STORAGE") or LOCAL_STORAGE
+
+
+def throughput_file() -> Path:
+    """$FIXRAY_THROUGHPUT (a file of another measurement), else this machine's own, written by benchmarks/gpu.py."""
+    return Path(os.environ.get("FIXRAY_THROUGHPUT") or THROUGHPUT_FILE).expanduser()

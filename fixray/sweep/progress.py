@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ray import tune
 
 from fixray.records.restorable import Restorable
+from fixray.records.tune_bridge import not_admitted
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import sent_params, sent_run_name
 
@@ -161,7 +162,10 @@ class Progress(Restorable, tune.Callback):
         self._event("finished", trials, trial, f" ({state} at epoch {last.get(keys.EPOCH, 0)})")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._event("FAILED", trials, trial, f" (logs in {trial.path})")
+        if not_admitted(trial):
+            self._event("not run", trials, trial, " (past the budget)")
+        else:
+            self._event("FAILED", trials, trial, f" (logs in {trial.path})")
 
     def on_experiment_end(self, trials, **info) -> None:
         self._status(trials, force=True)

@@ -19,13 +19,14 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from fixray.records.outage import SPOOL_FILE, use_driver_http_settings
-from fixray.records.runs import STATUS_TAG, SweepRuns, outcome, require_reachable
+from fixray.records.runs import NOT_RUN, STATUS_TAG, SweepRuns, outcome, require_reachable
 from fixray.records.sweep_report import publish
 from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.storage import Storage
 from fixray.sweep import search
+from fixray.sweep.budget import RefusalsNotRetried, quiet_refusals
 from fixray.sweep.checkpoints import CheckpointPruner, repair
-from fixray.sweep.cost import compute_plan
+from fixray.sweep.cost import admit, compute_plan
 from fixray.sweep.inputs import prepare_data
 from fixray.sweep.lock import DriverLock
 from fixray.sweep.plan import plan
@@ -34,7 +35,7 @@ from fixray.sweep.provenance import environment
 from fixray.sweep.spec import SweepSpec, planned_trials_bound
 from fixray.sweep.state import check_record, write_record
 from fixray.trial import metric_keys as keys
-from fixray.trial.contract import REPLAYED_EXECUTION, TrialResources
+from fixray.trial.contract import REPLAYED_EXECUTION, NotAdmitted, TrialResources
 from fixray.trial.images import Splits
 from fixray.trial.trainable import CodeErrors, causes, make_trainable, threads
 
@@ -67,6 +68,12 @@ class SweepOutcome:
     unfinished: int  # trials not run to an end (the sweep was interrupted): rerun to resume
     pending: int = 0  # MLflow writes still waiting for the tracking server, spooled in `spool`
     spool: Path | None = None
+    not_run: int = 0  # trials past the sweep's budget: a rerun with a larger budget runs them
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """The trials that failed: errors of their own code or of the cluster, not the budget's refusals."""
+        return [e for e in self.results.errors if not any(isinstance(c, NotAdmitted) for c in causes(e))]
 
 
 class SweepRun:
@@ -79,6 +86,7 @@ class SweepRun:
         self.trials = plan(spec)  # every planned trial, listed once (TPE: drawn as the sweep runs)
         self.expected = planned_trials_bound(spec) if spec.search.method == "tpe" else len(self.trials)
         self.cost = compute_plan(spec)
+        self.admission = admit(spec, self.trials, self.cost.throughput)  # BadInput: a budget that admits nothing
         self.driver_dir = self.storage.driver_dir(spec.name)  # its lock and its spool of pending MLflow writes
         self.spool = self.driver_dir / SPOOL_FILE
 
@@ -106,10 +114,15 @@ class SweepRun:
                 ray.shutdown()
 
     def _spent(self, runs: SweepRuns) -> dict[str, float]:
-        """What the sweep's trials have cost: hours of training, and of GPUs held (a trial's hours x its GPUs)."""
+        """What the sweep's trials have cost: hours of training, and of GPUs held (a trial's hours x its GPUs); and
+        the budget this run of the command was given (metrics: a rerun's larger budget replaces it)."""
         seconds = sum(c.data.metrics.get(keys.TRIAL_SECONDS, 0.0) for c in runs.children())
         gpus = self.spec.resources.gpus_per_trial * self.spec.resources.workers
-        return {"spent/trial_hours": seconds / 3600, "spent/gpu_hours": seconds * gpus / 3600}
+        spent = {"spent/trial_hours": seconds / 3600, "spent/gpu_hours": seconds * gpus / 3600}
+        budget = self.admission
+        if budget.budget is not None:
+            spent |= {"budget/gpu_hours": budget.budget, "budget/admitted_gpu_hours": budget.hours}
+        return spent
 
     def _resources(self) -> TrialResources:
         resources = self.spec.resources
@@ -134,10 +147,14 @@ class SweepRun:
                 flush=True,
             )
         if tune.Tuner.can_restore(path, storage_filesystem=where.fs):
-            errored = sum(outcome(c) == "error" for c in runs.children())
-            retried = f"; {errored} trial(s) that failed with an error are retried from their last checkpoint"
+            ended = [outcome(c) for c in runs.children()]
+            retried = (
+                f"; {ended.count('error')} trial(s) that failed with an error are retried from their last checkpoint"
+            )
+            offered = f"; {ended.count(NOT_RUN)} trial(s) left out by a budget are run if this one admits them"
             kept = "finished trials are kept, unfinished ones continue"
-            print(f"Resuming the sweep in {where.shown(spec.name)}: {kept}{retried if errored else ''}.", flush=True)
+            said = (retried if "error" in ended else "") + (offered if NOT_RUN in ended else "")
+            print(f"Resuming the sweep in {where.shown(spec.name)}: {kept}{said}.", flush=True)
             return tune.Tuner.restore(
                 path,
                 trainable=trainable,
@@ -174,6 +191,7 @@ class SweepRun:
                     ),
                     Progress(self.expected, spec.epochs),
                     CheckpointPruner(where.location, spec.name),
+                    RefusalsNotRetried(),
                     JsonLoggerCallback(),  # each trial's result.json, for a look without MLflow
                 ],
                 # Every checkpoint is kept until the saved state names a newer one (see checkpoints.py).
@@ -201,8 +219,10 @@ class SweepRun:
         )
         # On the driver's node: a worker node lost mid-sweep must not take the record of code errors with it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        trainable = make_trainable(self._resources(), splits, CodeErrors.options(scheduling_strategy=here).remote())
+        code_errors = CodeErrors.options(scheduling_strategy=here).remote()
+        trainable = make_trainable(self._resources(), splits, code_errors, self.admission.admitted)
         tuner = self._tuner(trainable, runs)
+        quiet_refusals()
         full = StorageFull(
             f"the sweep's storage {where.shown()} is full (no space left on device): the trials that could not save "
             f"stopped at their last checkpoint. Free space there, then run the same command: it resumes them."
@@ -223,6 +243,7 @@ class SweepRun:
             pending = sum(1 for line in self.spool.read_text().splitlines() if line.strip())
             return SweepOutcome(runs, results, self.expected, pending, self.spool)
         publish(runs, self._spent(runs))  # after a resume too: the answer covers every trial the store holds
-        unfinished = self.expected - sum(STATUS_TAG in c.data.tags for c in runs.children())
-        runs.end("KILLED" if unfinished > 0 else "FAILED" if results.errors else "FINISHED")
-        return SweepOutcome(runs, results, max(unfinished, 0))
+        ended = [outcome(c) for c in runs.children() if STATUS_TAG in c.data.tags]
+        done = SweepOutcome(runs, results, max(self.expected - len(ended), 0), not_run=ended.count(NOT_RUN))
+        runs.end("KILLED" if done.unfinished > 0 else "FAILED" if done.errors else "FINISHED")
+        return done

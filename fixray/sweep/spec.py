@@ -319,6 +319,13 @@ class SweepSpec(Schema):
         default_factory=lambda: [0], min_length=1, description="each configuration runs once per seed"
     )
     search: SearchSpec = Field(description="how configurations are chosen: method, space, early stopping")
+    budget: float | None = Field(
+        None,
+        gt=0,
+        description="GPU-hours at the compute plan's rate: whole configurations (every seed) launch in the plan's "
+        "order while their planned GPU-hours stay within it; the rest are reported as not run, and a rerun with a "
+        "larger budget runs them. null: every trial",
+    )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Ray resources per trial")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow")
     storage_path: Annotated[str, AfterValidator(_storage_path)] | None = Field(
@@ -551,6 +558,14 @@ def _loss_problems(spec: SweepSpec) -> list[Problem]:
     return [Problem(where, space.get("fixed", spec.head.fixed), expected + "of their own, with cross_entropy")]
 
 
+def _budget_problems(spec: SweepSpec) -> list[Problem]:
+    """A budget admits planned trials in order: TPE plans none in advance (its num_samples is its bound)."""
+    if spec.budget is None or spec.search.method != "tpe":
+        return []
+    expected = "no budget with search.method tpe (it draws trials as it runs): bound it by search.num_samples"
+    return [Problem("budget", spec.budget, expected)]
+
+
 def planned_trials_bound(spec: SweepSpec) -> int:
     """Trials a sweep plans before de-duplication, counted without listing them: grid x draws x seeds."""
     if spec.search.method == "tpe":
@@ -602,7 +617,7 @@ def parse_sweep(raw: Any, file: Path) -> SweepSpec:
         _registry_problems(raw, space, head) + _head_option_problems(space, head) + _method_problems(search, space)
     )
     if spec is not None and not problems:
-        problems += _image_vector_problems(spec) + _loss_problems(spec) + _size_problems(spec)
+        problems += _image_vector_problems(spec) + _loss_problems(spec) + _size_problems(spec) + _budget_problems(spec)
     if spec is not None and spec.name is None:
         try:
             spec = spec.model_copy(update={"name": _identifier(file.stem)})

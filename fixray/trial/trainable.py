@@ -22,10 +22,12 @@ from fixray.trial.contract import (
     FIGURES_DIR,
     NODES_KEY,
     RESOURCES_KEY,
+    NotAdmitted,
     TrialConfig,
     TrialResources,
     from_params,
     sent_params,
+    sent_run_name,
 )
 from fixray.trial.images import Splits
 from fixray.trial.loop import share_gpu, train
@@ -191,11 +193,14 @@ class TrialCodeError(RuntimeError):
     """Raised at once by a retry of a trial whose own code raised: Tune's retries are for dead processes only."""
 
 
-def make_trainable(resources: TrialResources, splits: Splits, code_errors):
-    """The Tune function of every trial of a sweep, its data put in the object store once and its resources set."""
+def make_trainable(resources: TrialResources, splits: Splits, code_errors, admitted: frozenset[str] | None):
+    """The Tune function of every trial of a sweep, its data put in the object store once and its resources set;
+    `admitted`: the run names this run of the command lets train under the sweep's budget (None: every trial)."""
 
     def run_trial(config: dict[str, Any], data: list[ray.ObjectRef]) -> None:
         # `data` holds the ref in a list, so Tune passes the ref on: DDP workers fetch it themselves.
+        if admitted is not None and sent_run_name(config) not in admitted:
+            raise NotAdmitted(f"{sent_run_name(config)}: past the sweep's budget, not run")
         _quiet_checkpoint_logs()
         trial_id = tune.get_context().get_trial_id()
         earlier = ray.get(code_errors.get.remote(trial_id))
