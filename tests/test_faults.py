@@ -92,7 +92,7 @@ def test_a_bug_in_a_trial_is_not_retried_in_the_run_but_a_rerun_retries_it(tmp_p
     assert "not retried in this run" in first.stdout + first.stderr  # its retry failed at once, saying why
     _, _, children = store(tmp_path)
     assert [c.data.tags[STATUS_TAG] for c in children] == ["error"]
-    assert "| 1 (1 error) | NaN" in first.stdout  # counted, never averaged
+    assert "| 1 (1 error) | — |" in first.stdout  # counted, never averaged
 
     fault.unlink()  # the bug is fixed
     second = run(["sweep", "s.yaml"], tmp_path, env=env)
