@@ -2,7 +2,7 @@
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test lint format reference readme-images benchmark
+.PHONY: quickstart test test-cluster lint format reference readme-images benchmark
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,7 +14,11 @@ quickstart: $(STAMP)
 
 # -rs: a skipped test says why in one line (the MLflow UI test skips where Chromium is missing, except in CI).
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -rs
+	$(VENV)/bin/python -m pytest -q -rs -m "not cluster"
+
+# The tests that bring up clusters: a three-node Ray cluster losing nodes, `ray up` over SSH (root, openssh-server).
+test-cluster: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -rs -m cluster
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

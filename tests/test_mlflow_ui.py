@@ -40,7 +40,7 @@ search:
 """
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -69,8 +69,10 @@ def browser():
     session.quit()
 
 
-@pytest.fixture
-def filled_server(tmp_path):
+@pytest.fixture(scope="module")
+def filled_server(tmp_path_factory):
+    """One sweep and one MLflow server for every UI test: they only read."""
+    tmp_path = tmp_path_factory.mktemp("ui")
     (tmp_path / "ui.yaml").write_text(UI_SWEEP)
     done = run(["sweep", "ui.yaml"], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

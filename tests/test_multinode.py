@@ -13,7 +13,7 @@ from test_sweep_e2e import FIXRAY, run, steps, store, tune_results
 
 from fixray.records.runs import NODES_TAG, RESOURCES_TAG, STATUS_TAG, TRIAL_TAG
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 PACKED = """\
 name: nodes

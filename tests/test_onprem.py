@@ -18,7 +18,7 @@ from onprem_machines import Machines, available
 
 from fixray.records.runs import NODES_TAG, ROLE_TAG, STATUS_TAG
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 RAY = str(Path(sys.executable).with_name("ray"))
 DASHBOARD = "http://127.0.0.1:8265"  # the head's dashboard and job API, bound to its 127.0.0.1 (the shared loopback)
 MLFLOW = "http://127.0.0.1:5000"  # the head's MLflow server
@@ -100,14 +100,20 @@ def _running(machines: Machines, ip: str) -> list[str]:
     return [line for line in listing if any(name in line for name in CLUSTER_PROCESSES) and "ps -eo" not in line]
 
 
-def _wait(condition, timeout: float, what: str, every: float = 2.0):
+def _wait(condition, timeout: float, what: str, every: float = 2.0, explain=lambda: ""):
     deadline = time.monotonic() + timeout
     while True:
         found = condition()
         if found:
             return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{explain()}"
         time.sleep(every)
+
+
+def _autoscaler_log(machines: Machines) -> str:
+    """What the head's autoscaler did: it launches the workers over SSH (why a node did not come)."""
+    logs = " ".join(f"/tmp/ray/session_latest/logs/monitor.{end}" for end in ("log", "out", "err"))
+    return machines.ssh(machines.machines[0].ip, f"tail -n 60 {logs}", check=False).stdout[-8000:]
 
 
 def test_ray_up_runs_the_files_commands_on_three_machines_a_submitted_sweep_survives_a_worker_stopping(
@@ -120,7 +126,12 @@ def test_ray_up_runs_the_files_commands_on_three_machines_a_submitted_sweep_surv
     _ray(["up", "-y", "--no-config-cache", str(cluster)], env)
     try:
         # Three nodes, three addresses (Ray names the head at 127.0.0.1 by this machine's own address).
-        nodes = _wait(lambda: _nodes(machines) if len(_nodes(machines)) == 3 else None, 300, "three Ray nodes")
+        nodes = _wait(
+            lambda: found if len(found := _nodes(machines)) == 3 else None,
+            480,
+            "three Ray nodes",
+            explain=lambda: _autoscaler_log(machines),
+        )
         assert len(set(nodes)) == 3 and set(WORKERS) <= set(nodes)
         # Token authentication: a client without the token is refused; with it, the job API answers.
         refused = _ray(["job", "list", "--address", DASHBOARD], env | {"HOME": str(tmp_path)}, check=False)
