@@ -86,17 +86,28 @@ class Machines:
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(machine.home / ".sshd" / "host_key")], check=True
         )
         (machine.home / ".sshd" / "config").write_text(SSHD_CONFIG.format(ip=machine.ip))
-        if base.is_relative_to("/root"):  # the interpreter lives in the real home, which the machine's hides
-            (machine.home / base.relative_to("/root")).mkdir(parents=True)
+        for _, inside in self._hidden(machine, base):  # made before the machine's own home and /tmp hide them
+            inside.mkdir(parents=True)
         # Login shells (how `ray up` runs commands) find the machine's Python environment first.
         (machine.home / ".profile").write_text("export PATH=/root/venv/bin:$PATH\n[ -f ~/.bashrc ] && . ~/.bashrc\n")
 
+    @staticmethod
+    def _hidden(machine: Machine, base: Path) -> list[tuple[Path, Path]]:
+        """This machine's Python and the packages its environment shares, where the machine's own home and /tmp would
+        hide them (a checkout cloned under /tmp): each with the place in the machine's folders it is mounted at."""
+        shared = Path(sysconfig.get_paths()["purelib"]).resolve()
+        found = []
+        for path in dict.fromkeys([base, shared]):
+            if path.is_relative_to("/root"):
+                found.append((path, machine.home / path.relative_to("/root")))
+            elif path.is_relative_to("/tmp"):
+                found.append((path, machine.folder / "tmp" / path.relative_to("/tmp")))
+        return found
+
     def _serve(self, machine: Machine, base: Path) -> subprocess.Popen:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
-        mounts = []
-        if base.is_relative_to("/root"):
-            mounts.append(f"mount --bind {base} {machine.home / base.relative_to('/root')}")
-        mounts += [f"mount --rbind {machine.home} /root", f"mount --bind {machine.folder / 'tmp'} /tmp"]
+        mounts = [f"mount --bind {outside} {inside}" for outside, inside in self._hidden(machine, base)]
+        mounts += [f"mount --rbind {machine.home} /root", f"mount --rbind {machine.folder / 'tmp'} /tmp"]
         script = " && ".join(mounts + [f"exec {SSHD} -D -e -f /root/.sshd/config"])
         log = open(machine.folder / "sshd.log", "w")
         return subprocess.Popen(
