@@ -24,9 +24,14 @@ class RefusalsNotRetried(Restorable, tune.Callback):
             trial.max_failures = 0  # Tune already launched this retry; it will not launch another
 
 
+def refused(error: BaseException) -> bool:
+    """Whether an error is the budget's refusal (NotAdmitted, however Ray wrapped it) rather than a failure."""
+    return any(isinstance(found, NotAdmitted) for found in causes(error))
+
+
 def _not_a_refusal(record: logging.LogRecord) -> bool:
     error = record.exc_info[1] if record.exc_info else None
-    return error is None or not any(isinstance(found, NotAdmitted) for found in causes(error))
+    return error is None or not refused(error)
 
 
 def quiet_refusals() -> None:

@@ -24,7 +24,7 @@ from fixray.records.sweep_report import publish
 from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.storage import Storage
 from fixray.sweep import search
-from fixray.sweep.budget import RefusalsNotRetried, quiet_refusals
+from fixray.sweep.budget import RefusalsNotRetried, quiet_refusals, refused
 from fixray.sweep.checkpoints import CheckpointPruner, repair
 from fixray.sweep.cost import admit, compute_plan
 from fixray.sweep.inputs import prepare_data
@@ -35,7 +35,7 @@ from fixray.sweep.provenance import environment
 from fixray.sweep.spec import SweepSpec, planned_trials_bound
 from fixray.sweep.state import check_record, write_record
 from fixray.trial import metric_keys as keys
-from fixray.trial.contract import REPLAYED_EXECUTION, NotAdmitted, TrialResources
+from fixray.trial.contract import REPLAYED_EXECUTION, TrialResources
 from fixray.trial.images import Splits
 from fixray.trial.trainable import CodeErrors, causes, make_trainable, threads
 
@@ -73,7 +73,7 @@ class SweepOutcome:
     @property
     def errors(self) -> list[BaseException]:
         """The trials that failed: errors of their own code or of the cluster, not the budget's refusals."""
-        return [e for e in self.results.errors if not any(isinstance(c, NotAdmitted) for c in causes(e))]
+        return [e for e in self.results.errors if not refused(e)]
 
 
 class SweepRun:
