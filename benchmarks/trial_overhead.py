@@ -28,7 +28,7 @@ import yaml
 
 from fixray.data.registry import load_dataset
 from fixray.sweep.plan import points, trial_config
-from fixray.sweep.spec import parse_sweep
+from fixray.sweep.spec.checks import parse_sweep
 from fixray.trial.contract import Execution
 from fixray.trial.loop import train
 

@@ -15,7 +15,8 @@ from fixray.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, 
 
 def _summary(spec, trials: int) -> str:
     """e.g. '24 trials of 10 epochs (grid search) on digits with small_cnn'."""
-    models = spec.search.space.parameters().get("model", spec.model)
+    models = spec.values("model").listed
+    models = models[0] if len(models) == 1 else list(models)
     return f"{trials} trials of {spec.epochs} epochs ({spec.search.method} search) on {spec.dataset} with {models}"
 
 
@@ -31,15 +32,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from fixray.sweep.cost import admit, compute_plan
     from fixray.sweep.inputs import check_data
     from fixray.sweep.plan import expected_trials, plan
-    from fixray.sweep.spec import load_sweep
+    from fixray.sweep.spec.reading import load_sweep
 
     status = 0
     for file in args.files:
         try:
             spec = load_sweep(file)
             data = check_data(spec)
-            cost = compute_plan(spec)
-            admission = admit(spec, plan(spec), cost.throughput)
+            trials = plan(spec)
+            cost = compute_plan(spec, trials)
+            admission = admit(spec, trials, cost.throughput)
         except FixrayError as error:
             print(f"{error.prefix and f'{file}: '}{error}", file=sys.stderr)
             status = error.exit_code
@@ -52,7 +54,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from fixray.sweep.spec import load_sweep
+    from fixray.sweep.spec.reading import load_sweep
 
     spec = load_sweep(args.file)  # SweepFileError -> exit 2 before anything starts
     updates = {}
@@ -121,7 +123,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     else:
         experiment, sweep = args.experiment or "fixray", args.sweep
         if Path(args.sweep).is_file():
-            from fixray.sweep.spec import load_sweep
+            from fixray.sweep.spec.reading import load_sweep
 
             spec = load_sweep(args.sweep)
             uri, experiment, sweep = args.tracking_uri or spec.tracking.uri, spec.tracking.experiment, spec.name

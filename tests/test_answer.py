@@ -16,7 +16,7 @@ from fixray.records.runs import STATUS_TAG, SweepRuns, param_value
 from fixray.records.sweep_report import publish
 from fixray.records.tables import summarise, sweep_table
 from fixray.sweep.plan import run_name
-from fixray.sweep.spec import parse_sweep
+from fixray.sweep.spec.checks import parse_sweep
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import HeadConfig, TrialConfig, to_params
 

@@ -71,7 +71,7 @@ def test_token_authentication_is_on_for_every_node_with_one_shared_token():
 
 
 def test_sweeps_on_the_head_default_to_its_mlflow_server_and_to_a_bucket_named_once(tmp_path, monkeypatch):
-    from fixray.sweep.spec import parse_sweep
+    from fixray.sweep.spec.checks import parse_sweep
 
     assert "MLFLOW_TRACKING_URI=%q" in NODE_SCRIPT and "http://127.0.0.1:$MLFLOW_PORT" in NODE_SCRIPT
     (bucket,) = re.findall(r"s3://\S+", TEXTS["aws"])  # named in one place
@@ -82,7 +82,7 @@ def test_sweeps_on_the_head_default_to_its_mlflow_server_and_to_a_bucket_named_o
 
 
 def test_the_environment_names_the_defaults_a_sweep_file_leaves_open(tmp_path, monkeypatch):
-    from fixray.sweep.spec import parse_sweep
+    from fixray.sweep.spec.checks import parse_sweep
 
     raw = {"dataset": "digits", "model": "small_cnn", "epochs": 1, "search": {"space": {"fixed": [True]}}}
     spec = parse_sweep(raw, tmp_path / "s.yaml")

@@ -4,23 +4,26 @@ declaration and one class."""
 import dataclasses
 import inspect
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from annotated_types import Ge
 from conftest import GOOD_SWEEP
 
 from fixray.records.render import as_markdown
 from fixray.records.runs import param_value
 from fixray.records.tables import summarise, sweep_table
 from fixray.sweep.plan import points, run_name, trial_config
-from fixray.sweep.spec import SweepFileError, parse_sweep
+from fixray.sweep.spec.checks import SweepFileError, parse_sweep
 from fixray.trial.contract import (
     FLAT_PATHS,
     SEARCHABLE,
     HeadConfig,
     TrialConfig,
+    doc,
     from_params,
     read_params,
     to_params,
@@ -165,3 +168,41 @@ def test_each_head_class_takes_exactly_the_options_its_declaration_says_it_reads
         taken |= set(inspect.signature(cls.__init__).parameters)
     taken -= {"self", "in_features", "num_classes", "seed", "common"}
     assert taken == set(HEAD_KINDS[kind].options)
+
+
+@dataclasses.dataclass(frozen=True)
+class WithWarmup(TrialConfig):
+    """The trial contract with one more setting, declared the one way a setting is declared."""
+
+    warmup: Annotated[int, Ge(0)] = doc("epochs of linear learning-rate warm-up", 0, searchable=True)
+
+
+def test_a_setting_declared_once_reaches_the_schema_the_plan_the_params_and_the_docs():
+    """Adding a trial setting is one field of the contract: its rule is checked at its key and in the search space,
+    the plan sets it, MLflow's params carry it and come back, and the sweep-file reference documents it."""
+    from fixray.sweep.plan import plan
+    from fixray.sweep.reference import render
+    from fixray.sweep.spec.schema import sweep_schema
+
+    schema = sweep_schema(WithWarmup)
+    raw = yaml.safe_load(GOOD_SWEEP)
+    with pytest.raises(SweepFileError) as refused:
+        parse_sweep(raw | {"warmup": -1, "search": {"space": {"warmup": [2, -3]}}}, Path("s.yaml"), schema)
+    assert {problem.path for problem in refused.value.problems} == {"warmup", "search.space.warmup[1]"}
+    with pytest.raises(SweepFileError, match="warmup"):  # the sweep files of today's contract know no such key
+        _spec(warmup=2)
+
+    spec = parse_sweep(raw | {"warmup": 2}, Path("s.yaml"), schema)
+    assert {trial.config.warmup for trial in plan(spec)} == {2} and spec.values("warmup").listed == (2,)
+    searched = parse_sweep(raw | {"search": {"space": {"warmup": [0, 3]}}}, Path("s.yaml"), schema)
+    trials = plan(searched)
+    assert [trial.config.warmup for trial in trials] == [0, 3]
+    assert [trial.name for trial in trials] == ["dot-learned-warmup=0-lr0.1-seed0", "dot-learned-warmup=3-lr0.1-seed0"]
+    params = to_params(trials[1].config)
+    assert params["warmup"] == 3
+    assert read_params({k: param_value(v) for k, v in params.items()})["warmup"] == "3"  # not a setting of today's
+    assert from_params(params, WithWarmup) == trials[1].config
+
+    page = render(schema)
+    assert "| `warmup` | integer >= 0 | 0 | epochs of linear learning-rate warm-up |" in page
+    assert "`warmup` (integer >= 0)" in page and "warmup" not in render()

@@ -66,7 +66,7 @@ def test_a_plan_sums_every_planned_trial_and_says_its_throughput_is_assumed():
     import yaml
     from conftest import GOOD_SWEEP
 
-    from fixray.sweep.spec import parse_sweep
+    from fixray.sweep.spec.checks import parse_sweep
 
     spec = parse_sweep(yaml.safe_load(GOOD_SWEEP), Path("s.yaml"))  # two trials of 2 epochs
     found = compute_plan(spec)
@@ -102,7 +102,7 @@ def test_a_budget_admits_whole_configurations_in_the_plan_order_and_stops_at_the
     from fixray.errors import BadInput
     from fixray.sweep.cost import ASSUMED_THROUGHPUT, admit
     from fixray.sweep.plan import plan
-    from fixray.sweep.spec import load_sweep
+    from fixray.sweep.spec.reading import load_sweep
 
     def hours(images: int, seeds: int = 2) -> float:  # one configuration, every seed, from the counted FLOP
         return seeds * image_flop("small_cnn", 1, 8, 10, "global", None) * images * 2 / ASSUMED_THROUGHPUT / 3600
@@ -122,3 +122,38 @@ def test_a_budget_admits_whole_configurations_in_the_plan_order_and_stops_at_the
     # A budget that fits one seed of the first configuration runs nothing: refused before anything starts.
     with pytest.raises(BadInput, match="admits no trial"):
         admit(spec.model_copy(update={"budget": hours(1437, seeds=1)}), trials, ASSUMED_THROUGHPUT)
+
+
+def test_a_tpe_search_is_priced_at_the_costliest_trial_it_can_draw_a_model_chosen_among_included(tmp_path):
+    """TPE plans nothing in advance: its bound is num_samples x seeds trials, each at the largest model it may choose
+    ({choice: [...]}), not at the file's own `model:`."""
+    from pathlib import Path
+
+    import yaml
+
+    from fixray.sweep.plan import trial_config
+    from fixray.sweep.spec.checks import parse_sweep
+
+    raw = yaml.safe_load(TPE_OVER_MODELS)
+    spec = parse_sweep(raw, Path("tpe.yaml"))
+    found = compute_plan(spec)
+    largest = trial_flop(trial_config(spec, {"seed": 0, "model": "resnet18"}), "digits")
+    assert largest > 10 * trial_flop(trial_config(spec, {"seed": 0}), "digits")  # small_cnn: the file's own model
+    assert found.trials == 6 and found.flop == 6 * largest and "a bound: tpe" in found.text()
+    listed = parse_sweep(raw | {"search": raw["search"] | {"space": {"model": ["small_cnn", "resnet18"]}}}, Path("t"))
+    assert compute_plan(listed).flop == found.flop  # a list is TPE's choice too
+
+
+TPE_OVER_MODELS = """\
+name: tpe-models
+dataset: digits
+model: small_cnn
+epochs: 2
+seeds: [0, 1]
+search:
+  method: tpe
+  num_samples: 3
+  space:
+    model: {choice: [small_cnn, resnet18]}
+    lr: {loguniform: [0.001, 0.1]}
+"""

@@ -103,7 +103,7 @@ def test_a_long_tailed_training_set_keeps_n_max_times_ratio_to_the_c_over_k_minu
 
     from fixray.sweep.inputs import check_data
     from fixray.sweep.plan import plan
-    from fixray.sweep.spec import SweepFileError, parse_sweep
+    from fixray.sweep.spec.checks import SweepFileError, parse_sweep
     from fixray.trial.long_tail import kept_per_class, with_long_tail
 
     digits = load_dataset("digits")

@@ -9,7 +9,7 @@ import yaml
 from conftest import ROOT
 
 from fixray.sweep.reference import PAGES
-from fixray.sweep.spec import parse_sweep
+from fixray.sweep.spec.checks import parse_sweep
 
 PAGES_MD = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 YAML_BLOCK = re.compile(r"```yaml\n(.*?)```", re.S)

@@ -13,7 +13,7 @@ from test_sweep_e2e import run, store
 
 from fixray.records.runs import REPORT_FILE, STATUS_TAG
 from fixray.sweep.cost import compute_plan
-from fixray.sweep.spec import load_sweep
+from fixray.sweep.spec.reading import load_sweep
 from fixray.trial.head_kinds import DRAW_RULES
 
 pytestmark = pytest.mark.slow

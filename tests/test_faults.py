@@ -20,7 +20,7 @@ from fixray.records.runs import STATUS_TAG, TRIAL_TAG
 from fixray.storage import Storage
 from fixray.sweep.checkpoints import KEPT_DIR, restorable
 from fixray.sweep.lock import DriverLock
-from fixray.sweep.spec import load_sweep
+from fixray.sweep.spec.reading import load_sweep
 from fixray.sweep.state import RECORD_FILE, write_record
 
 FAULTS = Path(__file__).parent / "fault_injection"

@@ -20,7 +20,7 @@ from PIL import Image
 from fixray.cli import main
 from fixray.data.registry import load_dataset
 from fixray.records.runs import SweepRuns
-from fixray.sweep.spec import MAX_FILE_BYTES
+from fixray.sweep.spec.reading import MAX_FILE_BYTES
 from fixray.trial.contract import HeadConfig, TrialConfig
 from fixray.trial.loop import train
 

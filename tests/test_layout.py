@@ -112,6 +112,6 @@ def test_a_rule_broken_is_seen(monkeypatch, tmp_path):
     """The reader finds an import inside a function too: a trial module that imported the sweep schema there
     would turn the rule red."""
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from fixray.sweep.spec import SweepSpec\n")
+    bad.write_text("def f():\n    from fixray.sweep.spec.schema import SweepSpec\n")
     monkeypatch.setitem(MODULES, "fixray.trial.bad", bad)
-    assert "fixray.sweep.spec" in _reached("fixray.trial.bad")
+    assert "fixray.sweep.spec.schema" in _reached("fixray.trial.bad")

@@ -16,7 +16,7 @@ from fixray.records.render import as_markdown
 from fixray.records.runs import STATUS_TAG, SweepRuns
 from fixray.records.tables import format_cell
 from fixray.sweep.plan import plan
-from fixray.sweep.spec import load_sweep
+from fixray.sweep.spec.reading import load_sweep
 from fixray.trial.contract import to_params
 
 BACKBONE_OF = {"table7": "preact_resnet18", "table8": "resnet18", "table9": "mobilenetv2"}

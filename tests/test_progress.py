@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fixray.sweep.plan import plan
 from fixray.sweep.progress import Progress, Snapshot, status_line
-from fixray.sweep.spec import parse_sweep
+from fixray.sweep.spec.checks import parse_sweep
 from fixray.trial.contract import TRIAL_KEY
 
 SPEC = parse_sweep(

@@ -16,7 +16,7 @@ from scipy.stats import spearmanr
 
 from fixray.data.registry import load_dataset
 from fixray.sweep.plan import points, trial_config
-from fixray.sweep.spec import SweepFileError, parse_sweep
+from fixray.sweep.spec.checks import SweepFileError, parse_sweep
 from fixray.trial.contract import Execution, HeadConfig, OptimizerConfig, ScheduleConfig, TrialConfig, to_params
 from fixray.trial.images import InputSpec, Splits
 from fixray.trial.loop import (

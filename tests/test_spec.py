@@ -12,7 +12,8 @@ from conftest import GOOD_SWEEP, ROOT
 
 from fixray.cli import main
 from fixray.sweep.plan import expected_trials, points, trial_config
-from fixray.sweep.spec import SweepFileError, load_sweep, parse_sweep
+from fixray.sweep.spec.checks import SweepFileError, parse_sweep
+from fixray.sweep.spec.reading import load_sweep
 from fixray.trial.contract import to_params
 
 
@@ -60,7 +61,7 @@ BAD_FILES = [
     ("fixed not a boolean", _space(fixed=["maybe"]), "search.space.fixed[0]", "'maybe'"),
     ("unknown head kind", _space(kind=["dot", "arcface"]), "search.space.kind[1]", "'arcface'"),
     ("unsearchable parameter", _space(dropout=[0.1]), "search.space.dropout", "[0.1]"),
-    ("S without a cosine head", _space(kind="dot", S=[1, 10]), "search.space.S", "[1, 10]"),
+    ("S without a cosine head", _space(kind="dot", S=[1, 10]), "search.space.S", "[1.0, 10.0]"),
     ("two distributions at once", _space(lr={"uniform": [0.1, 0.2], "choice": [0.1]}), "search.space.lr", "'uniform'"),
     ("range on a boolean", _space(fixed={"uniform": [0, 1]}), "search.space.fixed.uniform", "[0, 1]"),
     ("range in a grid search", _space(lr={"loguniform": [0.001, 0.1]}), "search.space.lr", "random or tpe"),

@@ -5,7 +5,7 @@ import pytest
 
 from fixray.cli import main
 from fixray.storage import Storage
-from fixray.sweep.spec import SweepFileError, parse_sweep
+from fixray.sweep.spec.checks import SweepFileError, parse_sweep
 
 RAW = {"dataset": "digits", "model": "small_cnn", "epochs": 1, "search": {"space": {"fixed": [True]}}}
 

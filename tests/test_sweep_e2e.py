@@ -169,7 +169,7 @@ search:
 def test_a_budget_runs_whole_configurations_counts_the_rest_as_not_run_and_a_larger_one_runs_them(tmp_path):
     from fixray.sweep.cost import ASSUMED_THROUGHPUT, trial_flop
     from fixray.sweep.plan import plan
-    from fixray.sweep.spec import load_sweep
+    from fixray.sweep.spec.reading import load_sweep
 
     file = tmp_path / "budgeted.yaml"
     file.write_text(BUDGETED.format(budget=1.0))

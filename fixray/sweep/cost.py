@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ from pathlib import Path
 from fixray.data.registry import DATASETS
 from fixray.errors import BadInput
 from fixray.sweep.defaults import throughput_file
-from fixray.sweep.plan import PlannedTrial, plan
-from fixray.sweep.spec import SweepSpec
+from fixray.sweep.plan import PlannedTrial, plan, trial_config
+from fixray.sweep.spec.schema import SEED, SweepSpec
 from fixray.trial.contract import TrialConfig
 from fixray.trial.long_tail import kept_per_class
 
@@ -57,12 +58,13 @@ def image_flop(model: str, channels: int, size: int, classes: int, pooling: str,
     with torch.device("meta"):
         head = HeadConfig(dim=dim).settled()  # the head's kind changes its FLOP by a rounding error
         model_ = build_classifier(model, InputSpec(channels, size), classes, head, seed=0, pooling=pooling)
-        images = torch.randn(1, channels, size, size)
-        labels = torch.zeros(1, dtype=torch.long)
+        # Two images, halved below: batch norm in training mode refuses a batch of one 1x1 map (ResNet18 at 8 px).
+        images = torch.randn(2, channels, size, size)
+        labels = torch.zeros(2, dtype=torch.long)
     backward = {torch.ops.aten.convolution_backward: _conv_backward_flop}
     with FlopCounterMode(display=False, custom_mapping=backward) as counter:
         F.cross_entropy(model_(images), labels).backward()
-    return float(counter.get_total_flops())
+    return float(counter.get_total_flops()) / 2
 
 
 def trial_flop(cfg: TrialConfig, dataset: str) -> float:
@@ -95,7 +97,8 @@ class ComputePlan:
     expected_flop: float  # with ASHA's early stops, as its reduction factor expects (= flop without ASHA)
     throughput: float  # FLOP/s of one GPU
     measured: str | None  # where and how the throughput was measured; None: assumed
-    bound: bool  # TPE: trials bounded by num_samples x seeds, each at the largest model searched
+    bound: str | None  # a method that draws as it runs: its name (trials bounded by num_samples x seeds, each at the
+    # costliest values searched); None: every trial planned
 
     @property
     def gpu_hours(self) -> float:
@@ -113,7 +116,7 @@ class ComputePlan:
         return self.expected_gpu_hours / (math.floor(gpus / gpus_per_trial) * gpus_per_trial)
 
     def text(self) -> str:
-        """e.g. '9.5e+17 FLOP of training, 0.9 GPU-hours at 297 TFLOP/s (assumed: 30% of an H100's bf16 peak)'."""
+        """e.g. '9.5e+17 FLOP of training, 5.4 GPU-hours at 49.5 TFLOP/s (assumed: 5% of an H100's bf16 peak)'."""
         rate = f"{self.throughput / 1e12:.3g} TFLOP/s " + (
             f"(measured here: {self.measured})"
             if self.measured
@@ -122,7 +125,7 @@ class ComputePlan:
         found = f"{self.flop:.1e} FLOP of training, {self.gpu_hours:.3g} GPU-hours at {rate}"
         if self.expected_flop < self.flop:
             found += f"; ASHA expected {self.expected_flop:.1e} FLOP, {self.expected_gpu_hours:.3g} GPU-hours"
-        return found + (" (a bound: TPE draws its configurations as it runs)" if self.bound else "")
+        return found + (f" (a bound: {self.bound} draws its configurations as it runs)" if self.bound else "")
 
 
 @dataclass(frozen=True)
@@ -151,28 +154,31 @@ def saved_throughput(path: Path | None = None) -> Throughput | None:
     return found
 
 
-def compute_plan(spec: SweepSpec, throughput: Throughput | None = None) -> ComputePlan:
-    """The sweep's training FLOP and GPU-hours at a throughput: the given one, else this machine's saved one, else
-    the assumed one."""
-    trials = plan(spec)
-    bound = not trials  # TPE: nothing planned in advance
-    if bound:
-        from fixray.sweep.plan import trial_config
+def costliest_trial(spec: SweepSpec) -> TrialConfig:
+    """The trial of the largest training FLOP a sweep can draw: every searched setting at each of its extremes (its
+    listed values, or a range's ends), crossed, so a model searched by {choice: [...]} is priced at its largest."""
+    extremes = {name: values.extremes for name, values in spec.searched().items()}
+    corners = (dict(zip(extremes, corner)) | {SEED: spec.seeds[0]} for corner in itertools.product(*extremes.values()))
+    return max((trial_config(spec, corner) for corner in corners), key=lambda cfg: trial_flop(cfg, spec.dataset))
 
-        models = spec.search.space.parameters().get("model", spec.model)
-        models = models if isinstance(models, list) else [spec.model]
-        cfg = max(
-            (trial_config(spec, {"seed": spec.seeds[0], "model": m}) for m in models),
-            key=lambda c: trial_flop(c, spec.dataset),
-        )
-        count = spec.search.num_samples * len(spec.seeds)
-        flop = count * trial_flop(cfg, spec.dataset)
-    else:
+
+def compute_plan(
+    spec: SweepSpec, trials: list[PlannedTrial] | None = None, throughput: Throughput | None = None
+) -> ComputePlan:
+    """The sweep's training FLOP and GPU-hours at a throughput: the given one, else this machine's saved one, else
+    the assumed one. trials: the sweep's plan when the caller has it (else planned here)."""
+    method = spec.search.search_method
+    if method.plans_ahead:
+        trials = plan(spec) if trials is None else trials
         count = len(trials)
         flop = math.fsum(trial_flop(trial.config, spec.dataset) for trial in trials)
+    else:
+        count = spec.trials_bound()
+        flop = count * trial_flop(costliest_trial(spec), spec.dataset)
     asha = spec.search.asha
     share = asha_share(spec.epochs, asha.grace_period, asha.reduction_factor) if asha else 1.0
     rate = throughput or saved_throughput()
+    bound = None if method.plans_ahead else method.name
     if rate is None:
         return ComputePlan(count, flop, flop * share, ASSUMED_THROUGHPUT, None, bound)
     return ComputePlan(count, flop, flop * share, rate.flop_per_s, rate.measured, bound)

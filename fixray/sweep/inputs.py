@@ -10,7 +10,7 @@ from dataclasses import replace
 from fixray.data.corruptions import corrupted_test_set
 from fixray.data.registry import default_data_dir, load_dataset, load_test_set, on_disk
 from fixray.errors import DataError
-from fixray.sweep.spec import SweepSpec
+from fixray.sweep.spec.schema import SweepSpec
 from fixray.trial.images import ImageSet, Splits
 from fixray.trial.long_tail import long_tailed
 
@@ -30,9 +30,7 @@ def _with_generalisation(spec: SweepSpec, splits: Splits) -> dict[str, ImageSet]
 
 def _long_tail_ratios(spec: SweepSpec) -> list[float]:
     """The long-tail ratios the sweep's trials train at (each trial cuts its own training set)."""
-    ratios = spec.search.space.parameters().get("long_tail_ratio", spec.long_tail.ratio)
-    listed = ratios if isinstance(ratios, list) else [ratios]
-    return sorted({r for r in listed if isinstance(r, float) and r < 1}, reverse=True)
+    return sorted({r for r in spec.values("long_tail_ratio").listed if r is not None and r < 1}, reverse=True)
 
 
 def prepare_data(spec: SweepSpec) -> Splits:

@@ -7,50 +7,21 @@ as what its trial process reads (`PlannedTrial.sent`).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from fixray.data.registry import DATASETS
-from fixray.sweep.spec import SweepSpec, planned_trials_bound
+from fixray.sweep.spec.schema import SEED, SweepSpec
 from fixray.trial.contract import TrialConfig, to_params, with_values
 from fixray.trial.head_kinds import HEAD_KINDS
 
-SEED = "seed"
 TRIAL_INDEX = "__trial_index__"  # Ray Tune's Repeater numbers the copies of one TPE suggestion under this key
-
-
-def _draw(value: dict[str, Any], rng: np.random.Generator) -> Any:
-    ((dist, args),) = value.items()
-    if dist == "choice":
-        return args[rng.integers(len(args))]
-    if dist == "loguniform":
-        return float(np.exp(rng.uniform(np.log(args[0]), np.log(args[1]))))
-    return float(rng.uniform(*args))
 
 
 def trial_config(spec: SweepSpec, point: dict[str, Any]) -> TrialConfig:
     """One trial's contract, settled: the sweep's settings, overridden by a point's searched values (seed included)."""
-    base = TrialConfig(
-        model=spec.model,
-        pooling=spec.pooling,
-        normalisation=spec.normalisation,
-        epochs=spec.epochs,
-        seed=int(point[SEED]),
-        batch_size=spec.batch_size,
-        lr=spec.lr,
-        optimizer=spec.optimizer,
-        schedule=spec.schedule,
-        head=spec.head,
-        augmentation=spec.augmentation or DATASETS[spec.dataset].augmentation,
-        long_tail=spec.long_tail,
-        loss=spec.loss,
-        nc_train_every=spec.nc_train_every,
-    )
-    return with_values(base, {k: v for k, v in point.items() if k != SEED}).settled()
+    searched = {k: v for k, v in point.items() if k != SEED}
+    return with_values(spec.base_trial(int(point[SEED])), searched).settled()
 
 
 @dataclass(frozen=True)
@@ -72,7 +43,7 @@ NAMED_APART = ("model", "kind", "fixed", "lr")  # in every run name already (wit
 def run_name(cfg: TrialConfig, spec: SweepSpec) -> str:
     """e.g. 'cosine-fixed-S10-lr0.1-seed0': prefixed by the backbone when the sweep searches it, and naming each
     other searched setting the trial's head reads (e.g. '-init=etf'), so no two trials of a sweep share a name."""
-    searched = spec.search.space.parameters()
+    searched = spec.searched()
     model = f"{cfg.model}-" if "model" in searched else ""
     params, shown = to_params(cfg), HEAD_KINDS[cfg.head.kind].shown
     others = "".join(
@@ -88,44 +59,35 @@ def _planned(spec: SweepSpec, cfg: TrialConfig) -> PlannedTrial:
 
 
 def _iter_trials(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], TrialConfig]]:
-    """Every distinct trial of a grid or random search, with its point (searched values and seed).
-
-    Random search draws `num_samples` configurations from the ranges (seeded by search.random_seed),
-    crossed with the grid lists; every configuration then runs once per seed, so seeds share it.
-    Points are de-duplicated by the trial they make: options a head kind does not read (S of a
-    dot-product head) are dropped, so such a head is not trained once per S value.
-    """
-    grids, ranges = spec.search.grids_and_ranges()
-    rng = np.random.default_rng(spec.search.random_seed)
-    draws = [{k: _draw(v, rng) for k, v in ranges.items()} for _ in range(spec.search.num_samples if ranges else 1)]
+    """Every distinct trial a search method plans, with its point (searched values and seed): each configuration
+    runs once per seed, seeds innermost. Points are de-duplicated by the trial they make: options a head kind does not
+    read (S of a dot-product head) are dropped, so such a head is not trained once per S value."""
     seen = set()
-    for draw in draws:
-        for values in itertools.product(*grids.values(), spec.seeds):
-            point = {**dict(zip(grids, values)), **draw, SEED: values[-1]}
+    for configuration in spec.configurations():
+        for seed in spec.seeds:
+            point = configuration | {SEED: seed}
             cfg = trial_config(spec, point)
             if cfg not in seen:
                 seen.add(cfg)
                 params = to_params(cfg)
-                yield {k: params[k] for k in point if k != SEED and params[k] is not None} | {SEED: cfg.seed}, cfg
+                yield {k: params[k] for k in configuration if params[k] is not None} | {SEED: cfg.seed}, cfg
 
 
 def plan(spec: SweepSpec) -> list[PlannedTrial]:
-    """Every trial of a grid or random search, listed once (TPE: none in advance, Optuna draws them)."""
-    if spec.search.method == "tpe":
-        return []
+    """Every trial of a method that plans ahead, listed once (TPE: none in advance, Optuna draws them)."""
     return [_planned(spec, cfg) for _, cfg in _iter_trials(spec)]
 
 
 def points(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every trial's searched values and seed, for grid and random search (see _iter_trials)."""
+    """Every trial's searched values and seed, for a method that plans ahead (see _iter_trials)."""
     return [point for point, _ in _iter_trials(spec)]
 
 
 def expected_trials(spec: SweepSpec) -> int:
-    """Trials after de-duplication, counted one at a time (validation has bounded them by search.max_trials)."""
-    if spec.search.method == "tpe":  # Optuna draws each configuration: nothing to de-duplicate in advance
-        return planned_trials_bound(spec)
-    return sum(1 for _ in _iter_trials(spec))
+    """Trials after de-duplication, counted one at a time (validation has bounded them by search.max_trials); a
+    method that draws as it runs: its bound."""
+    method = spec.search.search_method
+    return sum(1 for _ in _iter_trials(spec)) if method.plans_ahead else spec.trials_bound()
 
 
 def suggested_trial(spec: SweepSpec, suggestion: dict[str, Any]) -> PlannedTrial:

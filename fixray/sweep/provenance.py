@@ -11,7 +11,7 @@ from pathlib import Path
 
 import fixray
 from fixray.data.registry import DATASETS, default_data_dir
-from fixray.sweep.spec import SweepSpec
+from fixray.sweep.spec.schema import SweepSpec
 
 PREFIX = "env/"  # the parent run's params that describe the environment, e.g. env/torch
 LIBRARIES = ("torch", "torchvision", "ray", "mlflow", "numpy")

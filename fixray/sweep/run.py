@@ -32,7 +32,7 @@ from fixray.sweep.lock import DriverLock
 from fixray.sweep.plan import plan
 from fixray.sweep.progress import Progress
 from fixray.sweep.provenance import environment
-from fixray.sweep.spec import SweepSpec, planned_trials_bound
+from fixray.sweep.spec.schema import SweepSpec
 from fixray.sweep.state import check_record, write_record
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import REPLAYED_EXECUTION, TrialResources
@@ -84,8 +84,9 @@ class SweepRun:
         self.storage = Storage(spec.storage_path)
         self.spec = spec.model_copy(update={"storage_path": self.storage.location})
         self.trials = plan(spec)  # every planned trial, listed once (TPE: drawn as the sweep runs)
-        self.expected = planned_trials_bound(spec) if spec.search.method == "tpe" else len(self.trials)
-        self.cost = compute_plan(spec)
+        method = spec.search.search_method
+        self.expected = len(self.trials) if method.plans_ahead else spec.trials_bound()
+        self.cost = compute_plan(spec, self.trials)
         self.admission = admit(spec, self.trials, self.cost.throughput)  # BadInput: a budget that admits nothing
         self.driver_dir = self.storage.driver_dir(spec.name)  # its lock and its spool of pending MLflow writes
         self.spool = self.driver_dir / SPOOL_FILE
@@ -175,9 +176,7 @@ class SweepRun:
                 mode=search.MODE,
                 search_alg=search.search_alg(spec),
                 scheduler=search.scheduler(spec),
-                # TPE: Repeater turns each Optuna suggestion into one trial per seed, and Tune counts them all.
-                # Grid and random: every trial is already one of the planned trials.
-                num_samples=self.expected if spec.search.method == "tpe" else 1,
+                num_samples=search.num_samples(spec, self.expected),
                 max_concurrent_trials=search.max_concurrent(spec),
                 reuse_actors=spec.resources.workers == 1,
             ),

@@ -1,10 +1,11 @@
-"""How Ray Tune walks a sweep's plan: fixray's own trials as one grid, or Optuna's TPE, whose suggestions the
-driver settles into trials before they start; ASHA early stopping; how many trials fit at once.
+"""How Ray Tune walks a sweep's plan: fixray's own trials as one grid, or a searcher's (Optuna's TPE) suggestions,
+which the driver settles into trials before they start; ASHA early stopping; how many trials fit at once.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -12,7 +13,8 @@ from ray import tune
 from ray.tune.search import Repeater, Searcher
 
 from fixray.sweep.plan import PlannedTrial, suggested_trial
-from fixray.sweep.spec import SweepSpec
+from fixray.sweep.spec.schema import SweepSpec
+from fixray.sweep.spec.values import SettingValues
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import TRIAL_KEY
 
@@ -21,21 +23,18 @@ from fixray.trial.contract import TRIAL_KEY
 METRIC, MODE = keys.BEST_ACC, "max"
 
 
-def _domain(value: dict[str, Any]):
-    """A range or choice as a Ray Tune domain, for searchers that draw configurations themselves (TPE)."""
-    ((dist, args),) = value.items()
-    domain = {"loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice}[dist]
-    return domain(args) if dist == "choice" else domain(*args)
+def _domain(values: SettingValues) -> Any:
+    """A searched setting as a Ray Tune domain, for searchers that draw configurations themselves (TPE): a range, a
+    choice among the listed values, or the one value."""
+    if values.bounds is not None:
+        return {"loguniform": tune.loguniform, "uniform": tune.uniform}[values.distribution](*values.bounds)
+    return tune.choice(list(values.listed)) if len(values.listed) > 1 else values.listed[0]
 
 
 def param_space(spec: SweepSpec, trials: list[PlannedTrial]) -> dict[str, Any]:
-    """Tune's param space: fixray's planned trials as one grid_search, or Tune domains for TPE to draw from."""
-    if spec.search.method == "tpe":
-        space = spec.search.space.parameters()
-        return {
-            k: _domain(v) if isinstance(v, dict) else tune.choice(v) if isinstance(v, list) else v
-            for k, v in space.items()
-        }
+    """Tune's param space: fixray's planned trials as one grid_search, or Tune domains for a searcher to draw from."""
+    if not spec.search.search_method.plans_ahead:
+        return {name: _domain(values) for name, values in spec.searched().items()}
     return {TRIAL_KEY: tune.grid_search([trial.sent() for trial in trials])}
 
 
@@ -66,10 +65,11 @@ class SettledSuggestions(Searcher):
         return self.searcher.set_max_concurrency(max_concurrent)
 
     def get_state(self) -> dict:
-        return copy.deepcopy({k: v for k, v in self.__dict__.items() if k != "searcher"})
+        # The spec is this run's own (the driver builds it anew from the file), never part of the saved state.
+        return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in ("searcher", "spec")})
 
     def set_state(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({k: v for k, v in state.items() if k not in ("searcher", "spec")})
 
     def save(self, checkpoint_path: str) -> None:
         self.searcher.save(checkpoint_path)
@@ -78,17 +78,42 @@ class SettledSuggestions(Searcher):
         self.searcher.restore(checkpoint_path)
 
 
-def search_alg(spec: SweepSpec) -> Searcher | None:
-    """TPE: Optuna's suggestions, one trial per seed each (Repeater), settled here; grid and random: None (Tune's
-    generator walks fixray's grid of planned trials)."""
-    if spec.search.method != "tpe":
-        return None
+# Search method (search.method) -> the Tune searcher of a method that draws its trials as the sweep runs.
+TUNE_SEARCHERS: dict[str, Callable[[SweepSpec], Searcher]] = {}
+
+
+def tune_searcher(method: str) -> Callable:
+    """Registers the Tune searcher of a search method that does not plan ahead (methods.py declares the method)."""
+
+    def register(make: Callable[[SweepSpec], Searcher]) -> Callable[[SweepSpec], Searcher]:
+        TUNE_SEARCHERS[method] = make
+        return make
+
+    return register
+
+
+@tune_searcher("tpe")
+def _optuna_tpe(spec: SweepSpec) -> Searcher:
+    """Optuna's TPE, seeded by search.random_seed."""
     from ray.tune.search.optuna import OptunaSearch
 
-    searcher = OptunaSearch(metric=METRIC, mode=MODE, seed=spec.search.random_seed)
+    return OptunaSearch(metric=METRIC, mode=MODE, seed=spec.search.random_seed)
+
+
+def search_alg(spec: SweepSpec) -> Searcher | None:
+    """A method that draws as it runs: its searcher's suggestions, one trial per seed each (Repeater), settled here;
+    a method that plans ahead: None (Tune's generator walks fixray's grid of planned trials)."""
+    if spec.search.search_method.plans_ahead:
+        return None
+    searcher = TUNE_SEARCHERS[spec.search.method](spec)
     if len(spec.seeds) > 1:
         searcher = Repeater(searcher, repeat=len(spec.seeds))
     return SettledSuggestions(searcher, spec)
+
+
+def num_samples(spec: SweepSpec, expected: int) -> int:
+    """Tune's num_samples: a drawing searcher's every trial (Repeater's copies counted), or 1 for the planned grid."""
+    return 1 if spec.search.search_method.plans_ahead else expected
 
 
 def scheduler(spec: SweepSpec):

@@ -8,7 +8,7 @@ import json
 from fixray import __version__
 from fixray.errors import BadInput, Unavailable
 from fixray.storage import Storage
-from fixray.sweep.spec import SweepSpec
+from fixray.sweep.spec.schema import SweepSpec
 
 RECORD_FILE = "fixray-tracking.json"  # in the sweep's storage folder
 # The saved Tune state holds fixray's callbacks and trial configs, found again by module path on resume. 2: the

@@ -10,6 +10,7 @@ same types and pydantic enforces the `annotated_types` rules written on their fi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -39,10 +40,47 @@ NODES_KEY, RESOURCES_KEY = "node_ids", "resources"  # in each result: where the 
 FIGURES_DIR = "figures"  # in a trial's last checkpoint, and the artifact folder of its child run
 
 
-def doc(text: str, default: Any = dataclasses.MISSING, *, flat: str | None = None, **kwargs) -> Any:
-    """A dataclass field with its meaning (for the sweep-file reference) and, if not its own, its flat MLflow name."""
-    metadata = {"doc": text} | ({"flat": flat} if flat else {})
+def doc(
+    text: str,
+    default: Any = dataclasses.MISSING,
+    *,
+    flat: str | None = None,
+    searchable: bool = False,
+    from_dataset: bool = False,
+    **kwargs,
+) -> Any:
+    """A setting's one declaration: its meaning (for the sweep-file reference), its flat MLflow name if not its own,
+    whether a sweep may search it, and whether a sweep file that leaves it out takes the dataset's own value."""
+    metadata = {"doc": text, "searchable": searchable, "from_dataset": from_dataset} | ({"flat": flat} if flat else {})
     return field(default=default, metadata=metadata, **kwargs)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A name that must be in one of the driver's registries (backbones, head kinds, datasets), checked where the
+    sweep file is validated: the schema passes the registries as pydantic's validation context, so this module
+    imports neither pydantic nor a registry that loads torch."""
+
+    registry: str  # the key of the registry in the validation context
+    what: str  # e.g. 'a registered model', for the message
+
+    def check(self, name: Any, info: Any) -> Any:
+        """The name itself, or ValueError listing what is registered."""
+        registry = (info.context or {}).get(self.registry)
+        if registry is None:
+            raise ValueError(f"{self.what} (validated without the {self.registry} registry)")
+        if name not in registry:
+            raise ValueError(f"{self.what}: {', '.join(sorted(registry))}")
+        return name
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> dict[str, Any]:
+        # pydantic-core's after-validator schema (core_schema.with_info_after_validator_function), written as the
+        # plain dict it is so that a trial process never imports pydantic.
+        return {
+            "type": "function-after",
+            "function": {"type": "with-info", "function": self.check},
+            "schema": handler(source),
+        }
 
 
 @dataclass(frozen=True)
@@ -50,11 +88,12 @@ class OptimizerConfig:
     """SGD as in the authors' public code."""
 
     __pydantic_config__ = SECTION_CONFIG
-    momentum: Annotated[float, Ge(0), Lt(1)] = doc("SGD momentum, dimensionless", 0.9)
+    momentum: Annotated[float, Ge(0), Lt(1)] = doc("SGD momentum, dimensionless", 0.9, searchable=True)
     nesterov: bool = doc("Nesterov momentum (only with momentum > 0)", True)
     weight_decay: NonNegative | None = doc(
         "L2 coefficient; null: the head kind's default (dot 5e-4, cosine 0: the authors'); a learned S is not decayed",
         None,
+        searchable=True,
     )
 
 
@@ -84,29 +123,36 @@ class HeadConfig:
     """The classification head; which options a kind reads is its declaration's to say (head_kinds.py)."""
 
     __pydantic_config__ = SECTION_CONFIG
-    kind: str = doc(f"head kind, a registered one: {', '.join(HEAD_KINDS)}", "dot")
-    fixed: bool = doc("true: class vectors (and bias) drawn once and frozen; false: learned", False)
-    bias: bool | None = doc("a bias per class; null: the head kind's default (dot: yes, cosine: no)", None)
+    kind: Annotated[str, Registered("head_kinds", "a registered head kind")] = doc(
+        f"head kind, a registered one: {', '.join(HEAD_KINDS)}", "dot", searchable=True
+    )
+    fixed: bool = doc("true: class vectors (and bias) drawn once and frozen; false: learned", False, searchable=True)
+    bias: bool | None = doc(
+        "a bias per class; null: the head kind's default (dot: yes, cosine: no)", None, searchable=True
+    )
     init: VectorDraw = doc(
         "how class vectors are drawn (fixed, or the start of learned ones): normal, uniform_int (the authors'), "
         "hadamard, etf (simplex ETF), orthoplex (+-e_i), cube (hypercube vertices)",
         "normal",
+        searchable=True,
     )
     draw_seed: int | None = doc(
         "seeds the class-vector draw apart from the weights, so a sweep can hold one and vary the other; null (logged "
         "as none): the trial's seed, which then varies both",
         None,
+        searchable=True,
     )
     dim: Annotated[int, Ge(1)] | None = doc(
         "width of the image vectors the class vectors live in: null, the backbone's; a number, a learned linear layer "
         "first projects f(x) to it (Pernici et al. set it to their polytope's own d: K-1 for etf, ceil(K/2) for "
         "orthoplex, ceil(log2 K) for cube); the measurements then see the projected vectors",
         None,
+        searchable=True,
     )
-    S: Scale = doc("cosine scale S: logits = S * cos(w_j, f(x))", 1.0)
+    S: Scale = doc("cosine scale S: logits = S * cos(w_j, f(x))", 1.0, searchable=True)
     learn_S: bool = doc("cosine: S becomes a trained parameter starting at S", False)
-    margin: Margin = doc("cosine: additive margin on the true class, in training only", "none")
-    m: NonNegative = doc("the margin: cosine units (cosface) or radians (arcface)", 0.0)
+    margin: Margin = doc("cosine: additive margin on the true class, in training only", "none", searchable=True)
+    m: NonNegative = doc("the margin: cosine units (cosface) or radians (arcface)", 0.0, searchable=True)
 
     def settled(self) -> HeadConfig:
         """Options this kind does not read back at their defaults, bias resolved: one config per distinct head."""
@@ -147,6 +193,7 @@ class LongTail:
         "n_min / n_max: the last class keeps this share of the largest (0.01: CIFAR-10-LT's); 1 or null: the whole set",
         None,
         flat="long_tail_ratio",
+        searchable=True,
     )
     seed: int = doc(
         "which images each class keeps (a seeded shuffle), the same for every trial", 0, flat="long_tail_seed"
@@ -157,7 +204,9 @@ class LongTail:
 class TrialConfig:
     """One training run: the model, the recipe and the head, all the loop reads and nothing more."""
 
-    model: str = doc("backbone, a registered one (fixray/trial/models.py)")
+    model: Annotated[str, Registered("models", "a registered model")] = doc(
+        "backbone, a registered one (fixray/trial/models.py)", searchable=True
+    )
     epochs: Epochs = doc("passes over the training set")
     seed: int = doc("seeds the weights, the class-vector draw, the shuffle and the augmentation")
     pooling: Literal["global", "authors"] = doc(
@@ -169,12 +218,13 @@ class TrialConfig:
         "dataset: per-channel mean and std of the training images; authors: (x - 0.5) / 0.5", "dataset"
     )
     batch_size: BatchSize = doc("images per optimiser step (per worker under DDP)", 128)
-    lr: LearningRate = doc("initial learning rate", 0.1)
+    lr: LearningRate = doc("initial learning rate", 0.1, searchable=True)
     loss: Loss = doc(
         "cross_entropy on the logits, or dot_regression (Yang et al. 2022: 1/2 (w_y.h - ||w_y|| ||h||)^2 / ||h|| on "
         "unit image vectors h, pulling each toward its class vector; fixed heads only, as a learned head would move "
         "its vectors instead)",
         "cross_entropy",
+        searchable=True,
     )
     nc_train_every: Every = doc(
         "epochs between neural-collapse measurements on the training set (one forward pass over it, unaugmented, "
@@ -184,7 +234,11 @@ class TrialConfig:
     optimizer: OptimizerConfig = doc("SGD settings", default_factory=OptimizerConfig)
     schedule: ScheduleConfig = doc("learning-rate schedule", default_factory=ScheduleConfig)
     head: HeadConfig = doc("the classification head", default_factory=HeadConfig)
-    augmentation: Augmentation = doc("training-time augmentation", default_factory=Augmentation)
+    augmentation: Augmentation = doc(
+        "training-time augmentation; left out of a sweep file: the dataset's standard one",
+        default_factory=Augmentation,
+        from_dataset=True,
+    )
     long_tail: LongTail = doc("the training set: whole, or long-tailed", default_factory=LongTail)
 
     def settled(self) -> TrialConfig:
@@ -243,7 +297,12 @@ class TrialResources:
     sweep: str = ""  # the sweep's name: a DDP trainer's run is named after it and its trial
 
 
-# Flat name (MLflow param, search-space key) -> path of attribute names in TrialConfig.
+@functools.cache
+def flat_paths(cls: type = None) -> dict[str, tuple[str, ...]]:
+    """Flat name (MLflow param, search-space key) -> path of attribute names in a trial contract (TrialConfig)."""
+    return _flat_paths(cls or TrialConfig)
+
+
 def _flat_paths(cls: type, prefix: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
     paths: dict[str, tuple[str, ...]] = {}
     hints = get_type_hints(cls)
@@ -255,40 +314,40 @@ def _flat_paths(cls: type, prefix: tuple[str, ...] = ()) -> dict[str, tuple[str,
     return paths
 
 
-FLAT_PATHS: dict[str, tuple[str, ...]] = _flat_paths(TrialConfig)
-# What a sweep may search: the settings whose effect is the question, not the run's bookkeeping.
-SEARCHABLE = (
-    "lr",
-    "loss",
-    "S",
-    "weight_decay",
-    "momentum",
-    "fixed",
-    "bias",
-    "kind",
-    "init",
-    "draw_seed",
-    "dim",
-    "model",
-    "long_tail_ratio",
-    "margin",
-    "m",
-)
-
-
-def field_type(flat: str) -> Any:
-    """The annotated type of a flat setting, with its rules (e.g. Annotated[float, Gt(0)] for lr)."""
-    cls: type = TrialConfig
-    *sections, name = FLAT_PATHS[flat]
+def declared(flat: str, cls: type = None) -> dataclasses.Field:
+    """The dataclass field that declares a flat setting (its default, meaning and flags)."""
+    owner: type = cls or TrialConfig
+    *sections, name = flat_paths(owner)[flat]
     for section in sections:
-        cls = get_type_hints(cls)[section]
-    return get_type_hints(cls, include_extras=True)[name]
+        owner = get_type_hints(owner)[section]
+    return {f.name: f for f in dataclasses.fields(owner)}[name]
+
+
+@functools.cache
+def searchable(cls: type = None) -> tuple[str, ...]:
+    """What a sweep may search, in declaration order: the settings whose effect is the question (declared with
+    searchable=True), not the run's bookkeeping."""
+    return tuple(flat for flat in flat_paths(cls) if declared(flat, cls).metadata["searchable"])
+
+
+FLAT_PATHS: dict[str, tuple[str, ...]] = flat_paths(TrialConfig)
+SEARCHABLE: tuple[str, ...] = searchable(TrialConfig)
+
+
+def field_type(flat: str, cls: type = None) -> Any:
+    """The annotated type of a flat setting, with its rules (e.g. Annotated[float, Gt(0)] for lr)."""
+    owner: type = cls or TrialConfig
+    *sections, name = flat_paths(owner)[flat]
+    for section in sections:
+        owner = get_type_hints(owner)[section]
+    return get_type_hints(owner, include_extras=True)[name]
 
 
 def with_values(cfg: TrialConfig, values: dict[str, Any]) -> TrialConfig:
     """cfg with settings replaced by flat name (e.g. {'lr': 0.01, 'S': 10})."""
+    paths = flat_paths(type(cfg))
     for flat, value in values.items():
-        cfg = _replace_at(cfg, FLAT_PATHS[flat], value)
+        cfg = _replace_at(cfg, paths[flat], value)
     return cfg
 
 
@@ -309,7 +368,7 @@ def to_params(cfg: TrialConfig) -> dict[str, Any]:
     require_settled(cfg)
     used = HEAD_KINDS[cfg.head.kind].options
     params = {}
-    for flat, path in FLAT_PATHS.items():
+    for flat, path in flat_paths(type(cfg)).items():
         value: Any = cfg
         for name in path:
             value = getattr(value, name)
@@ -317,19 +376,20 @@ def to_params(cfg: TrialConfig) -> dict[str, Any]:
     return params
 
 
-def from_params(params: dict[str, Any]) -> TrialConfig:
+def from_params(params: dict[str, Any], cls: type = None) -> TrialConfig:
     """The config `to_params` flattened, rebuilt as it was (None: an option the head kind does not read, at its
     default). What a trial does with the flat config the driver sent it: a decode, never a plan."""
+    cls = cls or TrialConfig
     nested: dict[str, Any] = {}
     for flat, value in params.items():
         if value is None:
             continue
-        *sections, name = FLAT_PATHS[flat]
+        *sections, name = flat_paths(cls)[flat]
         node = nested
         for section in sections:
             node = node.setdefault(section, {})
         node[name] = value
-    return _build(TrialConfig, nested)
+    return _build(cls, nested)
 
 
 class NotAdmitted(RuntimeError):
