@@ -37,6 +37,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
+from fixray.faults import Outcome
+
 FIXRAY = [str(Path(sys.executable).with_name("fixray"))]
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 NODE = {"num_cpus": 2}  # each worker node: two one-CPU trials at a time
@@ -242,7 +244,7 @@ def compare(clean: dict, chaos: dict, clean_weights: dict, chaos_weights: dict, 
     lost = duplicated = differing = 0
     for name, [reference] in clean.items():
         found = chaos.get(name, [])
-        if len(found) != 1 or found[0]["status"] != "finished":
+        if len(found) != 1 or found[0]["status"] != Outcome.FINISHED:
             lost += not found
             duplicated += len(found) > 1
             continue

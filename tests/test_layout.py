@@ -70,7 +70,14 @@ def test_the_rooms_are_the_four_and_each_says_where_it_runs():
     for room in rooms:
         said = ast.get_docstring(ast.parse((PACKAGE / room / "__init__.py").read_text()))
         assert said.startswith(("Runs in the sweep driver", "Runs inside a trial process")), room
-    assert {p.name for p in PACKAGE.glob("*.py")} == {"__init__.py", "__main__.py", "cli.py", "storage.py", "errors.py"}
+    assert {p.name for p in PACKAGE.glob("*.py")} == {
+        "__init__.py",
+        "__main__.py",
+        "cli.py",
+        "storage.py",
+        "errors.py",
+        "faults.py",
+    }
 
 
 @pytest.mark.parametrize("module", TRIAL_SIDE)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlflow.exceptions import MlflowException
+from fixray.faults import store_unreachable
 
 SPOOL_FILE = "mlflow-pending.jsonl"  # in the sweep's folder, while writes wait for the tracking server
 RETRIED = "retried"  # set on a write that failed once: it may have landed, so its applier checks the store first
@@ -36,14 +36,6 @@ def use_driver_http_settings() -> None:
     """Short MLflow HTTP retries in this process, unless the user set their own."""
     for name, value in DRIVER_HTTP_SETTINGS.items():
         os.environ.setdefault(name, value)
-
-
-def unreachable(error: Exception) -> bool:
-    """A store that is away (connection refused, timeout, 5xx), not a write it rejects (4xx: a bug to report)."""
-    if not isinstance(error, MlflowException):
-        return isinstance(error, (OSError, ConnectionError)) or "requests" in type(error).__module__
-    status = error.get_http_status_code()
-    return status >= 500 or error.error_code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR")
 
 
 class PendingWrites:
@@ -66,7 +58,7 @@ class PendingWrites:
                 self.apply(write)
                 return
             except Exception as error:
-                if not unreachable(error):
+                if not store_unreachable(error):
                     raise
                 self._failed(error)
                 write = write | {RETRIED: True}
@@ -88,7 +80,7 @@ class PendingWrites:
             try:
                 self.apply(self.queue[0])
             except Exception as error:
-                if not unreachable(error):
+                if not store_unreachable(error):
                     raise
                 self.queue[0][RETRIED] = True
                 self._failed(error)

@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
+from fixray.faults import Outcome
 from fixray.records.render import Report, Table
-from fixray.records.runs import FINISHED, MetricReader, SweepRuns, left_out, outcome, reading_client
+from fixray.records.runs import MetricReader, SweepRuns, left_out, outcome, reading_client
 from fixray.records.tables import format_cell, mean_std, shown_value
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import read_params
@@ -112,7 +113,7 @@ class CellResult:
 
 def _values(read: MetricReader, runs: list, metric: str) -> tuple[list[float], Counter]:
     """Per-seed values of the runs that finished, and every run's outcome."""
-    values = [read(r, metric) for r in runs if outcome(r) == FINISHED]
+    values = [read(r, metric) for r in runs if outcome(r) == Outcome.FINISHED]
     return [v for v in values if v is not None and math.isfinite(v)], Counter(outcome(r) for r in runs)
 
 
@@ -133,7 +134,7 @@ def cell_result(read: MetricReader, runs: list, cell: Cell) -> CellResult:
     scored, unranked = [], {}
     for key, group in groups.items():
         values, outcomes = _values(read, group, BEST_ACC)
-        if set(outcomes) == {FINISHED} and values:
+        if set(outcomes) == {Outcome.FINISHED} and values:
             scored.append((mean_std(values)[0], key))
         else:
             unranked[f"{cell.best_over}={shown_value(cell.best_over, key)}"] = left_out(outcomes) or "no value"
@@ -197,7 +198,7 @@ def _format(result: CellResult, scale: float) -> str:
     are the settings a best-of cell could not rank."""
     outcomes = result.outcomes
     text = format_cell(result.values, scale, 1 if scale == 100 else 2)
-    if left_out(outcomes) and set(outcomes) != {"diverged"}:
+    if left_out(outcomes) and set(outcomes) != {Outcome.DIVERGED}:
         text += f" ({left_out(outcomes)})"
     unranked = "; ".join(f"{setting}: {why}" for setting, why in result.unranked.items())
     return text + (f" (not ranked, a seed short: {unranked})" if unranked else "")

@@ -24,18 +24,14 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFL
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 from fixray.errors import BadInput, Unavailable
-from fixray.records.outage import unreachable
+from fixray.faults import Outcome, store_unreachable
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import FIGURES_DIR
 
 SWEEP_TAG = "fixray.sweep"  # on the parent and every child: the sweep's name
 ROLE_TAG = "fixray.role"  # "sweep" on the parent, "trial" on children
 TRIAL_TAG = "fixray.trial_id"  # Ray Tune's trial id, stable across resumes
-STATUS_TAG = "fixray.status"  # finished | diverged | stopped_early | error | not_run
-FINISHED = "finished"  # the only outcome whose numbers a table averages as a seed
-NOT_RUN = "not_run"  # past the sweep's budget: never trained (a rerun with a larger budget runs it)
-UNFINISHED = "unfinished"  # no status tag yet: running, or its sweep was interrupted
-OUTCOMES = (FINISHED, "diverged", "stopped_early", "error", NOT_RUN, UNFINISHED)  # in the order summaries name them
+STATUS_TAG = "fixray.status"  # what became of a trial: an Outcome's value (fixray/faults.py)
 NODES_TAG, RESOURCES_TAG = "fixray.nodes", "fixray.resources"  # on a child run: every node it trained on, in order
 REPORT_FILE = "report.md"  # on the parent run: the sweep's whole report, whatever its length
 SEARCH_PAGE = 1000  # runs per MLflow search request; lookups page through all of them
@@ -111,7 +107,7 @@ def require_reachable(tracking_uri: str) -> None:
     try:
         MlflowClient(tracking_uri).search_experiments(max_results=1)
     except Exception as error:
-        if not unreachable(error):
+        if not store_unreachable(error):
             raise
         raise Unavailable(
             f"the MLflow server at {tracking_uri} does not answer ({type(error).__name__}); start it (on a cluster: "
@@ -130,15 +126,16 @@ def param_value(value: Any) -> str:
 
 
 def outcome(run) -> str:
-    """What became of a trial's run: one of OUTCOMES; unfinished when it has no status yet."""
-    return run.data.tags.get(STATUS_TAG, UNFINISHED)
+    """What became of a trial's run: its Outcome's value (its status tag); unfinished when it has none yet."""
+    return run.data.tags.get(STATUS_TAG, Outcome.UNFINISHED.value)
 
 
 def left_out(outcomes: dict[str, int]) -> str:
     """Runs a summary does not average, e.g. '1 diverged, 2 not run'; '' when every run finished."""
-    names = sorted(outcomes, key=lambda name: OUTCOMES.index(name) if name in OUTCOMES else len(OUTCOMES))
+    order = [o.value for o in Outcome]
+    names = sorted(outcomes, key=lambda name: order.index(name) if name in order else len(order))
     return ", ".join(
-        f"{outcomes[name]} {name.replace('_', ' ')}" for name in names if name != FINISHED and outcomes[name]
+        f"{outcomes[name]} {name.replace('_', ' ')}" for name in names if name != Outcome.FINISHED and outcomes[name]
     )
 
 

@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 from mlflow.tracking import MlflowClient
 
+from fixray.faults import Outcome
 from fixray.records.render import Table
-from fixray.records.runs import FINISHED, MetricReader, left_out, outcome
+from fixray.records.runs import MetricReader, left_out, outcome
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import FLAT_PATHS, SEARCHABLE, read_params
 from fixray.trial.head_kinds import DRAW_RULES, HEAD_KINDS
@@ -79,7 +80,7 @@ class Row:
     def ranked(self) -> bool:
         """Whether the configuration may be ranked against others: every seed finished (the paper prints NaN for
         a setting some of whose seeds diverged; its survivors alone would flatter it)."""
-        return bool(self.runs) and set(self.outcomes) == {FINISHED}
+        return bool(self.runs) and set(self.outcomes) == {Outcome.FINISHED}
 
     @property
     def seeds(self) -> str:
@@ -117,7 +118,7 @@ def summarise(children: list, client: MlflowClient | None = None) -> list[Row]:
         row = rows.setdefault(group, Row(dict(zip(names, group)), read))
         row.runs.append(child)
         row.outcomes[outcome(child)] += 1
-        if outcome(child) == FINISHED:
+        if outcome(child) == Outcome.FINISHED:
             row.finished[values.get("seed")] = child
     order = ("kind", *HEAD_OPTIONS, "fixed", "lr", *varying)  # rows of one head configuration stay together
     return sorted(rows.values(), key=lambda row: tuple(sort_key(k, row.key[k]) for k in order))
@@ -153,7 +154,7 @@ def shown_value(key: str, value: Any) -> str:
 def measured(row: Row) -> bool:
     """Whether a configuration has numbers to show: a finished seed, or a divergence (shown as NaN, as the paper does);
     not when it is only unfinished, failed or not run."""
-    return bool(row.finished) or "diverged" in row.outcomes
+    return bool(row.finished) or Outcome.DIVERGED in row.outcomes
 
 
 def sweep_table(rows: list[Row]) -> Table:

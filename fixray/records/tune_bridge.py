@@ -15,12 +15,13 @@ from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from ray.tune.logger import LoggerCallback
 
+from fixray.faults import Outcome, trial_outcome, trial_refused
 from fixray.records.outage import RETRIED, PendingWrites
 from fixray.records.restorable import Restorable
-from fixray.records.runs import NODES_TAG, NOT_RUN, RESOURCES_TAG, STATUS_TAG, SweepRuns, is_tracked_metric
+from fixray.records.runs import NODES_TAG, RESOURCES_TAG, STATUS_TAG, SweepRuns, is_tracked_metric
 from fixray.storage import Storage
 from fixray.trial import metric_keys as keys
-from fixray.trial.contract import FIGURES_DIR, NODES_KEY, RESOURCES_KEY, NotAdmitted, sent_params, sent_run_name
+from fixray.trial.contract import FIGURES_DIR, NODES_KEY, RESOURCES_KEY, sent_params, sent_run_name
 
 END_WAIT_S = 60.0  # at the end of a sweep, seconds to keep retrying writes still pending before leaving them spooled
 GATHER_S = 2.0  # seconds a trial's epochs may wait in the driver to go to MLflow together, in one request
@@ -103,16 +104,13 @@ class MlflowTrialLogger(Restorable, LoggerCallback):
         self.log_trial_start(trial)
         self._submit_gathered(trial.trial_id)
         last = self._last.get(trial.trial_id) or trial.last_result or {}
-        if failed and not_admitted(trial):
-            status = NOT_RUN
-        elif failed:
-            status = "error"
-        elif last.get(keys.DIVERGED) == 1:
-            status = "diverged"
-        elif int(last.get(keys.EPOCH, 0)) < sent_params(trial.config)["epochs"]:
-            status = "stopped_early"
-        else:
-            status = "finished"
+        status = trial_outcome(
+            failed=failed,
+            refused=failed and trial_refused(trial),
+            diverged=last.get(keys.DIVERGED) == 1,
+            epoch=int(last.get(keys.EPOCH, 0)),
+            epochs=sent_params(trial.config)["epochs"],
+        ).value
         figures = self._figures_folder(trial, last)
         write = {"op": "end", "trial": trial.trial_id, "status": status, "failed": failed}
         self.pending.submit(write | {"figures": figures})
@@ -168,17 +166,8 @@ class MlflowTrialLogger(Restorable, LoggerCallback):
                 with storage.local_copy(storage.path(*figures)) as folder:
                     client.log_artifacts(run_id, str(folder), artifact_path=FIGURES_DIR)
             client.set_tag(run_id, STATUS_TAG, write["status"])
-            ended = "SCHEDULED" if write["status"] == NOT_RUN else "FAILED" if write["failed"] else "FINISHED"
+            ended = "SCHEDULED" if write["status"] == Outcome.NOT_RUN else "FAILED" if write["failed"] else "FINISHED"
             client.set_terminated(run_id, ended)
-
-
-def not_admitted(trial: Trial) -> bool:
-    """Whether a trial failed only because the sweep's budget left it out (it raised NotAdmitted before training)."""
-    try:
-        error = trial.get_pickled_error()
-    except Exception:  # an error file that cannot be read says nothing about the budget
-        return False
-    return isinstance(error, NotAdmitted)
 
 
 def _requests(epochs: list[dict]) -> list[list[dict]]:

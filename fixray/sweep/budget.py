@@ -8,10 +8,8 @@ import logging
 
 from ray import tune
 
+from fixray.faults import budget_refused, trial_refused
 from fixray.records.restorable import Restorable
-from fixray.records.tune_bridge import not_admitted
-from fixray.trial.contract import NotAdmitted
-from fixray.trial.trainable import causes
 
 TUNE_LOGGER = "ray.tune.execution.tune_controller"  # logs every failed trial task with its traceback, at ERROR
 
@@ -20,18 +18,12 @@ class RefusalsNotRetried(Restorable, tune.Callback):
     """Tune callback: a trial that refused has nothing to retry, so its first retry is its last."""
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        if not_admitted(trial):
+        if trial_refused(trial):
             trial.max_failures = 0  # Tune already launched this retry; it will not launch another
 
 
-def refused(error: BaseException) -> bool:
-    """Whether an error is the budget's refusal (NotAdmitted, however Ray wrapped it) rather than a failure."""
-    return any(isinstance(found, NotAdmitted) for found in causes(error))
-
-
 def _not_a_refusal(record: logging.LogRecord) -> bool:
-    error = record.exc_info[1] if record.exc_info else None
-    return error is None or not refused(error)
+    return not budget_refused(record.exc_info[1] if record.exc_info else None)
 
 
 def quiet_refusals() -> None:

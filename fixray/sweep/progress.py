@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from ray import tune
 
+from fixray.faults import Outcome, trial_refused
 from fixray.records.restorable import Restorable
-from fixray.records.tune_bridge import not_admitted
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import sent_params, sent_run_name
 
@@ -158,11 +158,11 @@ class Progress(Restorable, tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}
         acc = f"{keys.VAL_ACC} {last.get(keys.VAL_ACC, math.nan):.4f}"
-        state = "diverged" if last.get(keys.DIVERGED) == 1 else acc
+        state = Outcome.DIVERGED.value if last.get(keys.DIVERGED) == 1 else acc
         self._event("finished", trials, trial, f" ({state} at epoch {last.get(keys.EPOCH, 0)})")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        if not_admitted(trial):
+        if trial_refused(trial):
             self._event("not run", trials, trial, " (past the budget)")
         else:
             self._event("FAILED", trials, trial, f" (logs in {trial.path})")

@@ -6,7 +6,6 @@ as a resumable stop. The CLI builds a SweepRun and prints its outcome.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -18,13 +17,14 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from fixray.faults import Outcome, budget_refused, out_of_space
 from fixray.records.outage import SPOOL_FILE, use_driver_http_settings
-from fixray.records.runs import NOT_RUN, STATUS_TAG, SweepRuns, outcome, require_reachable
+from fixray.records.runs import STATUS_TAG, SweepRuns, outcome, require_reachable
 from fixray.records.sweep_report import publish
 from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.storage import Storage
 from fixray.sweep import search
-from fixray.sweep.budget import RefusalsNotRetried, quiet_refusals, refused
+from fixray.sweep.budget import RefusalsNotRetried, quiet_refusals
 from fixray.sweep.checkpoints import CheckpointPruner, repair
 from fixray.sweep.cost import admit, compute_plan
 from fixray.sweep.inputs import prepare_data
@@ -37,19 +37,11 @@ from fixray.sweep.state import check_record, write_record
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import REPLAYED_EXECUTION, TrialResources
 from fixray.trial.images import Splits
-from fixray.trial.trainable import CodeErrors, causes, make_trainable, threads
+from fixray.trial.trainable import CodeErrors, make_trainable, threads
 
 # Set in the driver before Tune runs: every checkpoint is kept until pruned (checkpoints.py), Tune's record of
 # each holding its score alone; MLflow is the sweep's record, so no TensorBoard or CSV copy of every result.
 TUNE_SETTINGS = {"TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
-
-
-def out_of_space(error: BaseException) -> bool:
-    """Whether an error is a full disk (ENOSPC), even one Ray passed on as text."""
-    return any(
-        (isinstance(found, OSError) and found.errno == errno.ENOSPC) or os.strerror(errno.ENOSPC) in str(found)
-        for found in causes(error)
-    )
 
 
 class StorageFull(RuntimeError):
@@ -73,7 +65,7 @@ class SweepOutcome:
     @property
     def errors(self) -> list[BaseException]:
         """The trials that failed: errors of their own code or of the cluster, not the budget's refusals."""
-        return [e for e in self.results.errors if not refused(e)]
+        return [e for e in self.results.errors if not budget_refused(e)]
 
 
 class SweepRun:
@@ -152,9 +144,9 @@ class SweepRun:
             retried = (
                 f"; {ended.count('error')} trial(s) that failed with an error are retried from their last checkpoint"
             )
-            offered = f"; {ended.count(NOT_RUN)} trial(s) left out by a budget are run if this one admits them"
+            offered = f"; {ended.count(Outcome.NOT_RUN)} trial(s) left out by a budget are run if this one admits them"
             kept = "finished trials are kept, unfinished ones continue"
-            said = (retried if "error" in ended else "") + (offered if NOT_RUN in ended else "")
+            said = (retried if Outcome.ERROR in ended else "") + (offered if Outcome.NOT_RUN in ended else "")
             print(f"Resuming the sweep in {where.shown(spec.name)}: {kept}{said}.", flush=True)
             return tune.Tuner.restore(
                 path,
@@ -243,6 +235,6 @@ class SweepRun:
             return SweepOutcome(runs, results, self.expected, pending, self.spool)
         publish(runs, self._spent(runs))  # after a resume too: the answer covers every trial the store holds
         ended = [outcome(c) for c in runs.children() if STATUS_TAG in c.data.tags]
-        done = SweepOutcome(runs, results, max(self.expected - len(ended), 0), not_run=ended.count(NOT_RUN))
+        done = SweepOutcome(runs, results, max(self.expected - len(ended), 0), not_run=ended.count(Outcome.NOT_RUN))
         runs.end("KILLED" if done.unfinished > 0 else "FAILED" if done.errors else "FINISHED")
         return done

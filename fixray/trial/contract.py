@@ -392,11 +392,6 @@ def from_params(params: dict[str, Any], cls: type = None) -> TrialConfig:
     return _build(cls, nested)
 
 
-class NotAdmitted(RuntimeError):
-    """Raised by a trial the sweep's budget leaves out, before it trains: Tune records it as errored, so the rerun of a
-    larger budget retries it (and the driver reports it as not run, never as a failure)."""
-
-
 def sent_params(tune_config: dict[str, Any]) -> dict[str, Any]:
     """The settled config the driver sent a trial, as flat params (from_params rebuilds it)."""
     return tune_config[TRIAL_KEY]["config"]

@@ -17,12 +17,12 @@ import ray
 import torch
 from ray import tune
 
+from fixray.faults import NotAdmitted, infrastructure_failure
 from fixray.storage import Storage
 from fixray.trial.contract import (
     FIGURES_DIR,
     NODES_KEY,
     RESOURCES_KEY,
-    NotAdmitted,
     TrialConfig,
     TrialResources,
     from_params,
@@ -145,34 +145,6 @@ def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, resources: TrialResources)
         ),
     )
     trainer.fit()
-
-
-INFRASTRUCTURE_ERRORS = (  # a process, node or object the trial's code did not break
-    ray.exceptions.RayActorError,
-    ray.exceptions.WorkerCrashedError,
-    ray.exceptions.NodeDiedError,
-    ray.exceptions.ObjectLostError,
-    ray.exceptions.OwnerDiedError,
-    ray.exceptions.RaySystemError,
-)
-
-
-def causes(error: BaseException):
-    """An error and every error behind it: causes, contexts, Ray's wrapped causes and DDP worker failures."""
-    seen, pending = set(), [error]
-    while pending:
-        found = pending.pop()
-        if found is None or id(found) in seen:
-            continue
-        seen.add(id(found))
-        yield found
-        pending += [found.__cause__, found.__context__, getattr(found, "cause", None)]
-        pending += list((getattr(found, "worker_failures", None) or {}).values())  # Ray Train's worker group
-
-
-def infrastructure_failure(error: BaseException) -> bool:
-    """Whether an error came from Ray's processes or nodes (retry it) rather than the trial's own code (do not)."""
-    return any(isinstance(found, INFRASTRUCTURE_ERRORS) for found in causes(error))
 
 
 @ray.remote(num_cpus=0)
