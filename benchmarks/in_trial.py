@@ -28,8 +28,10 @@ import torch.nn.functional as F
 
 from fixray.trial.augment import normalise
 from fixray.trial.contract import Augmentation, Execution, HeadConfig, TrialConfig
+from fixray.trial.device import Device
 from fixray.trial.images import ImageSet, InputSpec, Splits
-from fixray.trial.loop import Device, _embed, measure, train
+from fixray.trial.loop import train
+from fixray.trial.measure import embed, measure
 from fixray.trial.models import build_classifier
 
 
@@ -108,7 +110,7 @@ def measurement(cfg: TrialConfig, splits: Splits, on: Device) -> tuple[float, fl
     x, y = torch.from_numpy(splits.test.x).to(on.device), torch.from_numpy(splits.test.y).to(on.device)
     half = torch.full((3,), 0.5, device=on.device)
     start = time.perf_counter()
-    features, logits = _embed(model, x, half, half, on)
+    features, logits = embed(model, x, half, half, on)
     passed = time.perf_counter()
     measure(features, logits, y, model.head.class_vectors)
     return passed - start, time.perf_counter() - passed

@@ -19,14 +19,8 @@ from fixray.sweep.plan import points, trial_config
 from fixray.sweep.spec.checks import SweepFileError, parse_sweep
 from fixray.trial.contract import Execution, HeadConfig, OptimizerConfig, ScheduleConfig, TrialConfig, to_params
 from fixray.trial.images import InputSpec, Splits
-from fixray.trial.loop import (
-    _make_optimizer,
-    _make_scheduler,
-    build_classifier,
-    class_vector_geometry,
-    measure,
-    train,
-)
+from fixray.trial.loop import _make_optimizer, _make_scheduler, build_classifier, train
+from fixray.trial.measure import class_vector_geometry, measure
 from fixray.trial.metrics import etf_distance
 from fixray.trial.models import BACKBONES, feature_dim
 

@@ -9,7 +9,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from fixray.data.registry import load_dataset
-from fixray.trial.contract import Execution, HeadConfig, OptimizerConfig, TrialConfig
+from fixray.trial.contract import Execution, HeadConfig, OptimizerConfig, TrialConfig, from_params
 from fixray.trial.loop import FINITE_CHECK_STEPS, train
 from fixray.trial.models import build_classifier
 
@@ -100,6 +100,10 @@ def test_resuming_from_a_reported_state_gives_bit_identical_weights(digits):
     for key, value in straight.states[-1]["model"].items():
         assert torch.equal(value, resumed.states[-1]["model"][key]), key
     assert resumed.metrics[-1]["val/acc"] == straight.metrics[-1]["val/acc"]
+    # A checkpoint explains itself: it holds its trial's settled config, and another trial's is not resumed.
+    assert from_params(first_half.states[1]["config"]) == _cfg(epochs=4, fixed=False).settled()
+    with pytest.raises(ValueError, match="another trial .*lr differ"):
+        train(_cfg(epochs=4, lr=0.05, fixed=False).settled(), digits, Recorder(), start=first_half.states[1])
 
 
 def test_learned_cosine_head_is_more_compact_with_S_1_than_with_S_20(digits):

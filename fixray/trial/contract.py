@@ -3,8 +3,9 @@ MLflow and back.
 
 The driver settles each trial's config once (head-kind defaults resolved) and sends it in the trial's Tune config
 under TRIAL_KEY; the trial reads it back with `from_params` and trusts it. Plain frozen dataclasses: the loop
-imports neither pydantic nor yaml, nor (through this module) torch; the sweep schema (sweep/spec.py) embeds these
-same types and pydantic enforces the `annotated_types` rules written on their fields.
+imports neither pydantic nor yaml, nor (through this module) torch; the sweep schema (sweep/spec/schema.py) is made
+from these same types and pydantic enforces the `annotated_types` rules written on their fields. Each field is one
+setting's only declaration (see `doc`).
 """
 
 from __future__ import annotations

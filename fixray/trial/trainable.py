@@ -29,8 +29,9 @@ from fixray.trial.contract import (
     sent_params,
     sent_run_name,
 )
+from fixray.trial.device import share_gpu
 from fixray.trial.images import Splits
-from fixray.trial.loop import share_gpu, train
+from fixray.trial.loop import train
 
 STATE_FILE = "state.pt"  # the training loop's state inside a Ray checkpoint
 DRIVER_MEMORY = 64 * 2**20  # bytes reserved for a DDP trial's driver function; it takes no CPU so its workers fit
