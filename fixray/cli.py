@@ -66,7 +66,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         updates["name"] = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     spec = spec.model_copy(update=updates)
 
-    from fixray.records.runs import local_store_path, ui_addresses
+    from fixray.records.store import local_store_path, ui_addresses
     from fixray.records.sweep_report import sweep_report
     from fixray.sweep.run import StorageFull, SweepRun
 

@@ -11,8 +11,9 @@ from scipy import stats
 from fixray.cli import main
 from fixray.records import answer
 from fixray.records.answer import BEST_ACC, COMPACTNESS, LAST_ACC, paired_interval
+from fixray.records.encoding import param_value
 from fixray.records.render import Paragraph, Report, Table, as_html, as_markdown
-from fixray.records.runs import STATUS_TAG, SweepRuns, param_value
+from fixray.records.runs import STATUS_TAG, SweepRuns
 from fixray.records.sweep_report import publish
 from fixray.records.tables import summarise, sweep_table
 from fixray.sweep.plan import run_name

@@ -13,8 +13,8 @@ import yaml
 from annotated_types import Ge
 from conftest import GOOD_SWEEP
 
+from fixray.records.encoding import param_value, read_params
 from fixray.records.render import as_markdown
-from fixray.records.runs import param_value
 from fixray.records.tables import summarise, sweep_table
 from fixray.sweep.plan import points, run_name, trial_config
 from fixray.sweep.spec.checks import SweepFileError, parse_sweep
@@ -25,7 +25,6 @@ from fixray.trial.contract import (
     TrialConfig,
     doc,
     from_params,
-    read_params,
     to_params,
     with_values,
 )

@@ -147,7 +147,7 @@ SweepRuns(sys.argv[1], "fixray", sys.argv[2])
 
 READ_WHEN_THERE = """
 import os, sys, time
-from fixray.records.runs import local_store_path, reading_client
+from fixray.records.store import local_store_path, reading_client
 while not local_store_path(sys.argv[1]).exists():
     time.sleep(0.001)
 reading_client(sys.argv[1]).search_experiments()

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from fixray.records.encoding import param_value
 from fixray.records.importance import MIN_CONFIGURATIONS, importance, importance_blocks, importances
 from fixray.records.render import as_markdown
-from fixray.records.runs import STATUS_TAG, param_value
+from fixray.records.runs import STATUS_TAG
 from fixray.records.tables import summarise
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import HeadConfig, TrialConfig, to_params

@@ -9,7 +9,8 @@ from mlflow.entities import Metric
 
 from fixray.cli import main
 from fixray.data.registry import load_dataset
-from fixray.records.runs import SweepRuns, is_tracked_metric, param_value
+from fixray.records.encoding import is_tracked_metric, param_value
+from fixray.records.runs import SweepRuns
 from fixray.sweep.provenance import this_machine
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import HeadConfig, ScheduleConfig, TrialConfig, to_params

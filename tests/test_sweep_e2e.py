@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fixray.records.runs import ROLE_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_TAG, MissingStore, reading_client
+from fixray.records.runs import ROLE_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_TAG
+from fixray.records.store import MissingStore, reading_client
 from fixray.storage import Storage, is_uri
 
 pytestmark = pytest.mark.slow

@@ -58,9 +58,15 @@ def test_every_head_learns_digits_and_reports_each_epoch(digits, kind, fixed):
     assert [m["epoch"] for m in record.metrics] == [1, 2, 3]
     assert final["val/acc"] > 0.9
     assert record.metrics[-1]["train/loss"] < record.metrics[0]["train/loss"]
-    for key in ("val/compactness", "val/separability_mean", "val/separability_max", "val/confusion_spearman", "lr"):
+    for key in (
+        "val/compactness",
+        "val/separability_mean",
+        "val/separability_max",
+        "val/confusion_spearman",
+        "train/lr",
+    ):
         assert key in final
-    assert all(m["diverged"] == 0.0 for m in record.metrics)
+    assert all(m["train/diverged"] == 0.0 for m in record.metrics)
 
 
 def test_fixed_head_is_untouched_by_the_whole_loop(digits):
@@ -78,7 +84,7 @@ def test_fixed_head_is_untouched_by_the_whole_loop(digits):
 def test_a_nan_loss_is_reported_as_diverged_not_raised(digits):
     record = Recorder()
     final = train(_cfg(kind="dot", fixed=False, lr=1e6, epochs=5).settled(), digits, record)
-    assert final["diverged"] == 1.0
+    assert final["train/diverged"] == 1.0
     assert math.isnan(final["val/acc"]) and math.isnan(final["val/acc_best"])  # a search ranks it as failed
     assert len(record.metrics) < 5 and record.states[-1] is None
 

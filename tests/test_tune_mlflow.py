@@ -14,9 +14,11 @@ from fixray.records.runs import SweepRuns
 from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.sweep.checkpoints import CheckpointPruner
 from fixray.sweep.progress import Progress
+from fixray.trial import metric_keys
 from fixray.trial.contract import TRIAL_KEY
 
-METRICS = {f"val/m{i}": 0.5 for i in range(14)}  # with train/loss: 15 metrics an epoch, as the loop reports
+# Declared keys (what is not in the metric catalogue stays out of MLflow): with train/loss, 15 metrics an epoch
+METRICS = {key: 0.5 for key in [k for k in metric_keys.METRICS if "<" not in k and k != "train/loss"][:14]}
 
 
 class CountingRuns(SweepRuns):

@@ -6,16 +6,11 @@ an interrupted sweep never gets a second parent or a second child for the same t
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import quote as url_quote
-from urllib.parse import urlparse
+from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
@@ -23,8 +18,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
-from fixray.errors import BadInput, Unavailable
-from fixray.faults import Outcome, store_unreachable
+from fixray.faults import Outcome
+from fixray.records.encoding import param_value, quoted
+from fixray.records.store import creating, reading_client
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import FIGURES_DIR
 
@@ -35,94 +31,8 @@ STATUS_TAG = "fixray.status"  # what became of a trial: an Outcome's value (fixr
 NODES_TAG, RESOURCES_TAG = "fixray.nodes", "fixray.resources"  # on a child run: every node it trained on, in order
 REPORT_FILE = "report.md"  # on the parent run: the sweep's whole report, whatever its length
 SEARCH_PAGE = 1000  # runs per MLflow search request; lookups page through all of them
-UNTRACKED_SCALARS = {keys.LR, keys.DIVERGED}  # metric keys without a '/' section that are still logged
 # MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training runs.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-
-
-class MissingStore(BadInput):
-    """A read-only command pointed at a tracking URI where no MLflow store exists."""
-
-
-def local_store_path(tracking_uri: str) -> Path | None:
-    """The file or folder a local store lives in (sqlite:///x.db, file:./mlruns, ./mlruns); None for servers."""
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme == "sqlite":
-        return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
-    if parsed.scheme in ("", "file"):
-        return Path(parsed.path if parsed.scheme == "file" else tracking_uri)
-    return None
-
-
-@contextmanager
-def creating(tracking_uri: str) -> Iterator[None]:
-    """One driver at a time sets up a local store: two creating one SQLite file at once race in MLflow's schema
-    migration, and two creating one experiment race in its name check."""
-    path = local_store_path(tracking_uri)
-    if path is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        yield
-
-
-def reading_client(tracking_uri: str) -> MlflowClient:
-    """A client for commands that only read: a local store that does not exist is an error, never created, and
-    one a driver is creating is waited for (opening a SQLite file before its tables exist migrates it too)."""
-    path = local_store_path(tracking_uri)
-    if path is not None and not path.exists():
-        raise MissingStore(
-            f"no MLflow store at {tracking_uri} ({path.resolve()} does not exist): run a sweep first, or pass "
-            f"--tracking-uri with the store the sweep wrote to"
-        )
-    with creating(tracking_uri):
-        return MlflowClient(tracking_uri)  # opens the store now, under the lock
-
-
-LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
-
-
-def ui_addresses(tracking_uri: str, experiment_id: str, parent_id: str) -> tuple[str, str]:
-    """The MLflow UI pages of a sweep: its trials (the parent's children, one row each) and its parent run (the
-    answer, the tables and figures). A local store is served by `mlflow ui`.
-
-    The UI folds filtered children under their parent unless the runs are sorted by something else than their
-    start time (checked with MLflow 3.17 in Chromium), so the trials' page sorts them by name."""
-    base = tracking_uri.rstrip("/") if urlparse(tracking_uri).scheme in ("http", "https") else LOCAL_UI
-    trials = url_quote(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'")
-    by_name = url_quote(f"tags.`{MLFLOW_RUN_NAME}`")
-    experiment = f"{base}/#/experiments/{experiment_id}"
-    return (
-        f"{experiment}/runs?searchFilter={trials}&orderByKey={by_name}&orderByAsc=true",
-        f"{experiment}/runs/{parent_id}",
-    )
-
-
-def require_reachable(tracking_uri: str) -> None:
-    """A tracking server must answer when a sweep starts (later outages are waited out, see outage.py)."""
-    if local_store_path(tracking_uri) is not None:
-        return
-    try:
-        MlflowClient(tracking_uri).search_experiments(max_results=1)
-    except Exception as error:
-        if not store_unreachable(error):
-            raise
-        raise Unavailable(
-            f"the MLflow server at {tracking_uri} does not answer ({type(error).__name__}); start it (on a cluster: "
-            f"the head's `mlflow server`, see docs/cluster.md) or pass --tracking-uri with one that runs"
-        ) from None
-
-
-def is_tracked_metric(key: str, value: Any) -> bool:
-    """fixray's own metrics; Ray Tune's bookkeeping (pid, timestamp, ...) stays out of MLflow."""
-    return ("/" in key or key in UNTRACKED_SCALARS) and isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def param_value(value: Any) -> str:
-    """MLflow params are strings; None (e.g. S of a dot-product head) is logged as 'none'."""
-    return "none" if value is None else str(value)
 
 
 def outcome(run) -> str:
@@ -137,37 +47,6 @@ def left_out(outcomes: dict[str, int]) -> str:
     return ", ".join(
         f"{outcomes[name]} {name.replace('_', ' ')}" for name in names if name != Outcome.FINISHED and outcomes[name]
     )
-
-
-class MetricReader:
-    """A run's metric as the tables show it: a per-epoch test measurement at the run's best epoch (the authors report
-    each run at its best_acc epoch), anything else as last logged. One history request per run and metric, kept."""
-
-    def __init__(self, client: MlflowClient | None) -> None:
-        self.client = client  # None: every metric as last logged (runs that carry no history)
-        self._histories: dict[tuple[str, str], dict[int, float]] = {}
-
-    def __call__(self, run, metric: str, epoch: Literal["best", "last"] = "best") -> float | None:
-        logged = run.data.metrics
-        if epoch == "last" or self.client is None or not keys.at_best_epoch(metric) or keys.BEST_EPOCH not in logged:
-            return logged.get(metric)
-        return self.history(run, metric).get(int(logged[keys.BEST_EPOCH]))
-
-    def history(self, run, metric: str) -> dict[int, float]:
-        """A metric's value at each epoch it was logged (epoch -> value); empty without a client."""
-        key = run.info.run_id, metric
-        if key not in self._histories:
-            found = self.client.get_metric_history(run.info.run_id, metric) if self.client is not None else []
-            self._histories[key] = {m.step: m.value for m in found}
-        return self._histories[key]
-
-
-def quoted(value: str) -> str:
-    """A string literal for an MLflow filter: single quotes, or double quotes around a value holding a single one."""
-    for quote in ("'", '"'):
-        if quote not in value:
-            return f"{quote}{value}{quote}"
-    raise ValueError(f"{value!r} holds both quote characters, which no MLflow filter string can compare against")
 
 
 class SweepRuns:

@@ -11,10 +11,11 @@ from typing import Any, Literal
 from mlflow.tracking import MlflowClient
 
 from fixray.faults import Outcome
+from fixray.records.encoding import read_params
 from fixray.records.render import Table
-from fixray.records.runs import MetricReader, left_out, outcome
+from fixray.records.runs import left_out, outcome
 from fixray.trial import metric_keys as keys
-from fixray.trial.contract import FLAT_PATHS, SEARCHABLE, read_params
+from fixray.trial.contract import FLAT_PATHS, SEARCHABLE
 from fixray.trial.head_kinds import DRAW_RULES, HEAD_KINDS
 
 # Always shown, as the paper's question is about them: head kind, fixed or learned, the options that name a
@@ -32,6 +33,29 @@ COMPARED = ("loss", *(flat for flat, path in FLAT_PATHS.items() if path[0] == "h
 def is_context(setting: str) -> bool:
     """Whether a comparison must hold a setting equal on both sides (model: yes; lr, S, init, loss: no)."""
     return setting not in TUNED and setting not in COMPARED
+
+
+class MetricReader:
+    """A run's metric as the tables show it: a per-epoch test measurement at the run's best epoch (the authors report
+    each run at its best_acc epoch), anything else as last logged. One history request per run and metric, kept."""
+
+    def __init__(self, client: MlflowClient | None) -> None:
+        self.client = client  # None: every metric as last logged (runs that carry no history)
+        self._histories: dict[tuple[str, str], dict[int, float]] = {}
+
+    def __call__(self, run, metric: str, epoch: Literal["best", "last"] = "best") -> float | None:
+        logged = run.data.metrics
+        if epoch == "last" or self.client is None or not keys.at_best_epoch(metric) or keys.BEST_EPOCH not in logged:
+            return logged.get(metric)
+        return self.history(run, metric).get(int(logged[keys.BEST_EPOCH]))
+
+    def history(self, run, metric: str) -> dict[int, float]:
+        """A metric's value at each epoch it was logged (epoch -> value); empty without a client."""
+        key = run.info.run_id, metric
+        if key not in self._histories:
+            found = self.client.get_metric_history(run.info.run_id, metric) if self.client is not None else []
+            self._histories[key] = {m.step: m.value for m in found}
+        return self._histories[key]
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from ray.tune.logger import LoggerCallback
 
 from fixray.faults import Outcome, trial_outcome, trial_refused
+from fixray.records.encoding import is_tracked_metric
 from fixray.records.outage import RETRIED, PendingWrites
 from fixray.records.restorable import Restorable
-from fixray.records.runs import NODES_TAG, RESOURCES_TAG, STATUS_TAG, SweepRuns, is_tracked_metric
+from fixray.records.runs import NODES_TAG, RESOURCES_TAG, STATUS_TAG, SweepRuns
 from fixray.storage import Storage
 from fixray.trial import metric_keys as keys
 from fixray.trial.contract import FIGURES_DIR, NODES_KEY, RESOURCES_KEY, sent_params, sent_run_name

@@ -17,10 +17,12 @@ from typing import Any
 import torch
 
 from fixray.errors import BadInput
-from fixray.records.runs import ROLE_TAG, reading_client
+from fixray.records.encoding import read_params
+from fixray.records.runs import ROLE_TAG
+from fixray.records.store import reading_client
 from fixray.sweep.provenance import this_machine
 from fixray.trial import metric_keys as keys
-from fixray.trial.contract import FLAT_PATHS, REPLAYED_EXECUTION, Execution, from_params, read_params
+from fixray.trial.contract import FLAT_PATHS, REPLAYED_EXECUTION, Execution, from_params
 
 
 class NotReplayable(BadInput):

@@ -19,7 +19,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from fixray.faults import Outcome, budget_refused, out_of_space
 from fixray.records.outage import SPOOL_FILE, use_driver_http_settings
-from fixray.records.runs import STATUS_TAG, SweepRuns, outcome, require_reachable
+from fixray.records.runs import STATUS_TAG, SweepRuns, outcome
+from fixray.records.store import require_reachable
 from fixray.records.sweep_report import publish
 from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.storage import Storage

@@ -408,25 +408,6 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
     return cls(**{k: _build(hints[k], v) if dataclasses.is_dataclass(hints[k]) else v for k, v in values.items()})
 
 
-def read_params(params: dict[str, str]) -> dict[str, Any]:
-    """MLflow's string params back to typed values ('True' -> True, '0.1' -> 0.1, 'none' -> None); others stay str."""
-    return {name: _parse(field_type(name), text) if name in FLAT_PATHS else text for name, text in params.items()}
-
-
-def _parse(annotation: Any, text: str) -> Any:
-    if text == "none":
-        return None
-    base = base_type(annotation)
-    if base is bool:
-        return {"True": True, "False": False}.get(text, text)
-    if base in (int, float):
-        try:
-            return base(text)
-        except ValueError:
-            return text
-    return text
-
-
 def base_type(annotation: Any) -> Any:
     """int, float, bool or str behind Annotated[...], X | None and Literal[...]."""
     while get_origin(annotation) is Annotated:

@@ -6,6 +6,8 @@ run description are generated from this list. Keys use `/` sections (`val/acc`);
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -140,9 +142,11 @@ VECTOR_ABS_COS_MAX = declare(
 VECTOR_ETF_DISTANCE = declare(
     "class_vectors/etf_distance", "NC2 of the class vectors: 0 for a simplex ETF", "Frobenius", "none", ONCE_AT_BEST
 )
-LR = declare("lr", "the learning rate the epoch trained at", "1/step", "none", "each epoch")
+LR = declare(
+    "train/lr", "the learning rate the epoch trained at (the param lr is the first)", "1/step", "none", "each epoch"
+)
 DIVERGED = declare(
-    "diverged", "1 when the loss turned NaN or infinite (the trial stops)", "flag", "lower", "each epoch"
+    "train/diverged", "1 when the loss turned NaN or infinite (the trial stops)", "flag", "lower", "each epoch"
 )
 HEAD_SCALAR = declare("head/<name>", "a learned head scalar, e.g. head/S with learn_S: true", "as the head's", "none")
 ROBUST_ACC = declare(
@@ -152,9 +156,23 @@ ROBUST_ACC = declare(
     "higher",
     "after the last epoch",
 )
+ROBUST_ACC_LAST = declare(
+    "robust/<corruption>/acc_last",
+    "top-1 accuracy on the corrupted test set with the last epoch's weights",
+    "fraction",
+    "higher",
+    "after the last epoch",
+)
 GEN_ACC = declare(
     "gen/acc",
-    "top-1 accuracy on the generalisation set (Table 5), with the best epoch's weights; gen/acc_last: the last's",
+    "top-1 accuracy on the generalisation set (Table 5), with the best epoch's weights",
+    "fraction",
+    "higher",
+    "after the last epoch",
+)
+GEN_ACC_LAST = declare(
+    "gen/acc_last",
+    "top-1 accuracy on the generalisation set with the last epoch's weights",
     "fraction",
     "higher",
     "after the last epoch",
@@ -169,6 +187,21 @@ TRIAL_SECONDS = declare(
 DDP_WEIGHT_DIFF = declare(
     "ddp/max_weight_diff", "largest weight difference between DDP workers (0: in sync)", "weight", "lower", "at the end"
 )
+
+
+def declared(key: str) -> MetricKey | None:
+    """The catalogue's entry for a reported key, a family's (robust/<corruption>/acc) included; None: not a metric
+    of fixray's (Ray Tune's bookkeeping: pid, timestamp, ...)."""
+    found = METRICS.get(key)
+    if found is not None:
+        return found
+    return next((metric for metric in METRICS.values() if _family(metric.key).fullmatch(key)), None)
+
+
+@functools.cache
+def _family(key: str) -> re.Pattern:
+    """A family's key as a pattern: each <placeholder> stands for one section."""
+    return re.compile(re.sub(r"<[a-z_]+>", "[^/]+", re.escape(key)))
 
 
 def at_best_epoch(key: str) -> bool:
