@@ -2,7 +2,7 @@
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test test-cluster lint format reference readme-images benchmark
+.PHONY: quickstart test test-fast test-cluster lint format reference readme-images benchmark
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,6 +15,10 @@ quickstart: $(STAMP)
 # -rs: a skipped test says why in one line (the MLflow UI test skips where Chromium is missing, except in CI).
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -rs -m "not cluster"
+
+# The unit tier alone (no Ray or MLflow run end to end): about 4 minutes on 2 cores.
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -rs -m "not slow and not cluster"
 
 # The tests that bring up clusters: a three-node Ray cluster losing nodes, `ray up` over SSH (root, openssh-server).
 test-cluster: $(STAMP)

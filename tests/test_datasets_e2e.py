@@ -1,8 +1,8 @@
 """`fixray sweep` on dataset folders in official formats: robustness and generalisation land in MLflow."""
 
 import pytest
+from e2e import ENV, run, steps, store
 from formats_writers import write_cifar10, write_cifar101
-from test_sweep_e2e import ENV, run, steps, store
 
 pytestmark = pytest.mark.slow
 

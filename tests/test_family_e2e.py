@@ -9,7 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from test_sweep_e2e import run, store
+from e2e import run, store
 
 from fixray.records.runs import REPORT_FILE, STATUS_TAG
 from fixray.sweep.cost import compute_plan

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_sweep_e2e import ENV, FIXRAY, epochs_logged, run, steps, store, tune_results
+from e2e import ENV, FIXRAY, epochs_logged, run, steps, store, tune_results
 
 from fixray.cli import main
 from fixray.errors import EXIT_BUSY

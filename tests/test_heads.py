@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fixray.trial.contract import HeadConfig
+from fixray.trial.head_kinds import HEAD_KINDS
 from fixray.trial.heads import CosineHead, DotProductHead, build_head, draw_class_vectors
 from fixray.trial.models import InputSpec, build_classifier
 
@@ -29,7 +30,7 @@ def _sgd_steps(model, steps: int = 100) -> None:
         optimizer.step()
 
 
-@pytest.mark.parametrize("kind", ["dot", "cosine"])
+@pytest.mark.parametrize("kind", sorted(HEAD_KINDS))
 def test_fixed_head_is_bit_identical_after_100_optimiser_steps(kind):
     model = _model(kind, fixed=True)
     weight, bias = model.head.weight.clone(), model.head.bias.clone()
@@ -42,7 +43,7 @@ def test_fixed_head_is_bit_identical_after_100_optimiser_steps(kind):
     )
 
 
-@pytest.mark.parametrize("kind", ["dot", "cosine"])
+@pytest.mark.parametrize("kind", sorted(HEAD_KINDS))
 def test_fixed_head_tensors_are_buffers_never_given_to_an_optimiser(kind):
     model = _model(kind, fixed=True)
     names = dict(model.named_parameters())
@@ -53,7 +54,7 @@ def test_fixed_head_tensors_are_buffers_never_given_to_an_optimiser(kind):
     assert not head_ids & {id(p) for p in model.parameters()}
 
 
-@pytest.mark.parametrize("kind", ["dot", "cosine"])
+@pytest.mark.parametrize("kind", sorted(HEAD_KINDS))
 def test_learned_head_trains_from_the_same_initial_vectors(kind):
     fixed, learned = _model(kind, fixed=True), _model(kind, fixed=False)
     assert torch.equal(fixed.head.weight, learned.head.weight.detach())

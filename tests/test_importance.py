@@ -74,7 +74,7 @@ search:
 
 @pytest.mark.slow
 def test_a_random_search_sweep_reports_the_learning_rate_as_the_setting_that_mattered(tmp_path):
-    from test_sweep_e2e import run, store
+    from e2e import run, store
 
     (tmp_path / "importance.yaml").write_text(RANDOM_SEARCH)
     done = run(["sweep", "importance.yaml"], tmp_path)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
+from e2e import ENV, FIXRAY, epochs_logged
 from mlflow.tracking import MlflowClient
-from test_sweep_e2e import ENV, FIXRAY, epochs_logged
 
 from fixray.records.runs import ROLE_TAG, STATUS_TAG
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, free_port
-from test_sweep_e2e import run, store
+from e2e import run, store
 
 pytestmark = pytest.mark.slow
 SHOTS = ROOT / "screenshots"

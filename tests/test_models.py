@@ -11,7 +11,7 @@ FEATURES = {"resnet18": 512, "preact_resnet18": 512, "mobilenetv2": 1280, "small
 PARAMETERS = {"resnet18": 11_173_962, "preact_resnet18": 11_172_170, "mobilenetv2": 2_296_922}
 
 
-@pytest.mark.parametrize("name", sorted(FEATURES))
+@pytest.mark.parametrize("name", sorted(BACKBONES))
 @pytest.mark.parametrize("size,classes", [(32, 10), (64, 200), (96, 10)])
 def test_every_backbone_gives_logits_and_image_vectors_at_every_input_size(name, size, classes):
     model = build_classifier(name, InputSpec(3, size), classes, HeadConfig(kind="cosine", fixed=True), seed=0).eval()

@@ -8,8 +8,8 @@ import subprocess
 import time
 
 import pytest
+from e2e import FIXRAY, run, steps, store, tune_results
 from ray.cluster_utils import Cluster
-from test_sweep_e2e import FIXRAY, run, steps, store, tune_results
 
 from fixray.records.runs import NODES_TAG, RESOURCES_TAG, STATUS_TAG, TRIAL_TAG
 
