@@ -259,3 +259,30 @@ def test_a_driver_killed_at_any_moment_leaves_a_restorable_checkpoint_and_the_re
     last = run(["sweep", "s.yaml"], tmp_path)
     assert last.returncode == 0, last.stdout + last.stderr
     _every_epoch_once(tmp_path, 120, trials=1)
+
+
+def test_a_tpe_sweep_whose_saved_searcher_names_the_old_schema_modules_is_refused_and_a_grid_one_is_not(tmp_path):
+    """State layout 2 pickled a TPE searcher's spec by the schema's module path (sweep/spec.py, now a folder); a grid
+    sweep's saved state names no schema class, so it still resumes."""
+    from fixray.errors import BadInput
+    from fixray.storage import Storage
+    from fixray.sweep.spec.reading import load_sweep
+    from fixray.sweep.state import check_record
+
+    def spec(method: str):
+        searched = "lr: {loguniform: [0.01, 0.1]}" if method == "tpe" else "lr: [0.1]"
+        text = f"name: old\ndataset: digits\nmodel: small_cnn\nepochs: 2\nsearch:\n  method: {method}\n  space:\n"
+        (tmp_path / "s.yaml").write_text(text + f"    {searched}\n")
+        return load_sweep(tmp_path / "s.yaml").model_copy(update={"storage_path": str(tmp_path / "runs")})
+
+    where = Storage(str(tmp_path / "runs"))
+    (tmp_path / "runs" / "old").mkdir(parents=True)
+    record = tmp_path / "runs" / "old" / RECORD_FILE
+    for layout, method, refused in [(2, "tpe", True), (2, "grid", False), (3, "tpe", False)]:
+        uri = spec(method).tracking.uri
+        record.write_text(f'{{"uri": "{uri}", "experiment": "fixray", "layout": {layout}}}\n')
+        if refused:
+            with pytest.raises(BadInput, match="commit 3b4302d.*--fresh"):
+                check_record(spec(method), where)
+        else:
+            check_record(spec(method), where)

@@ -11,7 +11,7 @@ import yaml
 from conftest import GOOD_SWEEP, ROOT
 
 from fixray.cli import main
-from fixray.sweep.plan import expected_trials, points, trial_config
+from fixray.sweep.plan import expected_trials, points, suggested_trial, trial_config
 from fixray.sweep.spec.checks import SweepFileError, parse_sweep
 from fixray.sweep.spec.reading import load_sweep
 from fixray.trial.contract import to_params
@@ -284,3 +284,22 @@ def test_tpe_trial_configs_get_their_seed_from_the_repeat_index(write_sweep):
     assert from_params(second.sent()["config"]) == second.config  # what its trial trains: settled, in the driver
     one_seed = spec.model_copy(update={"seeds": [7]})
     assert suggested_trial(one_seed, {"lr": 0.01}).config.seed == 7  # one seed: no Repeater, no index
+
+
+def test_a_tpe_searcher_pickles_its_spec_as_plain_data_and_suggests_the_same_trials_back():
+    """Tune pickles the searcher into the sweep's saved state: the spec goes as plain data, so a saved sweep names
+    none of the schema's classes (made from the trial contract), and comes back equal, its space in the file's order."""
+    import pickle
+
+    from fixray.sweep.search import search_alg
+
+    space = {"lr": {"loguniform": [1e-3, 1e-1]}, "kind": {"choice": ["dot", "cosine"]}}
+    raw = yaml.safe_load(_with(seeds=[5, 9], search={"method": "tpe", "num_samples": 3}))
+    raw["search"]["space"] = space  # in this order: not the sorted keys of a dumped document
+    spec = parse_sweep(raw, Path("t.yaml"))
+    saved = pickle.dumps(search_alg(spec))
+    assert b"fixray.sweep.spec" not in saved
+    back = pickle.loads(saved)
+    assert back.spec == spec and list(back.spec.search.space.parameters()) == list(raw["search"]["space"])
+    suggestion = {"lr": 0.01, "kind": "cosine", "__trial_index__": 1}
+    assert suggested_trial(back.spec, suggestion) == suggested_trial(spec, suggestion)

@@ -64,6 +64,13 @@ class SettledSuggestions(Searcher):
     def set_max_concurrency(self, max_concurrent: int) -> bool:
         return self.searcher.set_max_concurrency(max_concurrent)
 
+    def __getstate__(self) -> dict:
+        # Tune pickles this searcher into the sweep's saved state: the spec goes as plain data (see SweepSpec.as_data).
+        return self.__dict__ | {"spec": self.spec.as_data()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state | {"spec": SweepSpec.from_data(state["spec"])})
+
     def get_state(self) -> dict:
         # The spec is this run's own (the driver builds it anew from the file), never part of the saved state.
         return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in ("searcher", "spec")})

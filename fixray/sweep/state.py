@@ -12,9 +12,12 @@ from fixray.sweep.spec.schema import SweepSpec
 
 RECORD_FILE = "fixray-tracking.json"  # in the sweep's storage folder
 # The saved Tune state holds fixray's callbacks and trial configs, found again by module path on resume. 2: the
-# trial/, sweep/, records/ layout, trials sent settled configs. A record without it was written by fixray 0.1.
-STATE_LAYOUT = 2
+# trial/, sweep/, records/ layout, trials sent settled configs. 3: a drawing searcher (TPE) saves its sweep file's
+# spec as plain data, where layout 2 saved the schema's classes by their module path (sweep/spec.py, now a folder).
+# A record without a layout was written by fixray 0.1.
+STATE_LAYOUT = 3
 LAST_FLAT_LAYOUT_COMMIT = "7c9d2bb"  # the last commit of fixray 0.1, whose sweeps it alone resumes
+LAST_SCHEMA_BY_PATH_COMMIT = "3b4302d"  # the last commit whose TPE sweeps saved the schema's classes by module path
 
 
 def check_record(spec: SweepSpec, where: Storage) -> None:
@@ -36,7 +39,14 @@ def check_record(spec: SweepSpec, where: Storage) -> None:
         first = json.loads(text)
     except ValueError as error:
         raise BadInput(f"{record}: unreadable ({error}); it records where sweep {spec.name!r} is tracked") from None
-    if first.get("layout") != STATE_LAYOUT:
+    if first.get("layout") == 2 and not spec.search.search_method.plans_ahead:
+        raise BadInput(
+            f"{spec.search.method} sweep {spec.name!r} in {where.shown(spec.name)} was started by a fixray whose saved "
+            f"searcher names the sweep schema's old modules, which this fixray {__version__} cannot load. Finish it "
+            f"with that version (a checkout of commit {LAST_SCHEMA_BY_PATH_COMMIT}, `pip install -e .` there, the same "
+            f"command), or pass --fresh to start it anew beside it with this version."
+        )
+    if first.get("layout") not in (2, STATE_LAYOUT):
         raise BadInput(
             f"sweep {spec.name!r} in {where.shown(spec.name)} was started by fixray 0.1, whose saved state this "
             f"fixray {__version__} cannot resume (its modules moved). Finish it with fixray 0.1 (a checkout of commit "

@@ -304,6 +304,18 @@ class SweepSpecBase(Schema):
             value = getattr(value, name)
         return SettingValues((value,))
 
+    def as_data(self) -> dict[str, Any]:
+        """The spec as plain data (JSON types), its search space in the file's order: what a saved sweep keeps of it,
+        so Tune's saved state never names this schema's classes (made from the contract, they may move)."""
+        data = self.model_dump(mode="json", exclude={"search": {"space"}})
+        data["search"]["space"] = self.search.space.parameters()
+        return data
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> SweepSpecBase:
+        """The spec `as_data` wrote, validated again by this schema (against the registries)."""
+        return cls.model_validate(data, context=registries())
+
     def base_trial(self, seed: int | None = None) -> TrialConfig:
         """The trial the file describes before its search (unsettled): every setting as written, the dataset's own
         where a from_dataset setting is left out; seed: the first of `seeds` unless given."""
