@@ -76,14 +76,15 @@ def _collapsed(classes: int = 4, dim: int = 6, per_class: int = 5, scale: float 
 
 def test_perfectly_collapsed_features_score_zero_on_every_neural_collapse_measure():
     features, labels, logits, vertices = _collapsed()
-    assert metrics.nc1(features + 1e-9 * torch.randn_like(features), labels) == pytest.approx(0.0, abs=1e-9)
-    means = metrics.centred_means(features, labels)
+    noisy = features + 1e-9 * torch.randn_like(features)
+    assert metrics.ClassGeometry.of(noisy, labels).nc1() == pytest.approx(0.0, abs=1e-9)
+    means = metrics.ClassGeometry.of(features, labels).centred
     assert metrics.etf_distance(means) == pytest.approx(0.0, abs=1e-6)  # NC2 of the means
     assert metrics.etf_distance(vertices) == pytest.approx(0.0, abs=1e-6)  # NC2 of the classifier
     assert metrics.equinorm(means) == pytest.approx(0.0, abs=1e-6)
     assert metrics.equiangularity(means) == pytest.approx(0.0, abs=1e-6)
-    assert metrics.nc3(vertices, features, labels) == pytest.approx(0.0, abs=1e-6)
-    assert metrics.nc4(features, labels, logits) == 0.0
+    assert metrics.ClassGeometry.of(features, labels).nc3(vertices) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.ClassGeometry.of(features, labels).nc4(logits) == 0.0
 
 
 def test_nc1_and_cdnv_on_spread_along_the_line_between_two_means():
@@ -92,11 +93,11 @@ def test_nc1_and_cdnv_on_spread_along_the_line_between_two_means():
     CDNV = (1/4 + 1/4) / (2 * 4) = 1/16. Spread orthogonal to the means is invisible to NC1 (pinv of Sigma_B)."""
     features = torch.tensor([[1.5, 0.0], [0.5, 0.0], [-1.5, 0.0], [-0.5, 0.0]])
     labels = torch.tensor([0, 0, 1, 1])
-    assert metrics.nc1(features, labels) == pytest.approx(1 / 8)
-    assert metrics.cdnv(features, labels) == pytest.approx(1 / 16)
+    assert metrics.ClassGeometry.of(features, labels).nc1() == pytest.approx(1 / 8)
+    assert metrics.ClassGeometry.of(features, labels).cdnv() == pytest.approx(1 / 16)
     sideways = torch.tensor([[1.0, 0.5], [1.0, -0.5], [-1.0, 0.5], [-1.0, -0.5]])
-    assert metrics.nc1(sideways, labels) == pytest.approx(0.0, abs=1e-12)
-    assert metrics.cdnv(sideways, labels) == pytest.approx(1 / 16)  # CDNV sees it
+    assert metrics.ClassGeometry.of(sideways, labels).nc1() == pytest.approx(0.0, abs=1e-12)
+    assert metrics.ClassGeometry.of(sideways, labels).cdnv() == pytest.approx(1 / 16)  # CDNV sees it
 
 
 def test_nc2_equinorm_and_equiangularity_of_three_means_that_are_no_etf():
@@ -105,7 +106,7 @@ def test_nc2_equinorm_and_equiangularity_of_three_means_that_are_no_etf():
     = 2 - 4/sqrt(5); norms 1, 1, sqrt(2); cosines 0, -1/sqrt(2), -1/sqrt(2), whose std is 1/3."""
     features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
     labels = torch.tensor([0, 1, 2])
-    means = metrics.centred_means(features, labels)
+    means = metrics.ClassGeometry.of(features, labels).centred
     assert metrics.etf_distance(means) == pytest.approx(math.sqrt(2 - 4 / math.sqrt(5)))
     norms = torch.tensor([1.0, 1.0, math.sqrt(2)])
     assert metrics.equinorm(means) == pytest.approx((norms.std(unbiased=False) / norms.mean()).item())
@@ -117,8 +118,8 @@ def test_nc3_of_a_classifier_orthogonal_to_the_means_is_two():
     rows (-1, 1)/sqrt(2) and (1, -1)/sqrt(2), a squared norm of 2. The same classifier scaled is the same."""
     features = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
     labels = torch.tensor([0, 1])
-    assert metrics.nc3(torch.tensor([[0.0, 1.0], [0.0, -1.0]]), features, labels) == pytest.approx(2.0)
-    assert metrics.nc3(torch.tensor([[5.0, 0.0], [-5.0, 0.0]]), features, labels) == pytest.approx(0.0)
+    assert metrics.ClassGeometry.of(features, labels).nc3(torch.tensor([[0.0, 1.0], [0.0, -1.0]])) == pytest.approx(2.0)
+    assert metrics.ClassGeometry.of(features, labels).nc3(torch.tensor([[5.0, 0.0], [-5.0, 0.0]])) == pytest.approx(0.0)
 
 
 def test_nc4_counts_predictions_that_are_not_the_nearest_class_mean_and_uses_the_argmax():
@@ -127,11 +128,11 @@ def test_nc4_counts_predictions_that_are_not_the_nearest_class_mean_and_uses_the
     features = torch.tensor([[1.2, 0.0], [0.8, 0.0], [-1.2, 0.0], [-0.8, 0.0]])
     labels = torch.tensor([0, 0, 1, 1])
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, 2.0]])
-    assert metrics.nc4(features, labels, logits) == 0.25
+    assert metrics.ClassGeometry.of(features, labels).nc4(logits) == 0.25
 
 
 def test_nc1_equals_the_textbook_trace_with_the_d_by_d_pseudo_inverse():
-    """The K x d route (metrics.nc1) against tr(Sigma_W pinv(Sigma_B)) / K written out, on random clusters."""
+    """The K x d route (ClassGeometry.nc1) against tr(Sigma_W pinv(Sigma_B)) / K written out, on random clusters."""
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(300) % 6
     centres = 3 * torch.randn(6, 20, generator=generator, dtype=torch.float64)
@@ -141,4 +142,4 @@ def test_nc1_equals_the_textbook_trace_with_the_d_by_d_pseudo_inverse():
     between = means - means.mean(0)
     sigma_w, sigma_b = within.T @ within / 300, between.T @ between / 6
     expected = torch.trace(sigma_w @ torch.linalg.pinv(sigma_b)).item() / 6
-    assert metrics.nc1(features, labels) == pytest.approx(expected, rel=1e-9)
+    assert metrics.ClassGeometry.of(features, labels).nc1() == pytest.approx(expected, rel=1e-9)

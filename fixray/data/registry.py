@@ -34,7 +34,7 @@ class DatasetUnavailable(DataError):
     """A dataset whose files are missing and could not be downloaded."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DatasetEntry:
     """How to get one dataset: files it needs under its folder, how to fetch them, how to read them."""
 
@@ -205,7 +205,13 @@ def _cifar101_entry(version: str) -> DatasetEntry:
         return ImageSet(*formats.read_cifar101(folder, version)), CIFAR10_CLASSES
 
     return DatasetEntry(
-        "cifar10.1", files, read, fetch, f"CIFAR-10.1 {version} ({', '.join(files)})", 32, train_set=False
+        folder="cifar10.1",
+        required=files,
+        read=read,
+        fetch=fetch,
+        source=f"CIFAR-10.1 {version} ({', '.join(files)})",
+        image_size=32,
+        train_set=False,
     )
 
 
@@ -214,18 +220,27 @@ CIFAR_AUGMENTATION = Augmentation(crop_padding=4, flip=True)
 
 register_dataset(
     "digits",
-    DatasetEntry("", (), _read_digits, None, "nothing (bundled with scikit-learn)", 8, channels=1, train_images=1437),
+    DatasetEntry(
+        folder="",
+        required=(),
+        read=_read_digits,
+        fetch=None,
+        source="nothing (bundled with scikit-learn)",
+        image_size=8,
+        channels=1,
+        train_images=1437,
+    ),
 )
 register_dataset(
     "cifar10",
     DatasetEntry(
-        "cifar-10-batches-py",
-        tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
-        _as_splits(formats.read_cifar10),
-        _torchvision_fetch("CIFAR10"),
-        "the CIFAR-10 python version (cifar-10-python.tar.gz)",
-        32,
-        CIFAR_AUGMENTATION,
+        folder="cifar-10-batches-py",
+        required=tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
+        read=_as_splits(formats.read_cifar10),
+        fetch=_torchvision_fetch("CIFAR10"),
+        source="the CIFAR-10 python version (cifar-10-python.tar.gz)",
+        image_size=32,
+        augmentation=CIFAR_AUGMENTATION,
         train_images=50_000,
         md5={
             "data_batch_1": "c99cafc152244af753f735de768cd75f",
@@ -241,13 +256,13 @@ register_dataset(
 register_dataset(
     "cifar100",
     DatasetEntry(
-        "cifar-100-python",
-        ("train", "test", "meta"),
-        _as_splits(formats.read_cifar100),
-        _torchvision_fetch("CIFAR100"),
-        "the CIFAR-100 python version (cifar-100-python.tar.gz)",
-        32,
-        CIFAR_AUGMENTATION,
+        folder="cifar-100-python",
+        required=("train", "test", "meta"),
+        read=_as_splits(formats.read_cifar100),
+        fetch=_torchvision_fetch("CIFAR100"),
+        source="the CIFAR-100 python version (cifar-100-python.tar.gz)",
+        image_size=32,
+        augmentation=CIFAR_AUGMENTATION,
         classes=100,
         train_images=50_000,
         md5={
@@ -260,13 +275,13 @@ register_dataset(
 register_dataset(
     "stl10",
     DatasetEntry(
-        "stl10_binary",
-        ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "class_names.txt"),
-        _as_splits(formats.read_stl10),
-        _torchvision_fetch("STL10", split="train"),
-        "the STL-10 binary files (stl10_binary.tar.gz)",
-        96,
-        Augmentation(crop_padding=10, flip=True),  # the authors' RandomCrop(96, padding=10)
+        folder="stl10_binary",
+        required=("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "class_names.txt"),
+        read=_as_splits(formats.read_stl10),
+        fetch=_torchvision_fetch("STL10", split="train"),
+        source="the STL-10 binary files (stl10_binary.tar.gz)",
+        image_size=96,
+        augmentation=Augmentation(crop_padding=10, flip=True),  # the authors' RandomCrop(96, padding=10)
         train_images=5_000,
         md5={
             "train_X.bin": "918c2871b30a85fa023e0c44e0bee87f",
@@ -279,13 +294,13 @@ register_dataset(
 register_dataset(
     "tinyimagenet",
     DatasetEntry(
-        "tiny-imagenet-200",
-        ("wnids.txt", "words.txt", "train", "val/images", "val/val_annotations.txt"),
-        _as_splits(formats.read_tinyimagenet),
-        _fetch_tinyimagenet,
-        "Tiny ImageNet (tiny-imagenet-200.zip)",
-        64,
-        Augmentation(crop_padding=8, flip=True),
+        folder="tiny-imagenet-200",
+        required=("wnids.txt", "words.txt", "train", "val/images", "val/val_annotations.txt"),
+        read=_as_splits(formats.read_tinyimagenet),
+        fetch=_fetch_tinyimagenet,
+        source="Tiny ImageNet (tiny-imagenet-200.zip)",
+        image_size=64,
+        augmentation=Augmentation(crop_padding=8, flip=True),
         classes=200,
         train_images=100_000,
     ),

@@ -149,31 +149,6 @@ class ClassGeometry:
         return (logits.argmax(1) != nearest).double().mean().item()
 
 
-def nc1(features: torch.Tensor, labels: torch.Tensor) -> float:
-    """NC1 of one split (ClassGeometry.nc1)."""
-    return ClassGeometry.of(features, labels).nc1()
-
-
-def cdnv(features: torch.Tensor, labels: torch.Tensor) -> float:
-    """CDNV of one split (ClassGeometry.cdnv)."""
-    return ClassGeometry.of(features, labels).cdnv()
-
-
-def centred_means(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """mu_c - mu_G of one split, one row per present class."""
-    return ClassGeometry.of(features, labels).centred
-
-
-def nc3(class_vectors: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> float:
-    """NC3 of one split against the class vectors (ClassGeometry.nc3)."""
-    return ClassGeometry.of(features, labels).nc3(class_vectors)
-
-
-def nc4(features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> float:
-    """NC4 of one split's predictions (ClassGeometry.nc4)."""
-    return ClassGeometry.of(features, labels).nc4(logits)
-
-
 def etf_distance(vectors: torch.Tensor) -> float:
     """NC2 in Zhu et al.'s form for K vectors (rows): ||G/||G||_F - (I - 11^T/K)/sqrt(K-1)||_F, G the Gram
     matrix; 0 for a simplex ETF (any scale), up to about 1.4 for vectors far from one."""
