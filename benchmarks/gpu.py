@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fixray.crossing.contract import Augmentation, Execution, HeadConfig
+from fixray.crossing.images import InputSpec
 from fixray.sweep.cost import image_flop
 from fixray.sweep.defaults import throughput_file
 from fixray.trial.augment import augment, normalise
-from fixray.trial.contract import Augmentation, Execution, HeadConfig
 from fixray.trial.device import Device, share_gpu
-from fixray.trial.images import InputSpec
 from fixray.trial.models import build_classifier
 
 # CIFAR ResNet18 on 32x32: about 0.56 G multiply-adds forward per image, so 1.12 GFLOP forward and, with the

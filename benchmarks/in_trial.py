@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fixray.crossing.contract import Augmentation, Execution, HeadConfig, TrialConfig
+from fixray.crossing.images import ImageSet, InputSpec, Splits
 from fixray.trial.augment import normalise
-from fixray.trial.contract import Augmentation, Execution, HeadConfig, TrialConfig
 from fixray.trial.device import Device
-from fixray.trial.images import ImageSet, InputSpec, Splits
 from fixray.trial.loop import train
 from fixray.trial.measure import embed, measure
 from fixray.trial.models import build_classifier

@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 import yaml
 
+from fixray.crossing.contract import Execution
 from fixray.data.registry import load_dataset
 from fixray.sweep.plan import points, trial_config
 from fixray.sweep.spec.checks import parse_sweep
-from fixray.trial.contract import Execution
 from fixray.trial.loop import train
 
 FIXRAY = os.path.join(os.path.dirname(sys.executable), "fixray")

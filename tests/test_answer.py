@@ -9,6 +9,8 @@ from PIL import Image
 from scipy import stats
 
 from fixray.cli import main
+from fixray.crossing import metric_keys as keys
+from fixray.crossing.contract import HeadConfig, TrialConfig, to_params
 from fixray.records import answer
 from fixray.records.answer import BEST_ACC, COMPACTNESS, LAST_ACC, paired_interval
 from fixray.records.encoding import param_value
@@ -18,8 +20,6 @@ from fixray.records.sweep_report import publish
 from fixray.records.tables import summarise, sweep_table
 from fixray.sweep.plan import run_name
 from fixray.sweep.spec.checks import parse_sweep
-from fixray.trial import metric_keys as keys
-from fixray.trial.contract import HeadConfig, TrialConfig, to_params
 
 T_2 = 4.302652729911275  # Student's t, 97.5th percentile, 2 degrees of freedom
 

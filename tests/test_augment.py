@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from fixray.crossing.contract import Augmentation
 from fixray.data.registry import DATASETS
 from fixray.trial.augment import augment, normalise
-from fixray.trial.contract import Augmentation
 
 
 def test_random_crop_keeps_shape_and_draws_an_offset_per_image():

@@ -13,12 +13,7 @@ import yaml
 from annotated_types import Ge
 from conftest import GOOD_SWEEP
 
-from fixray.records.encoding import param_value, read_params
-from fixray.records.render import as_markdown
-from fixray.records.tables import summarise, sweep_table
-from fixray.sweep.plan import points, run_name, trial_config
-from fixray.sweep.spec.checks import SweepFileError, parse_sweep
-from fixray.trial.contract import (
+from fixray.crossing.contract import (
     FLAT_PATHS,
     SEARCHABLE,
     HeadConfig,
@@ -28,7 +23,12 @@ from fixray.trial.contract import (
     to_params,
     with_values,
 )
-from fixray.trial.head_kinds import COMMON_OPTIONS, HEAD_KINDS, HeadKind
+from fixray.crossing.head_kinds import COMMON_OPTIONS, HEAD_KINDS, HeadKind
+from fixray.records.encoding import param_value, read_params
+from fixray.records.render import as_markdown
+from fixray.records.tables import summarise, sweep_table
+from fixray.sweep.plan import points, run_name, trial_config
+from fixray.sweep.spec.checks import SweepFileError, parse_sweep
 from fixray.trial.heads import HEADS, ClassHead, register_head
 from fixray.trial.models import InputSpec, build_classifier
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from fixray.crossing.images import ImageSet
 from fixray.data.corruptions import CORRUPTIONS, corrupt_images, corrupted_test_set
-from fixray.trial.images import ImageSet
 
 
 @pytest.fixture(scope="module")

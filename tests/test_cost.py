@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from fixray.crossing.contract import HeadConfig, LongTail, TrialConfig
+from fixray.crossing.images import InputSpec
 from fixray.data.registry import DATASETS, load_dataset
 from fixray.sweep.cost import Throughput, asha_share, compute_plan, image_flop, trial_flop
-from fixray.trial.contract import HeadConfig, LongTail, TrialConfig
-from fixray.trial.images import InputSpec
 from fixray.trial.long_tail import kept_per_class
 from fixray.trial.models import build_classifier
 

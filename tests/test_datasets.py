@@ -11,8 +11,8 @@ from formats_writers import (
     write_tinyimagenet,
 )
 
+from fixray.crossing.contract import Augmentation, HeadConfig, OptimizerConfig, ScheduleConfig, TrialConfig
 from fixray.data.registry import DATASETS, DatasetUnavailable, load_dataset, load_test_set
-from fixray.trial.contract import Augmentation, HeadConfig, OptimizerConfig, ScheduleConfig, TrialConfig
 from fixray.trial.loop import train
 
 

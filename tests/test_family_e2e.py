@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from e2e import run, store
 
+from fixray.crossing.head_kinds import DRAW_RULES
 from fixray.records.runs import REPORT_FILE, STATUS_TAG
 from fixray.sweep.cost import compute_plan
 from fixray.sweep.spec.reading import load_sweep
-from fixray.trial.head_kinds import DRAW_RULES
 
 pytestmark = pytest.mark.slow
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fixray.trial.contract import HeadConfig
-from fixray.trial.head_kinds import HEAD_KINDS
+from fixray.crossing.contract import HeadConfig
+from fixray.crossing.head_kinds import HEAD_KINDS
 from fixray.trial.heads import CosineHead, DotProductHead, build_head, draw_class_vectors
 from fixray.trial.models import InputSpec, build_classifier
 

@@ -18,10 +18,10 @@ from formats_writers import write_cifar10, write_cifar100, write_cifar101, write
 from PIL import Image
 
 from fixray.cli import main
+from fixray.crossing.contract import HeadConfig, TrialConfig
 from fixray.data.registry import load_dataset
 from fixray.records.runs import SweepRuns
 from fixray.sweep.spec.reading import MAX_FILE_BYTES
-from fixray.trial.contract import HeadConfig, TrialConfig
 from fixray.trial.loop import train
 
 MARKER = "ran-code"  # a hostile file would create this file beside the data folder

@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
+from fixray.crossing import metric_keys as keys
+from fixray.crossing.contract import HeadConfig, TrialConfig, to_params
 from fixray.records.encoding import param_value
 from fixray.records.importance import MIN_CONFIGURATIONS, importance, importance_blocks, importances
 from fixray.records.render import as_markdown
 from fixray.records.runs import STATUS_TAG
 from fixray.records.tables import summarise
-from fixray.trial import metric_keys as keys
-from fixray.trial.contract import HeadConfig, TrialConfig, to_params
 
 LRS, SCALES = (0.3, 0.1, 0.03, 0.01), (4.0, 16.0, 64.0)
 

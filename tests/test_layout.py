@@ -3,8 +3,9 @@ line between the sweep driver and a trial is crossed by the settled config alone
 
 - trial/ (runs in a trial process on a GPU node) imports none of the driver's rooms (sweep/, records/, data/, the
   CLI), nor mlflow, pydantic or yaml, not even through another fixray module;
-- what crosses to a trial (the contract, head-kind declarations, metric keys, the image arrays) imports no torch,
-  so the driver and `fixray report` read it without loading torch; records/ loads no torch at all;
+- crossing/ (what crosses to a trial: the contract, head-kind declarations, metric keys, the image arrays; read on
+  both sides) imports no torch and no other room, so the driver and `fixray report` read it without loading torch;
+  records/ loads no torch at all;
 - data/ (read in the driver) imports neither sweep/ nor records/; no module imports another that imports it back.
 """
 
@@ -18,7 +19,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "fixray"
 DRIVER_ROOMS = ("fixray.sweep", "fixray.records", "fixray.data", "fixray.cli")
 NOT_IN_A_TRIAL = ("mlflow", "pydantic", "yaml")
-CROSSING = ("fixray.trial.contract", "fixray.trial.head_kinds", "fixray.trial.metric_keys", "fixray.trial.images")
+ROOMS_OF_A_SIDE = ("fixray.trial", *DRIVER_ROOMS)
 
 
 def _name(path: Path) -> str:
@@ -64,12 +65,12 @@ def _reached(module: str) -> set[str]:
 TRIAL_SIDE = [m for m in MODULES if _within(m, "fixray.trial")]
 
 
-def test_the_rooms_are_the_four_and_each_says_where_it_runs():
+def test_the_rooms_are_the_five_and_each_says_where_it_runs():
     rooms = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
-    assert rooms == {"trial", "data", "sweep", "records"}
+    assert rooms == {"trial", "crossing", "data", "sweep", "records"}
     for room in rooms:
         said = ast.get_docstring(ast.parse((PACKAGE / room / "__init__.py").read_text()))
-        assert said.startswith(("Runs in the sweep driver", "Runs inside a trial process")), room
+        assert said.startswith(("Runs in the sweep driver", "Runs inside a trial process", "Runs on both sides")), room
     assert {p.name for p in PACKAGE.glob("*.py")} == {
         "__init__.py",
         "__main__.py",
@@ -87,9 +88,10 @@ def test_the_trial_side_reaches_no_driver_room_nor_mlflow_pydantic_or_yaml(modul
     assert not wrong, f"{module} reaches {sorted(wrong)}"
 
 
-@pytest.mark.parametrize("module", CROSSING)
-def test_what_crosses_to_a_trial_imports_no_torch(module):
-    assert not {m for m in _reached(module) if _within(m, "torch")}, module
+@pytest.mark.parametrize("module", [m for m in MODULES if _within(m, "fixray.crossing")])
+def test_what_crosses_to_a_trial_imports_no_torch_and_no_room_of_either_side(module):
+    wrong = {m for m in _reached(module) for room in ("torch", *ROOMS_OF_A_SIDE, *NOT_IN_A_TRIAL) if _within(m, room)}
+    assert not wrong, f"{module} reaches {sorted(wrong)}"
 
 
 @pytest.mark.parametrize("module", [m for m in MODULES if _within(m, "fixray.records")])

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from fixray.crossing.contract import Execution, HeadConfig, OptimizerConfig, TrialConfig, from_params
 from fixray.data.registry import load_dataset
-from fixray.trial.contract import Execution, HeadConfig, OptimizerConfig, TrialConfig, from_params
 from fixray.trial.loop import FINITE_CHECK_STEPS, train
 from fixray.trial.models import build_classifier
 
@@ -215,7 +215,7 @@ def test_a_compiled_trial_compiles_its_step_and_learns(digits):
 
 @pytest.mark.parametrize(("init", "etf"), [("etf", True), ("normal", False)])
 def test_every_reported_metric_is_declared_and_neural_collapse_sees_the_draw(digits, init, etf):
-    from fixray.trial import metric_keys
+    from fixray.crossing import metric_keys
 
     record = Recorder()
     train(_cfg(epochs=1, init=init).settled(), digits, record)

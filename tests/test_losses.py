@@ -6,7 +6,7 @@ from typing import get_args
 import pytest
 import torch
 
-from fixray.trial.contract import Loss
+from fixray.crossing.contract import Loss
 from fixray.trial.losses import LOSSES, dot_regression
 
 E1, E2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])

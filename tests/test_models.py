@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fixray.trial.contract import HeadConfig
+from fixray.crossing.contract import HeadConfig
 from fixray.trial.models import BACKBONES, Backbone, InputSpec, build_classifier
 
 FEATURES = {"resnet18": 512, "preact_resnet18": 512, "mobilenetv2": 1280, "small_cnn": 64}

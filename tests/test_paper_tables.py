@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from mlflow.entities import Metric
 
+from fixray.crossing.contract import to_params
 from fixray.records import paper
 from fixray.records.render import as_markdown
 from fixray.records.runs import STATUS_TAG, SweepRuns
 from fixray.records.tables import format_cell
 from fixray.sweep.plan import plan
 from fixray.sweep.spec.reading import load_sweep
-from fixray.trial.contract import to_params
 
 BACKBONE_OF = {"table7": "preact_resnet18", "table8": "resnet18", "table9": "mobilenetv2"}
 UNSTATED = "resnet18"  # Tables 4-6 and the Spearman values do not name a backbone
@@ -152,8 +152,8 @@ def test_a_paper_cell_never_averages_a_run_that_did_not_finish(status, tmp_path)
 
 
 def test_every_metric_a_paper_table_reads_is_one_the_loop_declares():
+    from fixray.crossing import metric_keys
     from fixray.data.corruptions import CORRUPTIONS
-    from fixray.trial import metric_keys
 
     declared = set(metric_keys.METRICS) | {metric_keys.robust_acc(name) for name in CORRUPTIONS}
     for table in paper.TABLES:

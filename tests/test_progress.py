@@ -6,10 +6,10 @@ import io
 import math
 from pathlib import Path
 
+from fixray.crossing.contract import TRIAL_KEY
 from fixray.sweep.plan import plan
 from fixray.sweep.progress import Progress, Snapshot, status_line
 from fixray.sweep.spec.checks import parse_sweep
-from fixray.trial.contract import TRIAL_KEY
 
 SPEC = parse_sweep(
     {"dataset": "digits", "model": "small_cnn", "epochs": 10, "search": {"space": {"fixed": [True, False]}}},

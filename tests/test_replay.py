@@ -8,12 +8,12 @@ import torch
 from mlflow.entities import Metric
 
 from fixray.cli import main
+from fixray.crossing import metric_keys as keys
+from fixray.crossing.contract import HeadConfig, ScheduleConfig, TrialConfig, to_params
 from fixray.data.registry import load_dataset
 from fixray.records.encoding import is_tracked_metric, param_value
 from fixray.records.runs import SweepRuns
 from fixray.sweep.provenance import this_machine
-from fixray.trial import metric_keys as keys
-from fixray.trial.contract import HeadConfig, ScheduleConfig, TrialConfig, to_params
 from fixray.trial.loop import train
 
 # A cosine schedule: replaying the first epochs must keep the run's own schedule, planned for all of them.

@@ -14,11 +14,11 @@ import yaml
 from conftest import GOOD_SWEEP
 from scipy.stats import spearmanr
 
+from fixray.crossing.contract import Execution, HeadConfig, OptimizerConfig, ScheduleConfig, TrialConfig, to_params
+from fixray.crossing.images import InputSpec, Splits
 from fixray.data.registry import load_dataset
 from fixray.sweep.plan import points, trial_config
 from fixray.sweep.spec.checks import SweepFileError, parse_sweep
-from fixray.trial.contract import Execution, HeadConfig, OptimizerConfig, ScheduleConfig, TrialConfig, to_params
-from fixray.trial.images import InputSpec, Splits
 from fixray.trial.loop import _make_optimizer, _make_scheduler, build_classifier, train
 from fixray.trial.measure import class_vector_geometry, measure
 from fixray.trial.metrics import etf_distance

@@ -11,10 +11,10 @@ import yaml
 from conftest import GOOD_SWEEP, ROOT
 
 from fixray.cli import main
+from fixray.crossing.contract import to_params
 from fixray.sweep.plan import expected_trials, points, suggested_trial, trial_config
 from fixray.sweep.spec.checks import SweepFileError, parse_sweep
 from fixray.sweep.spec.reading import load_sweep
-from fixray.trial.contract import to_params
 
 
 def _with(**changes) -> str:
@@ -268,8 +268,8 @@ def test_quickstart_grid_has_24_trials_and_no_S_for_dot_heads():
 
 
 def test_tpe_trial_configs_get_their_seed_from_the_repeat_index(write_sweep):
+    from fixray.crossing.contract import from_params
     from fixray.sweep.plan import suggested_trial
-    from fixray.trial.contract import from_params
 
     spec = load_sweep(
         write_sweep(

@@ -9,13 +9,13 @@ import pytest
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from fixray.crossing import metric_keys
+from fixray.crossing.contract import TRIAL_KEY
 from fixray.records import tune_bridge
 from fixray.records.runs import SweepRuns
 from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.sweep.checkpoints import CheckpointPruner
 from fixray.sweep.progress import Progress
-from fixray.trial import metric_keys
-from fixray.trial.contract import TRIAL_KEY
 
 # Declared keys (what is not in the metric catalogue stays out of MLflow): with train/loss, 15 metrics an epoch
 METRICS = {key: 0.5 for key in [k for k in metric_keys.METRICS if "<" not in k and k != "train/loss"][:14]}

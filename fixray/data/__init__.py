@@ -1,4 +1,4 @@
 """Runs in the sweep driver: the dataset registry, readers of each official on-disk format, corrupted test sets.
 
-Read once per sweep and shipped to every trial as uint8 arrays (fixray.trial.images), never read by a trial itself.
+Read once per sweep and shipped to every trial as uint8 arrays (fixray.crossing.images), never read by a trial itself.
 """

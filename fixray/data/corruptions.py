@@ -8,7 +8,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from fixray.trial.images import ImageSet
+from fixray.crossing.images import ImageSet
 
 Corruption = Literal["impulse_noise", "jpeg_compression", "defocus_blur"]  # the three the paper reports
 CORRUPTIONS: tuple[str, ...] = get_args(Corruption)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fixray.crossing.contract import Augmentation
+from fixray.crossing.images import ImageSet, InputSpec, Splits
 from fixray.data import formats
 from fixray.errors import DataError
-from fixray.trial.contract import Augmentation
-from fixray.trial.images import ImageSet, InputSpec, Splits
 
 DIGITS_TEST_FRACTION = 0.2  # 360 of digits' 1,797 images are held out as the test split
 DIGITS_SPLIT_SEED = 0  # fixed, so every trial and every sweep sees the same split

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from scipy import stats
 
+from fixray.crossing import metric_keys as keys
 from fixray.records.render import Block, Paragraph, Table
 from fixray.records.runs import left_out
 from fixray.records.tables import HEADERS, Column, Row, shown_value
-from fixray.trial import metric_keys as keys
 
 CONFIDENCE = 0.95  # of every interval fixray reports
 ANSWER_TAG = "fixray.answer"  # on the parent run: the headline in words

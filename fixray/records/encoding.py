@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fixray.trial import metric_keys as keys
-from fixray.trial.contract import FLAT_PATHS, base_type, field_type
+from fixray.crossing import metric_keys as keys
+from fixray.crossing.contract import FLAT_PATHS, base_type, field_type
 
 
 def param_value(value: Any) -> str:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 import statistics
 
+from fixray.crossing import metric_keys as keys
 from fixray.records.answer import BEST_ACC, comparisons
 from fixray.records.render import Table
 from fixray.records.tables import HEADERS, Column, Row, format_cell, is_context, shown_value, sort_key
-from fixray.trial import metric_keys as keys
 
 FAMILY_COLUMNS = (
     BEST_ACC,

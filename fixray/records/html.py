@@ -10,8 +10,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from fixray.crossing.contract import FIGURES_DIR
 from fixray.records.render import Report, as_html
-from fixray.trial.contract import FIGURES_DIR
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a report prints its table, not progress bars
 STYLE = (

@@ -19,13 +19,13 @@ from typing import Any
 
 import yaml
 
+from fixray.crossing import metric_keys as keys
 from fixray.faults import Outcome
 from fixray.records.encoding import read_params
 from fixray.records.render import Report, Table
 from fixray.records.runs import SweepRuns, left_out, outcome
 from fixray.records.store import reading_client
 from fixray.records.tables import MetricReader, format_cell, mean_std, shown_value
-from fixray.trial import metric_keys as keys
 
 PAPER_EXPERIMENT = "fixray-paper"  # the MLflow experiment the paper's sweep files write to
 BEST_ACC, BEST_EPOCH = keys.BEST_ACC, keys.BEST_EPOCH  # logged by the loop every epoch

@@ -18,11 +18,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
+from fixray.crossing import metric_keys as keys
+from fixray.crossing.contract import FIGURES_DIR
 from fixray.faults import Outcome
 from fixray.records.encoding import param_value, quoted
 from fixray.records.store import creating, reading_client
-from fixray.trial import metric_keys as keys
-from fixray.trial.contract import FIGURES_DIR
 
 SWEEP_TAG = "fixray.sweep"  # on the parent and every child: the sweep's name
 ROLE_TAG = "fixray.role"  # "sweep" on the parent, "trial" on children

@@ -3,13 +3,13 @@ answer, the fixed-head family where the sweep compares constructions, then every
 
 from __future__ import annotations
 
+from fixray.crossing import metric_keys as keys
 from fixray.records.answer import ANSWER_TAG, Headline, answer_blocks, answer_figures, headline_text
 from fixray.records.family import family_figures, family_table, is_family
 from fixray.records.importance import Importance, importance, importance_blocks, importance_figure
 from fixray.records.render import Block, Paragraph, Report, Table, as_markdown
 from fixray.records.runs import SweepRuns
 from fixray.records.tables import Row, row_caption, summarise, sweep_table
-from fixray.trial import metric_keys as keys
 
 
 def metrics_block() -> Table:

@@ -10,13 +10,13 @@ from typing import Any, Literal
 
 from mlflow.tracking import MlflowClient
 
+from fixray.crossing import metric_keys as keys
+from fixray.crossing.contract import FLAT_PATHS, SEARCHABLE
+from fixray.crossing.head_kinds import DRAW_RULES, HEAD_KINDS
 from fixray.faults import Outcome
 from fixray.records.encoding import read_params
 from fixray.records.render import Table
 from fixray.records.runs import left_out, outcome
-from fixray.trial import metric_keys as keys
-from fixray.trial.contract import FLAT_PATHS, SEARCHABLE
-from fixray.trial.head_kinds import DRAW_RULES, HEAD_KINDS
 
 # Always shown, as the paper's question is about them: head kind, fixed or learned, the options that name a
 # head's configuration (asked of the registered heads: S for cosine heads), and the learning rate.

@@ -15,14 +15,14 @@ from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from ray.tune.logger import LoggerCallback
 
+from fixray.crossing import metric_keys as keys
+from fixray.crossing.contract import FIGURES_DIR, NODES_KEY, RESOURCES_KEY, sent_params, sent_run_name
 from fixray.faults import Outcome, trial_outcome, trial_refused
 from fixray.records.encoding import is_tracked_metric
 from fixray.records.outage import RETRIED, PendingWrites
 from fixray.records.restorable import Restorable
 from fixray.records.runs import NODES_TAG, RESOURCES_TAG, STATUS_TAG, SweepRuns
 from fixray.storage import Storage
-from fixray.trial import metric_keys as keys
-from fixray.trial.contract import FIGURES_DIR, NODES_KEY, RESOURCES_KEY, sent_params, sent_run_name
 
 END_WAIT_S = 60.0  # at the end of a sweep, seconds to keep retrying writes still pending before leaving them spooled
 GATHER_S = 2.0  # seconds a trial's epochs may wait in the driver to go to MLflow together, in one request

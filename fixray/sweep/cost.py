@@ -16,12 +16,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from fixray.crossing.contract import TrialConfig
 from fixray.data.registry import DATASETS
 from fixray.errors import BadInput
 from fixray.sweep.defaults import throughput_file
 from fixray.sweep.plan import PlannedTrial, plan, trial_config
 from fixray.sweep.spec.schema import SEED, SweepSpec
-from fixray.trial.contract import TrialConfig
 from fixray.trial.long_tail import kept_per_class
 
 # Without a measured throughput: 5% of an H100 SXM's dense bf16 peak (989 TFLOP/s). A ResNet18 on 32-pixel images at
@@ -51,8 +51,8 @@ def image_flop(model: str, channels: int, size: int, classes: int, pooling: str,
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fixray.trial.contract import HeadConfig
-    from fixray.trial.images import InputSpec
+    from fixray.crossing.contract import HeadConfig
+    from fixray.crossing.images import InputSpec
     from fixray.trial.models import build_classifier
 
     with torch.device("meta"):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from fixray.crossing.images import ImageSet, Splits
 from fixray.data.corruptions import corrupted_test_set
 from fixray.data.registry import default_data_dir, load_dataset, load_test_set, on_disk
 from fixray.errors import DataError
 from fixray.sweep.spec.schema import SweepSpec
-from fixray.trial.images import ImageSet, Splits
 from fixray.trial.long_tail import long_tailed
 
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from fixray.crossing.contract import TrialConfig, to_params, with_values
+from fixray.crossing.head_kinds import HEAD_KINDS
 from fixray.sweep.spec.schema import SEED, SweepSpec
-from fixray.trial.contract import TrialConfig, to_params, with_values
-from fixray.trial.head_kinds import HEAD_KINDS
 
 TRIAL_INDEX = "__trial_index__"  # Ray Tune's Repeater numbers the copies of one TPE suggestion under this key
 

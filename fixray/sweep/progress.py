@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from ray import tune
 
+from fixray.crossing import metric_keys as keys
+from fixray.crossing.contract import sent_params, sent_run_name
 from fixray.faults import Outcome, trial_refused
 from fixray.records.restorable import Restorable
-from fixray.trial import metric_keys as keys
-from fixray.trial.contract import sent_params, sent_run_name
 
 REFRESH_S = 2.0  # seconds between redraws of the status line on a terminal
 PLAIN_EVERY_S = 30.0  # seconds between status lines when the output is not a terminal

@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
+from fixray.crossing import metric_keys as keys
+from fixray.crossing.contract import FLAT_PATHS, REPLAYED_EXECUTION, Execution, from_params
 from fixray.errors import BadInput
 from fixray.records.encoding import read_params
 from fixray.records.runs import ROLE_TAG
 from fixray.records.store import reading_client
 from fixray.sweep.provenance import this_machine
-from fixray.trial import metric_keys as keys
-from fixray.trial.contract import FLAT_PATHS, REPLAYED_EXECUTION, Execution, from_params
 
 
 class NotReplayable(BadInput):

@@ -17,6 +17,9 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from fixray.crossing import metric_keys as keys
+from fixray.crossing.contract import REPLAYED_EXECUTION, TrialResources
+from fixray.crossing.images import Splits
 from fixray.faults import Outcome, budget_refused, out_of_space
 from fixray.records.outage import SPOOL_FILE, use_driver_http_settings
 from fixray.records.runs import STATUS_TAG, SweepRuns, outcome
@@ -35,9 +38,6 @@ from fixray.sweep.progress import Progress
 from fixray.sweep.provenance import environment
 from fixray.sweep.spec.schema import SweepSpec
 from fixray.sweep.state import check_record, write_record
-from fixray.trial import metric_keys as keys
-from fixray.trial.contract import REPLAYED_EXECUTION, TrialResources
-from fixray.trial.images import Splits
 from fixray.trial.trainable import CodeErrors, make_trainable, threads
 
 # Set in the driver before Tune runs: every checkpoint is kept until pruned (checkpoints.py), Tune's record of

@@ -12,11 +12,11 @@ import ray
 from ray import tune
 from ray.tune.search import Repeater, Searcher
 
+from fixray.crossing import metric_keys as keys
+from fixray.crossing.contract import TRIAL_KEY
 from fixray.sweep.plan import PlannedTrial, suggested_trial
 from fixray.sweep.spec.schema import SweepSpec
 from fixray.sweep.spec.values import SettingValues
-from fixray.trial import metric_keys as keys
-from fixray.trial.contract import TRIAL_KEY
 
 # What ASHA and TPE rank trials by: the best test accuracy so far, the number tables rank configurations by (a
 # diverged trial reports NaN: failed).

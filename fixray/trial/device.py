@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fixray.trial.contract import Execution
+from fixray.crossing.contract import Execution
 
 # Images per forward pass when measuring a test split: large on a GPU; on a CPU, batches past about 128
 # spill its caches (measured with small_cnn, one thread: 1024 per pass is 1.4x slower than 128).

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fixray.trial.head_kinds import COSINE, DOT, DRAW_RULES, HeadKind, Margin, VectorDraw, declare_head_kind
+from fixray.crossing.head_kinds import COSINE, DOT, DRAW_RULES, HeadKind, Margin, VectorDraw, declare_head_kind
 
 BIAS_INIT = 0.01  # the authors' public code initialises every bias to 0.01
 UNIFORM_INT_RANGE = (-100, 100)  # the authors' public code: integers in [-100, 100), then l2-normalised

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from fixray.trial.images import ImageSet, Splits
+from fixray.crossing.images import ImageSet, Splits
 
 
 def kept_per_class(largest: int, classes: int, ratio: float) -> list[int]:

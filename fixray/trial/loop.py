@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from fixray.trial import metric_keys as keys
+from fixray.crossing import metric_keys as keys
+from fixray.crossing.contract import Execution, TrialConfig, require_settled, to_params
+from fixray.crossing.images import Splits
 from fixray.trial.augment import augment, normalise
-from fixray.trial.contract import Execution, TrialConfig, require_settled, to_params
 from fixray.trial.device import Device
-from fixray.trial.images import Splits
 from fixray.trial.long_tail import with_long_tail
 from fixray.trial.losses import LOSSES
 from fixray.trial.measure import class_vector_geometry, draw_figures, embed, extra_accuracies, measure, neural_collapse

@@ -9,7 +9,7 @@ from typing import get_args
 import torch
 import torch.nn.functional as F
 
-from fixray.trial.contract import Loss
+from fixray.crossing.contract import Loss
 
 # (h, logits, labels, class vectors) -> loss; h are the vectors the head scores (after its projection, if any).
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -7,12 +7,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fixray.crossing import metric_keys as keys
+from fixray.crossing.contract import TrialConfig
+from fixray.crossing.images import Splits
 from fixray.trial import figures, metrics
-from fixray.trial import metric_keys as keys
 from fixray.trial.augment import normalise
-from fixray.trial.contract import TrialConfig
 from fixray.trial.device import Device
-from fixray.trial.images import Splits
 from fixray.trial.models import Classifier
 
 

@@ -8,9 +8,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from fixray.trial.contract import HeadConfig
+from fixray.crossing.contract import HeadConfig
+from fixray.crossing.images import InputSpec
 from fixray.trial.heads import ClassHead, build_head
-from fixray.trial.images import InputSpec
 
 Pooling = Literal["global", "authors"]
 AUTHORS_POOL = 4  # the authors' `F.avg_pool2d(out, 4)` before flattening

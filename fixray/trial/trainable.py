@@ -17,9 +17,7 @@ import ray
 import torch
 from ray import tune
 
-from fixray.faults import NotAdmitted, infrastructure_failure
-from fixray.storage import Storage
-from fixray.trial.contract import (
+from fixray.crossing.contract import (
     FIGURES_DIR,
     NODES_KEY,
     RESOURCES_KEY,
@@ -29,8 +27,10 @@ from fixray.trial.contract import (
     sent_params,
     sent_run_name,
 )
+from fixray.crossing.images import Splits
+from fixray.faults import NotAdmitted, infrastructure_failure
+from fixray.storage import Storage
 from fixray.trial.device import share_gpu
-from fixray.trial.images import Splits
 from fixray.trial.loop import train
 
 STATE_FILE = "state.pt"  # the training loop's state inside a Ray checkpoint

@@ -13,6 +13,8 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 
+from fixray.crossing.contract import HeadConfig, flat_paths
+from fixray.crossing.head_kinds import DRAW_RULES, HEAD_KINDS
 from fixray.data.corruptions import MIN_SIZE
 from fixray.data.registry import DATASETS
 from fixray.errors import BadInput
@@ -26,8 +28,6 @@ from fixray.sweep.spec.schema import (
     registries,
     section_type,
 )
-from fixray.trial.contract import HeadConfig, flat_paths
-from fixray.trial.head_kinds import DRAW_RULES, HEAD_KINDS
 from fixray.trial.models import feature_dim
 
 

@@ -1,7 +1,7 @@
 """The sweep file's schema: the sections, the typed search space, and SweepSpec.
 
 The settings that reach a trial are not restated here: `sweep_schema` makes one field of the sweep file per field of
-the trial contract (trial/contract.py), with its type, rule, default and meaning, and one search-space entry per
+the trial contract (crossing/contract.py), with its type, rule, default and meaning, and one search-space entry per
 setting declared searchable; a rule (S > 0, momentum in [0, 1)) is written once and holds in the file's defaults and
 in its search space alike. Registered names (model, head kind, dataset) are checked by the schema against the
 registries it is given as validation context.
@@ -31,13 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticUndefined
 
-from fixray.data.corruptions import CORRUPTIONS, Corruption
-from fixray.data.registry import DATASETS
-from fixray.storage import URI_SCHEMES, is_uri
-from fixray.sweep.defaults import LOCAL_STORAGE, LOCAL_TRACKING_URI
-from fixray.sweep.methods import SEARCH_METHODS, SearchMethod
-from fixray.sweep.spec.values import SettingValues
-from fixray.trial.contract import (
+from fixray.crossing.contract import (
     Execution,
     Registered,
     TrialConfig,
@@ -46,7 +40,13 @@ from fixray.trial.contract import (
     flat_paths,
     searchable,
 )
-from fixray.trial.head_kinds import HEAD_KINDS
+from fixray.crossing.head_kinds import HEAD_KINDS
+from fixray.data.corruptions import CORRUPTIONS, Corruption
+from fixray.data.registry import DATASETS
+from fixray.storage import URI_SCHEMES, is_uri
+from fixray.sweep.defaults import LOCAL_STORAGE, LOCAL_TRACKING_URI
+from fixray.sweep.methods import SEARCH_METHODS, SearchMethod
+from fixray.sweep.spec.values import SettingValues
 from fixray.trial.models import BACKBONES
 
 SEED = "seed"  # the trial contract's seed: a sweep file lists `seeds`, and every configuration runs once per seed

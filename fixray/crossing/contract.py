@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 
 from annotated_types import Ge, Gt, Le, Lt
 
-from fixray.trial.head_kinds import HEAD_KINDS, Margin, VectorDraw
+from fixray.crossing.head_kinds import HEAD_KINDS, Margin, VectorDraw
 
 # Sections of a sweep file are validated as these dataclasses: unknown keys and NaN/inf are errors.
 SECTION_CONFIG = {"extra": "forbid", "allow_inf_nan": False}
