@@ -151,7 +151,7 @@ DIVERGED = declare(
 HEAD_SCALAR = declare("head/<name>", "a learned head scalar, e.g. head/S with learn_S: true", "as the head's", "none")
 ROBUST_ACC = declare(
     "robust/<corruption>/acc",
-    "top-1 accuracy on the corrupted test set (Table 6), with the best epoch's weights; ..._last: the last epoch's",
+    "top-1 accuracy on the corrupted test set (Table 6), with the best epoch's weights",
     "fraction",
     "higher",
     "after the last epoch",
