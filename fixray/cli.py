@@ -66,12 +66,26 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         updates["name"] = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     spec = spec.model_copy(update=updates)
 
-    from fixray.records.store import local_store_path, ui_addresses
+    from fixray.records.runs import SweepRuns
     from fixray.records.sweep_report import sweep_report
+    from fixray.sweep.plan import plan
+    from fixray.sweep.rerun import ended_earlier
+
+    trials = plan(spec)  # once: the rerun's look, the run and the summary count them from here
+    ended = ended_earlier(spec, trials)  # BadInput (exit 2): another store, or a file that plans other trials
+    if trials and ended == len(trials):  # every trial ended in an earlier run: its answer, without starting Ray
+        print(f"Sweep {spec.name!r}: {len(trials)} trials, every one ended earlier (kept): nothing to run.\n")
+        print(sweep_report(spec.tracking.uri, spec.tracking.experiment, spec.name).render(_style(None)))
+        print()
+        _print_addresses(spec, SweepRuns(spec.tracking.uri, spec.tracking.experiment, spec.name, create=False))
+        return 0
+
     from fixray.sweep.run import StorageFull, SweepRun
 
-    sweep = SweepRun(spec)  # plans the trials once: the summary counts them from there
+    sweep = SweepRun(spec, trials)
     print(f"Sweep {spec.name!r}: {_summary(spec, sweep.expected)}", flush=True)
+    if ended:
+        print(f"  {ended} ended earlier (kept), {len(trials) - ended} to run", flush=True)
     print(f"  cost: {sweep.cost.text()}", flush=True)
     if sweep.admission.budget is not None:
         print(f"  {sweep.admission.text()}", flush=True)
@@ -97,7 +111,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             f"{outcome.not_run} trial(s) not run: past the budget of {spec.budget:g} GPU-hours. Raise `budget:` in "
             f"{args.file} and run the same command to run them (finished trials are kept)."
         )
-    runs = outcome.runs
+    _print_addresses(spec, outcome.runs)
+    if outcome.unfinished:
+        print(f"Interrupted with {outcome.unfinished} trial(s) unfinished: run the same command again to resume.")
+        return EXIT_INTERRUPTED
+    return EXIT_TRIALS_FAILED if errors else 0
+
+
+def _print_addresses(spec, runs) -> None:
+    """Where the sweep is in MLflow: its parent run, and the UI's pages of its trials and its answer."""
+    from fixray.records.store import local_store_path, ui_addresses
+
     trials_page, parent_page = ui_addresses(spec.tracking.uri, runs.experiment_id, runs.parent_id)
     print(f"MLflow: experiment {spec.tracking.experiment!r}, parent run {spec.name!r} ({runs.parent_id}).")
     if local_store_path(spec.tracking.uri) is not None:  # served by `mlflow ui`
@@ -105,10 +129,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(f"  the sweep's trials:  {trials_page}")
     print(f"  its answer:          {parent_page}")
     print("  (MLflow opens experiments in its GenAI view: choose 'Model training' once, top left.)")
-    if outcome.unfinished:
-        print(f"Interrupted with {outcome.unfinished} trial(s) unfinished: run the same command again to resume.")
-        return EXIT_INTERRUPTED
-    return EXIT_TRIALS_FAILED if errors else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

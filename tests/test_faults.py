@@ -116,7 +116,7 @@ def test_resuming_under_another_tracking_store_is_refused_not_split(tmp_path, mo
     (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="moved", epochs=2))
     monkeypatch.chdir(tmp_path)
     spec = load_sweep(tmp_path / "s.yaml")
-    write_record(spec, Storage(spec.storage_path))  # as the first run of the sweep wrote it
+    write_record(spec, Storage(spec.storage_path), [])  # as the first run of the sweep wrote it
     assert main(["sweep", "s.yaml", "--tracking-uri", "sqlite:///other.db"]) == 2
     message = capsys.readouterr().err
     assert (

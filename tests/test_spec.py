@@ -303,3 +303,25 @@ def test_a_tpe_searcher_pickles_its_spec_as_plain_data_and_suggests_the_same_tri
     assert back.spec == spec and list(back.spec.search.space.parameters()) == list(raw["search"]["space"])
     suggestion = {"lr": 0.01, "kind": "cosine", "__trial_index__": 1}
     assert suggested_trial(back.spec, suggestion) == suggested_trial(spec, suggestion)
+
+
+def test_a_trial_s_identity_is_what_it_computes_not_where_or_how_it_runs():
+    from fixray.sweep.plan import plan
+
+    def identities(**changes) -> list[str]:
+        return [trial.identity for trial in plan(parse_sweep(yaml.safe_load(_with(**changes)), Path("s.yaml")))]
+
+    first = identities()
+    assert len(set(first)) == len(first) == 2  # fixed and learned
+    same = dict(
+        resources={"cpus_per_trial": 2, "max_retries": 0, "checkpoint_every": 1, "bf16": False},
+        tracking={"uri": "sqlite:///other.db", "experiment": "other"},
+        storage_path="elsewhere",
+        budget=5.0,
+        name="renamed",
+    )
+    for key, value in same.items():
+        assert identities(**{key: value}) == first, key
+    for key, value in dict(epochs=3, lr=0.05, batch_size=32, seeds=[1], head={"kind": "cosine", "S": 4}).items():
+        assert not set(identities(**{key: value})) & set(first), key
+    assert identities(search={"space": {"fixed": [False, True]}}) == first[::-1]  # a grid's order is no identity

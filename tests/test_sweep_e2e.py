@@ -10,7 +10,9 @@ import time
 import pytest
 from e2e import ENV, FIXRAY, run, steps, store
 
-from fixray.records.runs import STATUS_TAG, SWEEP_TAG, TRIAL_TAG
+from fixray.records.runs import IDENTITY_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_TAG
+from fixray.sweep.plan import plan
+from fixray.sweep.spec.reading import load_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +53,7 @@ def test_sweep_records_one_parent_and_one_child_per_trial_then_resume_adds_nothi
             "val/compactness",
             "val/separability_mean",
             "val/confusion_spearman",
-            "lr",
+            "train/lr",
         ):
             assert steps(client, child, key) == [1, 2, 3], key
         assert metrics["val/acc"] > 0.8
@@ -78,13 +80,28 @@ def test_sweep_records_one_parent_and_one_child_per_trial_then_resume_adds_nothi
         assert f"{child.data.metrics['val/acc'] * 100:.2f} ± 0.00" in row
         assert f"{child.data.metrics['val/compactness']:.3f} ± 0.000" in row
 
+    # Run again: every trial ended, so its answer comes from MLflow without starting Ray or Tune, and nothing is
+    # retrained, its runs untouched; a change of where or how trials run (resources) changes no trial.
+    (tmp_path / "four.yaml").write_text(FOUR_TRIALS + "resources: {checkpoint_every: 1, max_retries: 1}\n")
     again = run(["sweep", "four.yaml"], tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "Resuming" in again.stdout
+    assert "4 trials, every one ended earlier (kept): nothing to run" in again.stdout
+    assert "Configuration for experiment" not in again.stdout and "Resuming" not in again.stdout
+    assert "**Answer**: best fixed" in again.stdout and "the sweep's trials:" in again.stdout
     client, parents, after = store(tmp_path)
     assert len(parents) == 1
-    assert sorted(c.info.run_id for c in after) == sorted(c.info.run_id for c in children)
+    assert {c.info.run_id: c.info.end_time for c in after} == {c.info.run_id: c.info.end_time for c in children}
     assert all(steps(client, c, "val/acc") == [1, 2, 3] for c in after)
+    planned = plan(load_sweep(tmp_path / "four.yaml"))
+    assert {c.data.tags[IDENTITY_TAG] for c in after} == {t.identity for t in planned}
+
+    # A file that plans other trials (a seed added) is refused before anything starts, saying what changed.
+    (tmp_path / "four.yaml").write_text(FOUR_TRIALS.replace("seeds: [0]", "seeds: [0, 1]"))
+    grown = run(["sweep", "four.yaml"], tmp_path)
+    assert grown.returncode == 2, grown.stdout + grown.stderr
+    assert "4 trial(s) it did not plan (dot-fixed-lr0.1-seed1" in grown.stderr and "--fresh" in grown.stderr
+    assert "Traceback" not in grown.stderr and len(store(tmp_path)[2]) == 4
+    (tmp_path / "four.yaml").write_text(FOUR_TRIALS)
 
     report = run(["report", "four"], tmp_path)
     assert report.returncode == 0 and report.stdout.strip() in done.stdout

@@ -34,7 +34,7 @@ Every = Annotated[int, Ge(0)]  # epochs between measurements; 0: never
 Loss = Literal["cross_entropy", "dot_regression"]
 
 # In each trial's Tune config, what the driver sends: {"config": the settled config as flat params, "run_name": its
-# MLflow run name}. Read with sent_params and sent_run_name.
+# MLflow run name, "identity": what it computes, hashed}. Read with sent_params, sent_run_name and sent_identity.
 TRIAL_KEY = "trial"
 # What a trial reports beside its metrics, and where its checkpoint keeps its figures: read by the driver.
 NODES_KEY, RESOURCES_KEY = "node_ids", "resources"  # in each result: where the trial trains (Ray node ids)
@@ -401,6 +401,11 @@ def sent_params(tune_config: dict[str, Any]) -> dict[str, Any]:
 def sent_run_name(tune_config: dict[str, Any]) -> str:
     """The MLflow run name the driver gave a trial."""
     return tune_config[TRIAL_KEY]["run_name"]
+
+
+def sent_identity(tune_config: dict[str, Any]) -> str | None:
+    """What the trial computes, as the driver hashed it (None: a trial planned before identities were sent)."""
+    return tune_config[TRIAL_KEY].get("identity")
 
 
 def _build(cls: type, values: dict[str, Any]) -> Any:

@@ -22,11 +22,12 @@ from fixray.crossing import metric_keys as keys
 from fixray.crossing.contract import FIGURES_DIR
 from fixray.faults import Outcome
 from fixray.records.encoding import param_value, quoted
-from fixray.records.store import creating, reading_client
+from fixray.records.store import MissingStore, creating, reading_client
 
 SWEEP_TAG = "fixray.sweep"  # on the parent and every child: the sweep's name
 ROLE_TAG = "fixray.role"  # "sweep" on the parent, "trial" on children
 TRIAL_TAG = "fixray.trial_id"  # Ray Tune's trial id, stable across resumes
+IDENTITY_TAG = "fixray.identity"  # on a child run: what its trial computes, hashed (sweep/plan.py's identity)
 STATUS_TAG = "fixray.status"  # what became of a trial: an Outcome's value (fixray/faults.py)
 NODES_TAG, RESOURCES_TAG = "fixray.nodes", "fixray.resources"  # on a child run: every node it trained on, in order
 REPORT_FILE = "report.md"  # on the parent run: the sweep's whole report, whatever its length
@@ -122,8 +123,10 @@ class SweepRuns:
         history = self.client.get_metric_history(run_id, keys.TRAIN_LOSS)
         return run_id, max((m.step for m in history), default=0)
 
-    def child_for_trial(self, trial_id: str, run_name: str, params: dict[str, Any]) -> tuple[str, int]:
-        """The child run of a trial (created once) and the last epoch it already holds."""
+    def child_for_trial(
+        self, trial_id: str, run_name: str, params: dict[str, Any], identity: str | None = None
+    ) -> tuple[str, int]:
+        """The child run of a trial (created once, tagged with what it computes) and the last epoch it holds."""
         try:
             run_id, epoch = self.find_child(trial_id)
         except LookupError:
@@ -137,7 +140,7 @@ class SweepRuns:
             ROLE_TAG: "trial",
             TRIAL_TAG: trial_id,
             MLFLOW_RUN_NAME: run_name,
-        }
+        } | ({IDENTITY_TAG: identity} if identity else {})
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.client.log_batch(run.info.run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
         return run.info.run_id, 0
@@ -168,3 +171,13 @@ class SweepRuns:
 
     def end(self, status: str) -> None:
         self.client.set_terminated(self.parent_id, status)
+
+
+def ended_trials(tracking_uri: str, experiment: str, sweep: str) -> dict[str, str]:
+    """Run name -> what became of each of a sweep's trials that has a status (an Outcome's value), read without
+    writing; {} when the store, the experiment or the sweep is not there yet."""
+    try:
+        runs = SweepRuns(tracking_uri, experiment, sweep, create=False)
+    except (LookupError, MissingStore):
+        return {}
+    return {c.info.run_name: c.data.tags[STATUS_TAG] for c in runs.children() if STATUS_TAG in c.data.tags}

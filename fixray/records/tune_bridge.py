@@ -16,7 +16,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from ray.tune.logger import LoggerCallback
 
 from fixray.crossing import metric_keys as keys
-from fixray.crossing.contract import FIGURES_DIR, NODES_KEY, RESOURCES_KEY, sent_params, sent_run_name
+from fixray.crossing.contract import FIGURES_DIR, NODES_KEY, RESOURCES_KEY, sent_identity, sent_params, sent_run_name
 from fixray.faults import Outcome, trial_outcome, trial_refused
 from fixray.records.encoding import is_tracked_metric
 from fixray.records.outage import RETRIED, PendingWrites
@@ -80,7 +80,8 @@ class MlflowTrialLogger(Restorable, LoggerCallback):
         if trial.trial_id not in self._started:
             self._started.add(trial.trial_id)
             name, params = sent_run_name(trial.config), sent_params(trial.config) | self.context
-            self.pending.submit({"op": "start", "trial": trial.trial_id, "name": name, "params": params})
+            start = {"op": "start", "trial": trial.trial_id, "name": name, "params": params}
+            self.pending.submit(start | {"identity": sent_identity(trial.config)})
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict) -> None:
         self.log_trial_start(trial)
@@ -136,7 +137,7 @@ class MlflowTrialLogger(Restorable, LoggerCallback):
     def _apply(self, write: dict[str, Any]) -> None:
         trial = write["trial"]
         if write["op"] == "start":
-            self._child[trial] = self.runs.child_for_trial(trial, write["name"], write["params"])
+            self._child[trial] = self.runs.child_for_trial(trial, write["name"], write["params"], write.get("identity"))
             return
         if trial not in self._child or write.get(
             RETRIED

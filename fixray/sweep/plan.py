@@ -7,6 +7,8 @@ as what its trial process reads (`PlannedTrial.sent`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,17 +26,31 @@ def trial_config(spec: SweepSpec, point: dict[str, Any]) -> TrialConfig:
     return with_values(spec.base_trial(int(point[SEED])), searched).settled()
 
 
+def identity(spec: SweepSpec, cfg: TrialConfig) -> str:
+    """What a trial computes, as a short hash: its settled config (every setting of the contract) with the dataset and
+    the extra test sets it is measured on; not where or how it runs (resources, storage, tracking, checkpoints,
+    budget), nor its place in a grid."""
+    computes = {
+        "dataset": spec.dataset,
+        "settings": to_params(cfg),
+        "robustness": spec.robustness.model_dump(mode="json") if spec.robustness else None,
+        "generalisation": spec.generalisation,
+    }
+    return hashlib.sha256(json.dumps(computes, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class PlannedTrial:
-    """One trial as the driver sends it: its settled config and its MLflow run name."""
+    """One trial as the driver sends it: its settled config, its MLflow run name and its identity."""
 
     config: TrialConfig
     name: str
+    identity: str  # what it computes (see identity()): a tag of its MLflow run
 
     def sent(self) -> dict[str, Any]:
         """What its Tune config holds under contract.TRIAL_KEY: the config as flat params (the trial reads them
-        back, trusting them settled) and the run name (the MLflow bridge and the live view read it)."""
-        return {"config": to_params(self.config), "run_name": self.name}
+        back, trusting them settled), the run name (the MLflow bridge and the live view read it) and the identity."""
+        return {"config": to_params(self.config), "run_name": self.name, "identity": self.identity}
 
 
 NAMED_APART = ("model", "kind", "fixed", "lr")  # in every run name already (with the options a head kind shows)
@@ -55,7 +71,7 @@ def run_name(cfg: TrialConfig, spec: SweepSpec) -> str:
 
 
 def _planned(spec: SweepSpec, cfg: TrialConfig) -> PlannedTrial:
-    return PlannedTrial(cfg, run_name(cfg, spec))
+    return PlannedTrial(cfg, run_name(cfg, spec), identity(spec, cfg))
 
 
 def _iter_trials(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], TrialConfig]]:

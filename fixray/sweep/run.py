@@ -33,11 +33,11 @@ from fixray.sweep.checkpoints import CheckpointPruner, repair
 from fixray.sweep.cost import admit, compute_plan
 from fixray.sweep.inputs import prepare_data
 from fixray.sweep.lock import DriverLock
-from fixray.sweep.plan import plan
+from fixray.sweep.plan import PlannedTrial, plan
 from fixray.sweep.progress import Progress
 from fixray.sweep.provenance import environment
 from fixray.sweep.spec.schema import SweepSpec
-from fixray.sweep.state import check_record, write_record
+from fixray.sweep.state import check_record, refuse_a_changed_plan, write_record
 from fixray.trial.trainable import CodeErrors, make_trainable, threads
 
 # Set in the driver before Tune runs: every checkpoint is kept until pruned (checkpoints.py), Tune's record of
@@ -72,11 +72,11 @@ class SweepOutcome:
 class SweepRun:
     """A sweep as its driver runs it: planned once, checked before anything starts, then run (or resumed) on Ray."""
 
-    def __init__(self, spec: SweepSpec) -> None:
+    def __init__(self, spec: SweepSpec, trials: list[PlannedTrial] | None = None) -> None:
         # Tune runs each trial in its own working directory: relative paths are fixed here, in the driver.
         self.storage = Storage(spec.storage_path)
         self.spec = spec.model_copy(update={"storage_path": self.storage.location})
-        self.trials = plan(spec)  # every planned trial, listed once (TPE: drawn as the sweep runs)
+        self.trials = plan(spec) if trials is None else trials  # every planned trial, once (TPE: drawn as it runs)
         method = spec.search.search_method
         self.expected = len(self.trials) if method.plans_ahead else spec.trials_bound()
         self.cost = compute_plan(spec, self.trials)
@@ -88,6 +88,7 @@ class SweepRun:
         """Checks the inputs (BadInput, Unavailable, SweepBusy before Ray or MLflow start), then runs the sweep."""
         spec = self.spec
         check_record(spec, self.storage)  # a resume goes to the store it started in, with a fixray that reads it
+        refuse_a_changed_plan(spec, self.storage, self.trials)  # its saved Tune state holds the first plan alone
         require_reachable(spec.tracking.uri)  # a server that is away at the start
         splits = prepare_data(spec)  # dataset problems, before Ray or MLflow start
         for name, value in TUNE_SETTINGS.items():
@@ -102,7 +103,7 @@ class SweepRun:
             if wall is not None:
                 print(f"  on this cluster's GPUs: about {wall:.3g} hours of wall time at that rate", flush=True)
             try:
-                write_record(spec, self.storage)
+                write_record(spec, self.storage, self.trials)
                 return self._tune(splits, runs.result())
             finally:
                 ray.shutdown()

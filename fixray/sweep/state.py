@@ -8,9 +8,11 @@ import json
 from fixray import __version__
 from fixray.errors import BadInput, Unavailable
 from fixray.storage import Storage
+from fixray.sweep.plan import PlannedTrial
 from fixray.sweep.spec.schema import SweepSpec
 
 RECORD_FILE = "fixray-tracking.json"  # in the sweep's storage folder
+PLAN_FILE = "fixray-plan.json"  # beside it: the identity and run name of every trial the sweep's Tune state holds
 # The saved Tune state holds fixray's callbacks and trial configs, found again by module path on resume. 2: the
 # trial/, sweep/, records/ layout, trials sent settled configs. 3: a drawing searcher (TPE) saves its sweep file's
 # spec as plain data, where layout 2 saved the schema's classes by their module path (sweep/spec.py, now a folder).
@@ -63,8 +65,53 @@ def check_record(spec: SweepSpec, where: Storage) -> None:
         )
 
 
-def write_record(spec: SweepSpec, where: Storage) -> None:
-    """Records the store and the state layout when a sweep first starts (a resume keeps the first record)."""
+def write_record(spec: SweepSpec, where: Storage, trials: list[PlannedTrial]) -> None:
+    """Records the store, the state layout and the planned trials when a sweep first starts (a resume keeps the
+    first record)."""
     if not where.exists(spec.name, RECORD_FILE):
+        if trials:
+            planned = {trial.identity: trial.name for trial in trials}
+            where.write_text(json.dumps({"trials": planned}, indent=1) + "\n", spec.name, PLAN_FILE)
         record = {"uri": spec.tracking.uri, "experiment": spec.tracking.experiment, "layout": STATE_LAYOUT}
         where.write_text(json.dumps(record) + "\n", spec.name, RECORD_FILE)
+
+
+def saved_plan(spec: SweepSpec, where: Storage) -> dict[str, str] | None:
+    """Identity -> run name of the trials the sweep started with; None for a sweep not started, or started before
+    plans were recorded, or by a method that draws as it runs."""
+    if not where.exists(spec.name, PLAN_FILE):
+        return None
+    try:
+        return dict(json.loads(where.read_text(spec.name, PLAN_FILE))["trials"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise BadInput(
+            f"{where.shown(spec.name, PLAN_FILE)}: unreadable ({error}); it records the sweep's trials"
+        ) from None
+
+
+def refuse_a_changed_plan(spec: SweepSpec, where: Storage, trials: list[PlannedTrial]) -> None:
+    """A sweep whose file now plans other trials than it started with (a value, a seed, a setting added or removed;
+    epochs changed) cannot continue its saved Tune state, which holds the first trials alone: BadInput saying what
+    changed and the ways on, before anything starts. Resources, storage, tracking, checkpoints and the budget change
+    no trial."""
+    saved = saved_plan(spec, where)
+    if saved is None or not trials:
+        return
+    planned = {trial.identity: trial.name for trial in trials}
+    added = [name for identity, name in planned.items() if identity not in saved]
+    removed = [name for identity, name in saved.items() if identity not in planned]
+    if not added and not removed:
+        return
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    changes = [f"{len(added)} trial(s) it did not plan ({some(added)})"] if added else []
+    changes += [f"{len(removed)} of its trial(s) no longer planned ({some(removed)})"] if removed else []
+    raise BadInput(
+        f"sweep {spec.name!r} in {where.shown(spec.name)} was started from a different file: this one plans "
+        f"{' and '.join(changes)}. fixray does not yet grow or shrink a started sweep in place, and its saved state "
+        f"would run the first plan alone. Pass --fresh to run this file as a new sweep beside it (a timestamped name), "
+        f"or give it a new `name:`; the first sweep's runs stay in MLflow. To finish the first sweep, run its file as "
+        f"it was."
+    )
