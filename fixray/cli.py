@@ -134,7 +134,7 @@ def _print_addresses(spec, runs) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from fixray.records import paper
     from fixray.records.html import html_page
-    from fixray.records.sweep_report import sweep_report
+    from fixray.records.sweep_report import runs_report, sweep_report
     from fixray.sweep.defaults import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri()
@@ -148,7 +148,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             spec = load_sweep(args.sweep)
             uri, experiment, sweep = args.tracking_uri or spec.tracking.uri, spec.tracking.experiment, spec.name
         try:
-            report = sweep_report(uri, experiment, sweep)
+            report = (runs_report if args.runs else sweep_report)(uri, experiment, sweep)
         except LookupError as error:
             print(f"fixray report: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -163,9 +163,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from fixray.sweep.defaults import default_tracking_uri
     from fixray.sweep.replay import replay
 
+    def progress(epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        print(f"  epoch {epoch}/{epochs}: test acc {metrics.get('val/acc', float('nan')):.4f}", flush=True)
+
     uri = args.tracking_uri or default_tracking_uri()
-    found = replay(args.run_id, uri, args.epochs, Path(args.data_dir) if args.data_dir else None)
-    print(f"Replayed run {args.run_id}: {found.epochs} epoch(s), {found.compared} logged values compared.")
+    data = Path(args.data_dir) if args.data_dir else None
+    found = replay(args.run_id, uri, args.epochs, data, args.sweep, progress)
+    replayed = f"{found.epochs} epoch(s), {found.compared} logged values compared"
+    print(f"Replayed run {found.run_name} ({found.run_id}): {replayed}.")
     if found.equal:
         print("Equal, bit for bit: every metric the run logged at every epoch replayed.")
     else:
@@ -223,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--paper", action="store_true", help="paper tables: put the published number beside each cell")
     report.add_argument(
+        "--runs", action="store_true", help="list the sweep's trial runs instead: name (what replay takes), id, outcome"
+    )
+    report.add_argument(
         "--format",
         choices=("terminal", "markdown"),
         default=None,
@@ -236,7 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     again = commands.add_parser(
         "replay", help="train one trial again from its MLflow run, here, and compare every per-epoch metric"
     )
-    again.add_argument("run_id", metavar="RUN", help="the trial's MLflow run id (a child run of a sweep)")
+    again.add_argument(
+        "run_id",
+        metavar="RUN",
+        help="the trial's MLflow run id, or its run name (`fixray report SWEEP --runs` lists them)",
+    )
+    again.add_argument("--sweep", default=None, help="the sweep whose trial RUN names (when several sweeps have one)")
     again.add_argument(
         "--tracking-uri",
         default=None,

@@ -62,6 +62,21 @@ def test_a_replay_of_a_trial_equals_it_bit_for_bit_and_the_first_epochs_alone_to
     assert "2 epoch(s)" in capsys.readouterr().out
 
 
+def test_a_trial_is_replayed_by_its_run_name_too_with_a_line_per_epoch(store, capsys):
+    uri, _, run_id = store
+    assert main(["report", "replayed", "--runs", "--tracking-uri", uri, "--format", "markdown"]) == 0
+    assert f"| trial | {run_id} | unfinished |" in capsys.readouterr().out  # the names replay takes, and ids
+    assert main(["replay", "trial", "--tracking-uri", uri, "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"Replayed run trial ({run_id})" in out and "Equal, bit for bit" in out
+    assert "  epoch 1/2: test acc " in out and "  epoch 2/2: test acc " in out
+    other = SweepRuns(uri, "fixray", "another")  # a second sweep with a trial of the same name
+    other.child_for_trial("t9", "trial", {"dataset": "digits"})
+    assert main(["replay", "trial", "--tracking-uri", uri]) == 2
+    assert "trial runs named 'trial' are in sweeps another, replayed: pass --sweep NAME" in capsys.readouterr().err
+    assert main(["replay", "trial", "--sweep", "replayed", "--tracking-uri", uri, "--epochs", "1"]) == 0
+
+
 def test_a_replay_names_the_first_metric_and_epoch_that_differ(store, capsys):
     uri, runs, run_id = store
     logged = {m.step: m.value for m in runs.client.get_metric_history(run_id, "val/nc1")}
@@ -78,7 +93,7 @@ def test_a_replay_names_the_first_metric_and_epoch_that_differ(store, capsys):
     ("which", "said"),
     [
         ("parent", "no trial of a fixray sweep"),
-        ("missing", "no MLflow run"),
+        ("missing", "no trial run with the id or name"),
         ("ddp", "2 DDP workers"),
         ("epochs", "--epochs 9: the run trained 4"),
     ],

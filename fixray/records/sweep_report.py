@@ -8,7 +8,7 @@ from fixray.records.answer import ANSWER_TAG, Headline, answer_blocks, answer_fi
 from fixray.records.family import family_figures, family_table, is_family
 from fixray.records.importance import Importance, importance, importance_blocks, importance_figure
 from fixray.records.render import Block, Paragraph, Report, Table, as_markdown
-from fixray.records.runs import SweepRuns
+from fixray.records.runs import SweepRuns, outcome
 from fixray.records.tables import Row, row_caption, summarise, sweep_table
 
 
@@ -54,6 +54,14 @@ def publish(runs: SweepRuns, spent: dict[str, float] | None = None) -> list[Head
     figures = answer_figures(rows) | family_figures(rows) | importance_figure(found)
     runs.log_summary(metrics, {ANSWER_TAG: headline_text(headlines)}, notes, figures)
     return headlines
+
+
+def runs_report(tracking_uri: str, experiment: str, sweep: str) -> Report:
+    """A sweep's trial runs, one row each: the run name (what `fixray replay` takes), its id and what became of it."""
+    runs = SweepRuns(tracking_uri, experiment, sweep, create=False)
+    children = sorted(runs.children(), key=lambda child: child.info.run_name)
+    rows = [[child.info.run_name, child.info.run_id, outcome(child)] for child in children]
+    return Report([Table(f"Trial runs of sweep {sweep}", ["run name", "run id", "outcome"], rows)])
 
 
 def sweep_report(tracking_uri: str, experiment: str, sweep: str) -> Report:

@@ -10,17 +10,20 @@ the CPU with the same versions they are equal bit for bit. Metrics measured afte
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from fixray.crossing import metric_keys as keys
 from fixray.crossing.contract import FLAT_PATHS, REPLAYED_EXECUTION, Execution, from_params
 from fixray.errors import BadInput
-from fixray.records.encoding import read_params
-from fixray.records.runs import ROLE_TAG
+from fixray.records.encoding import quoted, read_params
+from fixray.records.runs import ROLE_TAG, SWEEP_TAG
 from fixray.records.store import reading_client
 from fixray.sweep.provenance import this_machine
 
@@ -43,6 +46,8 @@ class Difference:
 
 @dataclass
 class Replay:
+    run_id: str
+    run_name: str
     epochs: int  # epochs replayed
     compared: int  # (metric, epoch) values compared
     first_difference: Difference | None
@@ -61,16 +66,43 @@ def _execution(params: dict[str, Any]) -> Execution:
     return Execution(**{name: FLAGS[params[name]] for name in REPLAYED_EXECUTION if name in params})
 
 
-def replay(run_id: str, tracking_uri: str, epochs: int | None = None, data_dir: Path | None = None) -> Replay:
-    """Trains the trial of child run `run_id` again for its first `epochs` (all: None) and compares its metrics."""
+def find_trial_run(client: MlflowClient, run: str, tracking_uri: str, sweep: str | None = None):
+    """A trial's child run by its id, or by its name (within `sweep` when given): NotReplayable when none is, or
+    when the name is several sweeps' (naming them)."""
+    if sweep is None:
+        try:
+            return client.get_run(run)
+        except Exception:  # MLflow says RESOURCE_DOES_NOT_EXIST in its own exception type: try it as a name
+            pass
+    where = f"tags.`{ROLE_TAG}` = 'trial' and tags.`{MLFLOW_RUN_NAME}` = {quoted(run)}"
+    where += f" and tags.`{SWEEP_TAG}` = {quoted(sweep)}" if sweep else ""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(experiments, where, max_results=100) if experiments else []
+    if not found:
+        within = f" of sweep {sweep!r}" if sweep else ""
+        raise NotReplayable(f"no trial run with the id or name {run!r}{within} in {tracking_uri}")
+    sweeps = sorted({r.data.tags.get(SWEEP_TAG, "?") for r in found})
+    if len(found) > 1:
+        raise NotReplayable(f"trial runs named {run!r} are in sweeps {', '.join(sweeps)}: pass --sweep NAME")
+    return found[0]
+
+
+def replay(
+    run_id: str,
+    tracking_uri: str,
+    epochs: int | None = None,
+    data_dir: Path | None = None,
+    sweep: str | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> Replay:
+    """Trains the trial of a child run (its id, or its name within `sweep`) again for its first `epochs` (all:
+    None) and compares its metrics; progress(epoch, epochs, metrics) after each epoch replayed."""
     from fixray.data.registry import load_dataset
     from fixray.trial.loop import train
 
     client = reading_client(tracking_uri)
-    try:
-        run = client.get_run(run_id)
-    except Exception as error:  # MLflow says RESOURCE_DOES_NOT_EXIST in its own exception type
-        raise NotReplayable(f"no MLflow run {run_id!r} in {tracking_uri}: {error}") from None
+    run = find_trial_run(client, run_id, tracking_uri, sweep)
+    run_id = run.info.run_id
     if run.data.tags.get(ROLE_TAG) != "trial":
         raise NotReplayable(f"run {run_id} is no trial of a fixray sweep (it has no {ROLE_TAG}=trial tag)")
     params = read_params(run.data.params)
@@ -87,6 +119,8 @@ def replay(run_id: str, tracking_uri: str, epochs: int | None = None, data_dir: 
 
     def record(metrics: dict[str, float], state) -> None:
         reports[int(metrics[keys.EPOCH])] = metrics
+        if progress is not None:
+            progress(int(metrics[keys.EPOCH]), total, metrics)
         if metrics[keys.EPOCH] == total and total < cfg.epochs:
             raise _Replayed  # the run's own first epochs: its schedule planned for all of them
 
@@ -107,12 +141,12 @@ def replay(run_id: str, tracking_uri: str, epochs: int | None = None, data_dir: 
     parent = client.get_run(parent_id).data.params if parent_id else {}
     here = this_machine()
     versions = {k: (parent.get(k, "not recorded"), v) for k, v in here.items() if parent.get(k) != v}
-    return Replay(total, compared, first, versions)
+    return Replay(run_id, run.info.run_name, total, compared, first, versions)
 
 
 def _replayable(key: str, replayed: int, trained: int) -> bool:
     """Metrics the replay reproduces: per-epoch ones; those after the last epoch only when it replays the last."""
-    metric = keys.METRICS.get(key)
+    metric = keys.declared(key)  # a family's key too (head/S)
     if metric is None or key.startswith(("robust/", "gen/")) or key == keys.TRIAL_SECONDS:
         return False
     return metric.when != keys.ONCE_AT_BEST or replayed == trained
