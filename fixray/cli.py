@@ -1,4 +1,4 @@
-"""`fixray sweep | validate | report | replay`: parse arguments, call the library, print, set the exit code."""
+"""`fixray sweep | validate | report | status | replay`: parse arguments, call the library, print, set the exit code."""
 
 from __future__ import annotations
 
@@ -159,6 +159,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from fixray.records.status import status_report
+    from fixray.sweep.defaults import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri()
+    try:
+        report = status_report(uri, args.experiment, args.sweep)
+    except LookupError as error:
+        print(f"fixray status: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(report.render(_style(args.format)))
+    return 0
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from fixray.sweep.defaults import default_tracking_uri
     from fixray.sweep.replay import replay
@@ -240,6 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--html", default=None, metavar="FILE", help="also write the report with each table's figures embedded"
     )
     report.set_defaults(run=_cmd_report)
+
+    status = commands.add_parser("status", help="the sweeps in a tracking store: their trials by state, from MLflow")
+    status.add_argument("sweep", nargs="?", default=None, help="one sweep's name (default: every sweep)")
+    status.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    status.add_argument("--experiment", default="fixray", help="MLflow experiment (default: fixray)")
+    status.add_argument("--format", choices=("terminal", "markdown"), default=None, help="as for report")
+    status.set_defaults(run=_cmd_status)
 
     again = commands.add_parser(
         "replay", help="train one trial again from its MLflow run, here, and compare every per-epoch metric"
