@@ -299,7 +299,7 @@ class TrialResources:
 
 
 @functools.cache
-def flat_paths(cls: type = None) -> dict[str, tuple[str, ...]]:
+def flat_paths(cls: type | None = None) -> dict[str, tuple[str, ...]]:
     """Flat name (MLflow param, search-space key) -> path of attribute names in a trial contract (TrialConfig)."""
     return _flat_paths(cls or TrialConfig)
 
@@ -315,32 +315,35 @@ def _flat_paths(cls: type, prefix: tuple[str, ...] = ()) -> dict[str, tuple[str,
     return paths
 
 
-def declared(flat: str, cls: type = None) -> dataclasses.Field:
-    """The dataclass field that declares a flat setting (its default, meaning and flags)."""
+def _section_of(flat: str, cls: type | None) -> tuple[type, str]:
+    """The dataclass (TrialConfig or one of its sections) that declares a flat setting, and the field's name there."""
     owner: type = cls or TrialConfig
     *sections, name = flat_paths(owner)[flat]
     for section in sections:
         owner = get_type_hints(owner)[section]
+    return owner, name
+
+
+def declaration(flat: str, cls: type | None = None) -> dataclasses.Field:
+    """The dataclass field that declares a flat setting (its default, meaning and flags)."""
+    owner, name = _section_of(flat, cls)
     return {f.name: f for f in dataclasses.fields(owner)}[name]
 
 
 @functools.cache
-def searchable(cls: type = None) -> tuple[str, ...]:
+def searchable(cls: type | None = None) -> tuple[str, ...]:
     """What a sweep may search, in declaration order: the settings whose effect is the question (declared with
     searchable=True), not the run's bookkeeping."""
-    return tuple(flat for flat in flat_paths(cls) if declared(flat, cls).metadata["searchable"])
+    return tuple(flat for flat in flat_paths(cls) if declaration(flat, cls).metadata["searchable"])
 
 
 FLAT_PATHS: dict[str, tuple[str, ...]] = flat_paths(TrialConfig)
 SEARCHABLE: tuple[str, ...] = searchable(TrialConfig)
 
 
-def field_type(flat: str, cls: type = None) -> Any:
+def field_type(flat: str, cls: type | None = None) -> Any:
     """The annotated type of a flat setting, with its rules (e.g. Annotated[float, Gt(0)] for lr)."""
-    owner: type = cls or TrialConfig
-    *sections, name = flat_paths(owner)[flat]
-    for section in sections:
-        owner = get_type_hints(owner)[section]
+    owner, name = _section_of(flat, cls)
     return get_type_hints(owner, include_extras=True)[name]
 
 
@@ -377,7 +380,7 @@ def to_params(cfg: TrialConfig) -> dict[str, Any]:
     return params
 
 
-def from_params(params: dict[str, Any], cls: type = None) -> TrialConfig:
+def from_params(params: dict[str, Any], cls: type | None = None) -> TrialConfig:
     """The config `to_params` flattened, rebuilt as it was (None: an option the head kind does not read, at its
     default). What a trial does with the flat config the driver sent it: a decode, never a plan."""
     cls = cls or TrialConfig

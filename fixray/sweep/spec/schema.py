@@ -46,7 +46,7 @@ from fixray.data.registry import DATASETS
 from fixray.storage import URI_SCHEMES, is_uri
 from fixray.sweep.defaults import LOCAL_STORAGE, LOCAL_TRACKING_URI
 from fixray.sweep.methods import SEARCH_METHODS, SearchMethod
-from fixray.sweep.spec.values import SettingValues
+from fixray.sweep.spec.values import DRAWERS, SettingValues
 from fixray.trial.models import BACKBONES
 
 SEED = "seed"  # the trial contract's seed: a sweep file lists `seeds`, and every configuration runs once per seed
@@ -126,7 +126,6 @@ class AshaSpec(Schema):
 # --- the typed search space: one entry per searchable setting, typed by the trial contract -------------
 
 VALUE, GRID, RANGE = "<value>", "<grid>", "<range>"  # union tags; key paths leave them out
-DISTRIBUTIONS = ("loguniform", "uniform", "choice")
 
 
 def _shape(value: Any) -> str:
@@ -138,7 +137,7 @@ class RangeBase(Schema):
 
     @model_validator(mode="after")
     def _one_distribution(self) -> RangeBase:
-        given = [name for name in DISTRIBUTIONS if getattr(self, name, None) is not None]
+        given = [name for name in DRAWERS if getattr(self, name, None) is not None]
         if len(given) != 1:
             allowed = ", ".join(f"{n}: [lo, hi]" if n != "choice" else "choice: [...]" for n in type(self).model_fields)
             raise ValueError(f"a mapping with exactly one of: {allowed}")
