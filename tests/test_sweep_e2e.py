@@ -99,7 +99,7 @@ def test_sweep_records_one_parent_and_one_child_per_trial_then_resume_adds_nothi
     (tmp_path / "four.yaml").write_text(FOUR_TRIALS.replace("seeds: [0]", "seeds: [0, 1]"))
     grown = run(["sweep", "four.yaml"], tmp_path)
     assert grown.returncode == 2, grown.stdout + grown.stderr
-    assert "4 trial(s) it did not plan (dot-fixed-lr0.1-seed1" in grown.stderr and "--fresh" in grown.stderr
+    assert "this one adds 4 trial(s) (dot-fixed-lr0.1-seed1" in grown.stderr and "--fresh" in grown.stderr
     assert "Traceback" not in grown.stderr and len(store(tmp_path)[2]) == 4
     (tmp_path / "four.yaml").write_text(FOUR_TRIALS)
 

@@ -103,15 +103,17 @@ def refuse_a_changed_plan(spec: SweepSpec, where: Storage, trials: list[PlannedT
     if not added and not removed:
         return
 
-    def some(names: list[str]) -> str:
-        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-
-    changes = [f"{len(added)} trial(s) it did not plan ({some(added)})"] if added else []
-    changes += [f"{len(removed)} of its trial(s) no longer planned ({some(removed)})"] if removed else []
+    changes = [f"adds {len(added)} trial(s) ({_some(added)})"] if added else []
+    changes += [f"drops {len(removed)} of its trial(s) ({_some(removed)})"] if removed else []
     raise BadInput(
-        f"sweep {spec.name!r} in {where.shown(spec.name)} was started from a different file: this one plans "
+        f"sweep {spec.name!r} in {where.shown(spec.name)} was started from a different file: this one "
         f"{' and '.join(changes)}. fixray does not yet grow or shrink a started sweep in place, and its saved state "
         f"would run the first plan alone. Pass --fresh to run this file as a new sweep beside it (a timestamped name), "
         f"or give it a new `name:`; the first sweep's runs stay in MLflow. To finish the first sweep, run its file as "
         f"it was."
     )
+
+
+def _some(names: list[str]) -> str:
+    """The first three names, and how many more."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
