@@ -90,7 +90,8 @@ def test_fixed_minus_learned_pairs_finished_seeds_and_counts_the_rest(tmp_path):
     assert one.n == 1 and math.isclose(one.mean, 0.10) and math.isnan(one.low)
 
     text = Report(answer.answer_blocks(rows)).render(as_markdown)
-    assert "| cosine | 16.0 | 0.1 | 3 | — / — | +2.00 [-0.48, +4.48] | +2.00 [+2.00, +2.00] | +0.200 [" in text
+    equal = "+2.00 (the 3 seeds' differences are equal: no spread, no interval)"
+    assert f"| cosine | 16.0 | 0.1 | 3 | — / — | +2.00 [-0.48, +4.48] | {equal} | +0.200 [" in text
     assert "| cosine | 1.0 | 0.1 | 1 | 1 diverged / 1 error, 1 unfinished | +10.00 (one seed: no interval) |" in text
     table = as_markdown(sweep_table(rows))  # the per-configuration table averages finished seeds only
     assert "| cosine | learned | 1.0 | 0.1 | 3 (1 error, 1 unfinished) | 50.00 ± 0.00 | 50.00 ± 0.00 |" in table
@@ -267,3 +268,34 @@ def test_searchers_and_schedulers_rank_trials_by_the_number_tables_rank_configur
     from fixray.sweep import search
 
     assert (search.METRIC, search.MODE) == (answer.BEST_ACC.metric, "max")
+
+
+def test_a_headline_claims_no_interval_when_the_seeds_agree_and_says_how_a_tie_was_broken():
+    """Two seeds that differ by the same amount give a t interval of width 0, which a reader takes for certainty; and
+    of two configurations at the same best accuracy the first in table order is named, saying so."""
+    equal = paired_interval([0.0, 0.0])
+    assert equal.text(100) == "+0.00 (the 2 seeds' differences are equal: no spread, no interval)"
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from fixray.records.tables import Row
+
+    def row(S: float, fixed: bool) -> Row:  # two finished seeds, each at 99.72% (359 of 360 test images)
+        runs = {seed: SimpleNamespace(data=SimpleNamespace(metrics={keys.BEST_ACC: 359 / 360})) for seed in (0, 1)}
+        key = {"kind": "cosine", "fixed": fixed, "S": S, "lr": 0.1}
+        return Row(key, finished=runs, outcomes=Counter(finished=2), runs=list(runs.values()))
+
+    [headline] = answer.Headline.each([row(1.0, True), row(4.0, True), row(1.0, False)])
+    text = headline.text()
+    assert "fixed minus learned +0.00 (the 2 seeds' differences are equal: no spread, no interval) pp" in text
+    assert "t interval" not in text
+    assert "(1 other fixed configuration(s) tie with the best: the first in table order is named)" in text
+
+
+@pytest.mark.parametrize(
+    "value,shown", [(7.891112021272017, "7.891"), (0.03598457153092583, "0.03598"), (1.0, "1.0"), (0.01, "0.01")]
+)
+def test_a_drawn_value_is_shown_to_four_significant_digits_and_a_written_one_as_it_is(value, shown):
+    from fixray.records.tables import shown_value
+
+    assert shown_value("S", value) == shown

@@ -42,6 +42,8 @@ class Interval:
         mean = f"{self.mean * scale:+.{decimals}f}"
         if self.n == 1:
             return f"{mean} (one seed: no interval)"
+        if self.low == self.high:  # every pair differs by the same amount: a t interval of width 0 claims certainty
+            return f"{mean} (the {self.n} seeds' differences are equal: no spread, no interval)"
         return f"{mean} [{self.low * scale:+.{decimals}f}, {self.high * scale:+.{decimals}f}]"
 
 
@@ -94,6 +96,8 @@ class Headline:
 
     best: Comparison
     context: tuple  # ((setting, value), ...): empty when the sweep searches no context setting
+    fixed_ties: int = 0  # other fixed configurations at the best one's accuracy (the first in table order is named)
+    learned_ties: int = 0
 
     @classmethod
     def each(cls, rows: list[Row]) -> list[Headline]:
@@ -104,13 +108,14 @@ class Headline:
                 contexts.setdefault(row.context, []).append(row)
         found = []
         for context, ranked in contexts.items():
-            best = {}
+            best, ties = {}, {}
             for fixed in (True, False):
                 side = [row for row in ranked if row.key["fixed"] is fixed]
                 if side:
                     best[fixed] = max(side, key=lambda row: row.mean(BEST_ACC))  # the first of equals
+                    ties[fixed] = sum(row.mean(BEST_ACC) == best[fixed].mean(BEST_ACC) for row in side) - 1
             if len(best) == 2:
-                found.append(cls(Comparison(best[True], best[False]), context))
+                found.append(cls(Comparison(best[True], best[False]), context, ties[True], ties[False]))
         return found
 
     @property
@@ -138,10 +143,18 @@ class Headline:
     def text(self) -> str:
         fixed, learned = self.best.fixed, self.best.learned
         where = f"{self.where()}: " if self.context else ""
+        interval = self.interval
+        over = f"{CONFIDENCE:.0%} t interval over {interval.n} seed(s) paired" if interval.low < interval.high else ""
+        ties = [
+            f"{n} other {side} configuration(s) tie with the best"
+            for side, n in (("fixed", self.fixed_ties), ("learned", self.learned_ties))
+            if n
+        ]
+        tied = f" ({' and '.join(ties)}: the first in table order is named)" if ties else ""
         return (
             f"{where}best fixed ({label(fixed)}) {fixed.mean(BEST_ACC) * 100:.2f}% vs best learned ({label(learned)}) "
             f"{learned.mean(BEST_ACC) * 100:.2f}% best-epoch test accuracy: fixed minus learned "
-            f"{self.interval.text(100)} pp, {CONFIDENCE:.0%} t interval over {self.interval.n} seed(s) paired"
+            f"{interval.text(100)} pp" + (f", {over}" if over else "") + tied
         )
 
 

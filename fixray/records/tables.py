@@ -168,10 +168,16 @@ def format_cell(values: list[float], scale: float, decimals: int) -> str:
     return f"{mean * scale:.{decimals}f} ± {std * scale:.{decimals}f}"
 
 
+SHOWN_DIGITS = 4  # significant digits of a drawn value (random search, TPE): S=7.891, not S=7.891112021272017
+
+
 def shown_value(key: str, value: Any) -> str:
-    """A parameter as a table cell: fixed/learned for `fixed`, 'none' for an option the head lacks."""
+    """A parameter as a table cell: fixed/learned for `fixed`, 'none' for an option the head lacks, a drawn number
+    to SHOWN_DIGITS significant digits (a value written in the file, 1.0 or 0.01, as it is)."""
     if key == "fixed" and isinstance(value, bool):
         return "fixed" if value else "learned"
+    if isinstance(value, float) and len(str(value)) > SHOWN_DIGITS + 3:
+        return f"{value:.{SHOWN_DIGITS}g}"
     return "none" if value is None else str(value)
 
 
