@@ -90,7 +90,7 @@ def test_fixed_minus_learned_pairs_finished_seeds_and_counts_the_rest(tmp_path):
     assert one.n == 1 and math.isclose(one.mean, 0.10) and math.isnan(one.low)
 
     text = Report(answer.answer_blocks(rows)).render(as_markdown)
-    equal = "+2.00 (the 3 seeds' differences are equal: no spread, no interval)"
+    equal = "+2.00 (equal over 3 seeds: no interval)"
     assert f"| cosine | 16.0 | 0.1 | 3 | — / — | +2.00 [-0.48, +4.48] | {equal} | +0.200 [" in text
     assert "| cosine | 1.0 | 0.1 | 1 | 1 diverged / 1 error, 1 unfinished | +10.00 (one seed: no interval) |" in text
     table = as_markdown(sweep_table(rows))  # the per-configuration table averages finished seeds only
@@ -274,7 +274,7 @@ def test_a_headline_claims_no_interval_when_the_seeds_agree_and_says_how_a_tie_w
     """Two seeds that differ by the same amount give a t interval of width 0, which a reader takes for certainty; and
     of two configurations at the same best accuracy the first in table order is named, saying so."""
     equal = paired_interval([0.0, 0.0])
-    assert equal.text(100) == "+0.00 (the 2 seeds' differences are equal: no spread, no interval)"
+    assert equal.text(100) == "+0.00 (equal over 2 seeds: no interval)"
     from collections import Counter
     from types import SimpleNamespace
 
@@ -287,7 +287,7 @@ def test_a_headline_claims_no_interval_when_the_seeds_agree_and_says_how_a_tie_w
 
     [headline] = answer.Headline.each([row(1.0, True), row(4.0, True), row(1.0, False)])
     text = headline.text()
-    assert "fixed minus learned +0.00 (the 2 seeds' differences are equal: no spread, no interval) pp" in text
+    assert "fixed minus learned +0.00 (equal over 2 seeds: no interval) pp" in text
     assert "t interval" not in text
     assert "(1 other fixed configuration(s) tie with the best: the first in table order is named)" in text
 

@@ -43,7 +43,7 @@ class Interval:
         if self.n == 1:
             return f"{mean} (one seed: no interval)"
         if self.low == self.high:  # every pair differs by the same amount: a t interval of width 0 claims certainty
-            return f"{mean} (the {self.n} seeds' differences are equal: no spread, no interval)"
+            return f"{mean} (equal over {self.n} seeds: no interval)"
         return f"{mean} [{self.low * scale:+.{decimals}f}, {self.high * scale:+.{decimals}f}]"
 
 
