@@ -293,7 +293,8 @@ def test_a_headline_claims_no_interval_when_the_seeds_agree_and_says_how_a_tie_w
 
 
 @pytest.mark.parametrize(
-    "value,shown", [(7.891112021272017, "7.891"), (0.03598457153092583, "0.03598"), (1.0, "1.0"), (0.01, "0.01")]
+    "value,shown",
+    [(7.891112021272017, "7.891"), (0.03598457153092583, "0.03598"), (1.0, "1.0"), (0.01, "0.01"), (1e6, "1000000.0")],
 )
 def test_a_drawn_value_is_shown_to_four_significant_digits_and_a_written_one_as_it_is(value, shown):
     from fixray.records.tables import shown_value

@@ -172,12 +172,13 @@ SHOWN_DIGITS = 4  # significant digits of a drawn value (random search, TPE): S=
 
 
 def shown_value(key: str, value: Any) -> str:
-    """A parameter as a table cell: fixed/learned for `fixed`, 'none' for an option the head lacks, a drawn number
-    to SHOWN_DIGITS significant digits (a value written in the file, 1.0 or 0.01, as it is)."""
+    """A parameter as a table cell: fixed/learned for `fixed`, 'none' for an option the head lacks, a number of more
+    significant digits than SHOWN_DIGITS (a drawn one) shortened to them; one written in the file (1.0, 0.01, 1e6)
+    as it is."""
     if key == "fixed" and isinstance(value, bool):
         return "fixed" if value else "learned"
-    if isinstance(value, float) and len(str(value)) > SHOWN_DIGITS + 3:
-        return f"{value:.{SHOWN_DIGITS}g}"
+    if isinstance(value, float) and float(short := f"{value:.{SHOWN_DIGITS}g}") != value:
+        return short
     return "none" if value is None else str(value)
 
 
