@@ -31,7 +31,7 @@ def _style(asked: str | None):
 def _cmd_validate(args: argparse.Namespace) -> int:
     from fixray.sweep.cost import admit, compute_plan
     from fixray.sweep.inputs import check_data
-    from fixray.sweep.plan import expected_trials, plan
+    from fixray.sweep.plan import plan
     from fixray.sweep.spec.reading import load_sweep
 
     status = 0
@@ -46,7 +46,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(f"{error.prefix and f'{file}: '}{error}", file=sys.stderr)
             status = error.exit_code
             continue
-        print(f"{file}: ok ({_summary(spec, expected_trials(spec))}); data: {data}")
+        print(f"{file}: ok ({_summary(spec, cost.trials)}); data: {data}")
         print(f"  cost: {cost.text()}")
         if admission.budget is not None:
             print(f"  {admission.text()}")

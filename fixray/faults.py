@@ -28,6 +28,10 @@ class Outcome(str, Enum):
     __format__ = str.__format__
 
 
+# How a trial may end and stay ended: a rerun of the command retries errors (and trials a budget left out), never these.
+KEPT_BY_A_RERUN = (Outcome.FINISHED, Outcome.DIVERGED, Outcome.STOPPED_EARLY)
+
+
 class NotAdmitted(RuntimeError):
     """Raised by a trial the sweep's budget leaves out, before it trains: Tune records it as errored, so the rerun of a
     larger budget retries it (and the driver reports it as not run, never as a failure)."""

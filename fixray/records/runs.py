@@ -36,6 +36,19 @@ SEARCH_PAGE = 1000  # runs per MLflow search request; lookups page through all o
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
+def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str, order_by=None) -> list:
+    """Every run the filter matches, page by page (a sweep may hold more runs than one page)."""
+    found, token = [], None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string=filter_string, max_results=SEARCH_PAGE, order_by=order_by, page_token=token
+        )
+        found += page
+        token = page.token
+        if not token:
+            return found
+
+
 def outcome(run) -> str:
     """What became of a trial's run: its Outcome's value (its status tag); unfinished when it has none yet."""
     return run.data.tags.get(STATUS_TAG, Outcome.UNFINISHED.value)
@@ -92,16 +105,7 @@ class SweepRuns:
         return self.client.get_experiment_by_name(name)
 
     def _find(self, filter_string: str) -> list:
-        """Every run the filter matches, page by page (a sweep may hold more runs than one page)."""
-        found, token = [], None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id], filter_string=filter_string, max_results=SEARCH_PAGE, page_token=token
-            )
-            found += page
-            token = page.token
-            if not token:
-                return found
+        return search_all(self.client, [self.experiment_id], filter_string)
 
     def log_sweep_params(self, params: dict[str, Any]) -> None:
         logged = self.client.get_run(self.parent_id).data.params

@@ -11,7 +11,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from fixray.faults import Outcome
 from fixray.records.encoding import quoted
 from fixray.records.render import Report, Table
-from fixray.records.runs import ROLE_TAG, SEARCH_PAGE, SWEEP_TAG, outcome
+from fixray.records.runs import ROLE_TAG, SWEEP_TAG, outcome, search_all
 from fixray.records.store import reading_client
 
 RUNNING = "running"  # a trial run without a status that MLflow holds as RUNNING: its trial is training now
@@ -33,14 +33,12 @@ def status_report(tracking_uri: str, experiment: str, sweep: str | None = None) 
         raise LookupError(f"no MLflow experiment {experiment!r} in {tracking_uri}")
     ids = [found.experiment_id]
     where = f"tags.`{ROLE_TAG}` = 'sweep'" + (f" and tags.`{SWEEP_TAG}` = {quoted(sweep)}" if sweep else "")
-    parents = client.search_runs(ids, where, max_results=SEARCH_PAGE, order_by=["attributes.start_time DESC"])
+    parents = search_all(client, ids, where, order_by=["attributes.start_time DESC"])
     if sweep and not parents:
         raise LookupError(f"no sweep named {sweep!r} in MLflow experiment {experiment!r} ({tracking_uri})")
     rows = []
     for parent in parents:
-        children = client.search_runs(
-            ids, f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(parent.info.run_id)}", max_results=SEARCH_PAGE
-        )
+        children = search_all(client, ids, f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(parent.info.run_id)}")
         states = Counter(_state(child) for child in children)
         last = max([parent.info.end_time or 0, parent.info.start_time or 0] + [c.info.end_time or 0 for c in children])
         open_now = "open (running, or its driver died)" if parent.info.status == "RUNNING" else parent.info.status

@@ -92,7 +92,7 @@ def asha_share(epochs: int, grace: int, reduction: float) -> float:
 
 @dataclass(frozen=True)
 class ComputePlan:
-    trials: int
+    trials: int  # planned, or the bound of a method that draws as it runs (num_samples x seeds)
     flop: float  # training FLOP, every trial to its last epoch
     expected_flop: float  # with ASHA's early stops, as its reduction factor expects (= flop without ASHA)
     throughput: float  # FLOP/s of one GPU

@@ -3,15 +3,12 @@ that no longer plans the trials the sweep started with, and the trials that ende
 
 from __future__ import annotations
 
-from fixray.faults import Outcome
+from fixray.faults import KEPT_BY_A_RERUN
 from fixray.records.runs import ended_trials
 from fixray.storage import Storage
 from fixray.sweep.plan import PlannedTrial
 from fixray.sweep.spec.schema import SweepSpec
-from fixray.sweep.state import check_record, refuse_a_changed_plan, saved_plan
-
-# How a trial may end and stay ended: a rerun retries errors (and trials a budget left out), never these.
-KEPT = (Outcome.FINISHED, Outcome.DIVERGED, Outcome.STOPPED_EARLY)
+from fixray.sweep.state import check_record, refuse_a_changed_plan
 
 
 def ended_earlier(spec: SweepSpec, trials: list[PlannedTrial]) -> int | None:
@@ -20,8 +17,7 @@ def ended_earlier(spec: SweepSpec, trials: list[PlannedTrial]) -> int | None:
     store than the sweep's or a file that plans other trials (state.py), before anything starts."""
     where = Storage(spec.storage_path)
     check_record(spec, where)
-    refuse_a_changed_plan(spec, where, trials)
-    if saved_plan(spec, where) is None:
+    if refuse_a_changed_plan(spec, where, trials) is None:
         return None
     ended = ended_trials(spec.tracking.uri, spec.tracking.experiment, spec.name)
-    return sum(1 for trial in trials if ended.get(trial.name) in KEPT)
+    return sum(1 for trial in trials if ended.get(trial.name) in KEPT_BY_A_RERUN)

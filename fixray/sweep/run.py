@@ -77,9 +77,8 @@ class SweepRun:
         self.storage = Storage(spec.storage_path)
         self.spec = spec.model_copy(update={"storage_path": self.storage.location})
         self.trials = plan(spec) if trials is None else trials  # every planned trial, once (TPE: drawn as it runs)
-        method = spec.search.search_method
-        self.expected = len(self.trials) if method.plans_ahead else spec.trials_bound()
         self.cost = compute_plan(spec, self.trials)
+        self.expected = self.cost.trials  # planned, or a drawing method's bound
         self.admission = admit(spec, self.trials, self.cost.throughput)  # BadInput: a budget that admits nothing
         self.driver_dir = self.storage.driver_dir(spec.name)  # its lock and its spool of pending MLflow writes
         self.spool = self.driver_dir / SPOOL_FILE

@@ -89,19 +89,19 @@ def saved_plan(spec: SweepSpec, where: Storage) -> dict[str, str] | None:
         ) from None
 
 
-def refuse_a_changed_plan(spec: SweepSpec, where: Storage, trials: list[PlannedTrial]) -> None:
+def refuse_a_changed_plan(spec: SweepSpec, where: Storage, trials: list[PlannedTrial]) -> dict[str, str] | None:
     """A sweep whose file now plans other trials than it started with (a value, a seed, a setting added or removed;
     epochs changed) cannot continue its saved Tune state, which holds the first trials alone: BadInput saying what
     changed and the ways on, before anything starts. Resources, storage, tracking, checkpoints and the budget change
-    no trial."""
+    no trial. Returns the saved plan (saved_plan) the file matches."""
     saved = saved_plan(spec, where)
     if saved is None or not trials:
-        return
+        return saved
     planned = {trial.identity: trial.name for trial in trials}
     added = [name for identity, name in planned.items() if identity not in saved]
     removed = [name for identity, name in saved.items() if identity not in planned]
     if not added and not removed:
-        return
+        return saved
 
     changes = [f"adds {len(added)} trial(s) ({_some(added)})"] if added else []
     changes += [f"drops {len(removed)} of its trial(s) ({_some(removed)})"] if removed else []
