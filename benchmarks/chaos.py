@@ -3,8 +3,10 @@
 A sweep of 16 digits trials of 20 epochs runs twice on a multi-node Ray cluster (`ray.cluster_utils.Cluster`: a head
 that trains nothing and two worker nodes): once clean, once with a fault every 10-20 s drawn on a seeded schedule
 from SIGKILL of a trial's process, a worker node removed (and another added back), SIGKILL of the driver (then the
-same command again, as a user would), the MLflow server stopped for 20 s, and the storage full for 10 s (then the
-same command again). Afterwards every trial must have finished exactly once, every epoch must be in MLflow exactly
+same command again, as a user would), the MLflow server stopped for 20 s, the storage full for 10 s (then the
+same command again), and the sweep file edited (the driver stopped with Ctrl-C, then the same command): the chaos
+sweep's file starts with one seed and one learning rate, and gains the second seed, then the second learning rate.
+Afterwards every trial of the final file must have finished exactly once, every epoch must be in MLflow exactly
 once, and every trial's metrics at every epoch and a checksum of its final weights must equal the clean run's, bit
 for bit (on the CPU, one thread per trial). The last line printed is one JSON object: faults (by kind), trials,
 lost, duplicated, not_finished (a trial whose one run ended otherwise: failed, unfinished), differing (these four
@@ -44,25 +46,39 @@ FIXRAY = [str(Path(sys.executable).with_name("fixray"))]
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 NODE = {"num_cpus": 2}  # each worker node: two one-CPU trials at a time
 DISK = "192m"  # the storage tmpfs: room for every checkpoint kept, small enough to fill quickly
-FAULTS = ("kill_trial", "remove_node", "kill_driver", "mlflow_down", "storage_full")
+FAULTS = ("kill_trial", "remove_node", "kill_driver", "mlflow_down", "storage_full", "edit_file")
+SEEDS, LRS = [0, 1], [0.1, 0.05]  # the final file's; the chaos sweep starts with the first of each
+# The chaos sweep's file grows twice as it runs, as a researcher edits it: a seed added, then a value.
+EDITS = ({"seeds": SEEDS}, {"lr": LRS})
 
 
-def sweep_file(folder: Path, name: str, storage: Path, epochs: int) -> Path:
-    """16 trials: two head kinds, fixed and learned, two learning rates, two seeds; a checkpoint every epoch."""
+def sweep_file(folder: Path, name: str, storage: Path, epochs: int, seeds=SEEDS, lrs=LRS) -> Path:
+    """Two head kinds, fixed and learned, the learning rates and seeds given (16 trials with the final file's); a
+    checkpoint every epoch."""
     text = {
         "name": name,
         "dataset": "digits",
         "model": "small_cnn",
         "epochs": epochs,
         "batch_size": 64,
-        "seeds": [0, 1],
+        "seeds": list(seeds),
         "storage_path": str(storage),
         "resources": {"cpus_per_trial": 1, "max_retries": 20, "checkpoint_every": 1},
-        "search": {"space": {"kind": ["dot", "cosine"], "fixed": [True, False], "lr": [0.1, 0.05]}},
+        "search": {"space": {"kind": ["dot", "cosine"], "fixed": [True, False], "lr": list(lrs)}},
     }
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(text))
     return path
+
+
+def edit(file: Path, change: dict) -> None:
+    """One edit of a sweep file: its seeds, or its learning rates."""
+    text = yaml.safe_load(file.read_text())
+    if "seeds" in change:
+        text["seeds"] = change["seeds"]
+    else:
+        text["search"]["space"]["lr"] = change["lr"]
+    file.write_text(yaml.safe_dump(text))
 
 
 def free_port() -> int:
@@ -104,6 +120,7 @@ class Driver:
     """`fixray sweep FILE --address ADDR --tracking-uri URI`, started again whenever it ends before the sweep does."""
 
     def __init__(self, file: Path, address: str, uri: str, log: Path) -> None:
+        self.file = file
         self.command = FIXRAY + ["sweep", str(file), "--address", address, "--tracking-uri", uri]
         self.cwd, self.log, self.process, self.starts = file.parent, log, None, 0
 
@@ -118,6 +135,14 @@ class Driver:
     def kill(self) -> None:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+
+    def interrupt(self) -> None:
+        """Ctrl-C, as a researcher stops a sweep to edit its file (SIGKILL after a minute)."""
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 def trial_processes() -> list[psutil.Process]:
@@ -145,30 +170,42 @@ TIMEOUT = 3600  # seconds a sweep may take, faults and all, before the run is ca
 def run(
     file: Path, cluster: Cluster, server: Server, disk: Path, rng: random.Random | None, log: Path
 ) -> tuple[Counter, int]:
-    """Runs the sweep to its end; with `rng`, injects a fault every 10-20 s until it ends. Returns the faults injected
-    and how many times the driver was started."""
+    """Runs the sweep to its end; with `rng`, injects a fault every 10-20 s until it ends, the file's edits among them
+    (those not drawn before the sweep ends are made then, each followed by the same command). Returns the faults
+    injected and how many times the driver was started."""
     driver = Driver(file, cluster.address, server.uri, log)
     driver.start()
     faults: Counter = Counter()
+    edits = list(EDITS) if rng else []
     next_fault = time.monotonic() + (rng.uniform(10, 20) if rng else float("inf"))
     deadline = time.monotonic() + TIMEOUT
     while True:
         assert time.monotonic() < deadline, f"the sweep did not end in {TIMEOUT} s: see {log}"
         code = driver.process.poll()
-        if code == 0:
+        if code == 0 and not edits:
             return faults, driver.starts
-        if code is not None:  # ended early (storage full, MLflow away at the end): the same command again
+        if code == 0:  # the file's sweep ended before its edits were drawn: edit it, the same command again
+            inject("edit_file", driver, cluster, server, disk, rng, edits)
+            faults["edit_file"] += 1
+        elif code is not None:  # ended early (storage full, MLflow away at the end): the same command again
             driver.start()
         if time.monotonic() >= next_fault:
-            kind = rng.choice(FAULTS)
-            inject(kind, driver, cluster, server, disk, rng)
+            kind = rng.choice([k for k in FAULTS if k != "edit_file" or edits])
+            inject(kind, driver, cluster, server, disk, rng, edits)
             faults[kind] += 1
             next_fault = time.monotonic() + rng.uniform(10, 20)
         time.sleep(0.5)
 
 
-def inject(kind: str, driver: Driver, cluster: Cluster, server: Server, disk: Path, rng: random.Random) -> None:
+def inject(
+    kind: str, driver: Driver, cluster: Cluster, server: Server, disk: Path, rng: random.Random, edits: list
+) -> None:
     print(f"{time.strftime('%H:%M:%S')} fault: {kind}", flush=True)
+    if kind == "edit_file":  # stopped, its file edited, the same command run again
+        if driver.process.poll() is None:
+            driver.interrupt()
+        edit(driver.file, edits.pop(0))
+        driver.start()
     if kind == "kill_trial":
         victims = trial_processes()
         if victims:
@@ -193,17 +230,19 @@ def inject(kind: str, driver: Driver, cluster: Cluster, server: Server, disk: Pa
 
 
 def final_weights(storage: Path, sweep: str) -> dict[str, str]:
-    """Run name -> sha256 of the final checkpoint's model weights, for every trial of a sweep."""
-    found = {}
-    for trial in (storage / sweep).iterdir():
-        params = trial / "params.json"
-        if not params.exists():
-            continue
+    """Run name -> epoch and sha256 of the model weights of its latest checkpoint, for every trial of a sweep (in any
+    of its Tune experiments: a sweep that grew continues trials in a new one)."""
+    found, latest = {}, {}
+    for params in (storage / sweep).rglob("params.json"):
+        trial = params.parent
         name = json.loads(params.read_text())["trial"]["run_name"]
         checkpoints = sorted(trial.glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[1]))
         if not checkpoints:
             continue
         state = torch.load(checkpoints[-1] / "state.pt", map_location="cpu", weights_only=False)
+        if state["epoch"] <= latest.get(name, -1):
+            continue
+        latest[name] = state["epoch"]
         digest = hashlib.sha256()
         for key, tensor in sorted(state["model"].items()):
             buffer = io.BytesIO()
@@ -293,7 +332,7 @@ def main() -> None:
     try:
         clean_file = sweep_file(work, "clean", disk / "runs", args.epochs)
         run(clean_file, cluster, server, disk, None, work / "clean.log")
-        chaos_file = sweep_file(work, "chaos", disk / "runs", args.epochs)
+        chaos_file = sweep_file(work, "chaos", disk / "runs", args.epochs, SEEDS[:1], LRS[:1])
         faults, starts = run(chaos_file, cluster, server, disk, random.Random(args.seed), work / "chaos.log")
         clean, chaos = histories(server.uri, "clean"), histories(server.uri, "chaos")
         clean_weights, chaos_weights = final_weights(disk / "runs", "clean"), final_weights(disk / "runs", "chaos")

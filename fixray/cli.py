@@ -66,26 +66,28 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         updates["name"] = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     spec = spec.model_copy(update=updates)
 
-    from fixray.records.runs import SweepRuns
     from fixray.records.sweep_report import sweep_report
     from fixray.sweep.plan import plan
-    from fixray.sweep.rerun import ended_earlier
+    from fixray.sweep.rerun import look
 
     trials = plan(spec)  # once: the rerun's look, the run and the summary count them from here
-    ended = ended_earlier(spec, trials)  # BadInput (exit 2): another store, or a file that plans other trials
-    if trials and ended == len(trials):  # every trial ended in an earlier run: its answer, without starting Ray
-        print(f"Sweep {spec.name!r}: {len(trials)} trials, every one ended earlier (kept): nothing to run.\n")
+    rerun = look(spec, trials)  # BadInput (exit 2): another store, or another dataset under the sweep's name
+    if rerun is not None and not rerun.to_run:  # every trial ended in an earlier run: its answer, without Ray
+        from fixray.sweep.rerun import settle_without_running
+
+        print(f"Sweep {spec.name!r}: {len(trials)} trials: {rerun.text()}.\n")
+        runs = settle_without_running(rerun)
         print(sweep_report(spec.tracking.uri, spec.tracking.experiment, spec.name).render(_style(None)))
         print()
-        _print_addresses(spec, SweepRuns(spec.tracking.uri, spec.tracking.experiment, spec.name, create=False))
+        _print_addresses(spec, runs)
         return 0
 
     from fixray.sweep.run import StorageFull, SweepRun
 
-    sweep = SweepRun(spec, trials)
+    sweep = SweepRun(spec, trials, rerun)
     print(f"Sweep {spec.name!r}: {_summary(spec, sweep.expected)}", flush=True)
-    if ended:
-        print(f"  {ended} ended earlier (kept), {len(trials) - ended} to run", flush=True)
+    if rerun is not None and (rerun.kept or rerun.not_in_file or rerun.changed):
+        print(f"  {rerun.text()}", flush=True)
     print(f"  cost: {sweep.cost.text()}", flush=True)
     if sweep.admission.budget is not None:
         print(f"  {sweep.admission.text()}", flush=True)

@@ -60,7 +60,7 @@ def test_the_family_sweeps_digits_version_measures_every_construction_and_report
     )
     # What it was planned to cost and what it spent: 24 trials trained for some seconds each, on no GPU.
     planned = compute_plan(load_sweep(tmp_path / "fixed_family_digits.yaml"))
-    assert float(parent.data.params["plan/flop"]) == pytest.approx(planned.flop, rel=1e-3) and planned.trials == 24
+    assert parent.data.metrics["plan/flop"] == pytest.approx(planned.flop, rel=1e-3) and planned.trials == 24
     assert 0 < metrics["spent/trial_hours"] < 1 and metrics["spent/gpu_hours"] == 0
     assert "**Cost**: planned" in out or "Cost: planned" in out
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}

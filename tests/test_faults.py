@@ -67,6 +67,10 @@ def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path):
     while _epochs_logged(tmp_path) < 3:  # MLflow has each epoch as it ends (Tune's result files lag)
         assert sweep.poll() is None and time.monotonic() < deadline, "the trial never reached epoch 3"
         time.sleep(0.2)
+    live = run(["status", "--format", "markdown"], tmp_path)  # from MLflow alone: the driver's live line, copied
+    assert (
+        "**Running now" in live.stdout and "kill: [0:" in live.stdout and " trials 0/1 done, 1 running" in live.stdout
+    )
     (victim,) = [
         p for p in psutil.process_iter(["cmdline"]) if "ray::ImplicitFunc" in " ".join(p.info["cmdline"] or [])
     ]
@@ -116,7 +120,7 @@ def test_resuming_under_another_tracking_store_is_refused_not_split(tmp_path, mo
     (tmp_path / "s.yaml").write_text(TWO_TRIALS.format(name="moved", epochs=2))
     monkeypatch.chdir(tmp_path)
     spec = load_sweep(tmp_path / "s.yaml")
-    write_record(spec, Storage(spec.storage_path), [])  # as the first run of the sweep wrote it
+    write_record(spec, Storage(spec.storage_path))  # as the first run of the sweep wrote it
     assert main(["sweep", "s.yaml", "--tracking-uri", "sqlite:///other.db"]) == 2
     message = capsys.readouterr().err
     assert (

@@ -325,27 +325,3 @@ def test_a_trial_s_identity_is_what_it_computes_not_where_or_how_it_runs():
     for key, value in dict(epochs=3, lr=0.05, batch_size=32, seeds=[1], head={"kind": "cosine", "S": 4}).items():
         assert not set(identities(**{key: value})) & set(first), key
     assert identities(search={"space": {"fixed": [False, True]}}) == first[::-1]  # a grid's order is no identity
-
-
-def test_a_file_that_plans_other_trials_than_the_sweep_started_with_is_refused_naming_them(tmp_path):
-    """Added and dropped trials are named; a file that plans the same trials (resources edited) goes on."""
-    from fixray.errors import BadInput
-    from fixray.storage import Storage
-    from fixray.sweep.plan import plan
-    from fixray.sweep.state import refuse_a_changed_plan, write_record
-
-    def planned(**changes):
-        spec = parse_sweep(yaml.safe_load(_with(**changes)), Path("s.yaml"))
-        return spec.model_copy(update={"storage_path": str(tmp_path)}), plan(spec)
-
-    first, trials = planned(seeds=[0, 1])
-    where = Storage(str(tmp_path))
-    write_record(first, where, trials)
-    same, same_trials = planned(seeds=[0, 1], resources={"cpus_per_trial": 2})
-    refuse_a_changed_plan(same, where, same_trials)  # resources change no trial
-    spec, fewer = planned(seeds=[1, 2])
-    with pytest.raises(BadInput) as refused:
-        refuse_a_changed_plan(spec, where, fewer)
-    said = str(refused.value)
-    assert "adds 2 trial(s) (dot-fixed-lr0.1-seed2, dot-learned-lr0.1-seed2)" in said
-    assert "drops 2 of its trial(s) (dot-fixed-lr0.1-seed0, dot-learned-lr0.1-seed0)" in said and "--fresh" in said

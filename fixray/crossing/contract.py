@@ -411,6 +411,12 @@ def sent_identity(tune_config: dict[str, Any]) -> str | None:
     return tune_config[TRIAL_KEY].get("identity")
 
 
+def sent_resume(tune_config: dict[str, Any]) -> str | None:
+    """The checkpoint an earlier Tune experiment of the sweep left the trial (a path on the sweep storage's
+    filesystem), where Tune holds none of it; None: it starts from its first epoch."""
+    return tune_config[TRIAL_KEY].get("resume")
+
+
 def _build(cls: type, values: dict[str, Any]) -> Any:
     hints = get_type_hints(cls)
     return cls(**{k: _build(hints[k], v) if dataclasses.is_dataclass(hints[k]) else v for k, v in values.items()})

@@ -29,6 +29,11 @@ ROLE_TAG = "fixray.role"  # "sweep" on the parent, "trial" on children
 TRIAL_TAG = "fixray.trial_id"  # Ray Tune's trial id, stable across resumes
 IDENTITY_TAG = "fixray.identity"  # on a child run: what its trial computes, hashed (sweep/plan.py's identity)
 STATUS_TAG = "fixray.status"  # what became of a trial: an Outcome's value (fixray/faults.py)
+# On a child run whose trial the sweep file no longer plans (a value or a seed removed, epochs changed): kept in MLflow,
+# left out of the sweep's tables, answer and figures, and counted beside them; removed when the file plans it again.
+NOT_IN_FILE_TAG = "fixray.not_in_file"
+PROGRESS_TAG = "fixray.progress"  # on the parent: the driver's live status line, copied every few seconds
+PLANNED_SEEDS_TAG = "fixray.planned_seeds"  # on the parent: the seeds the sweep file plans now, e.g. "0,1,2"
 NODES_TAG, RESOURCES_TAG = "fixray.nodes", "fixray.resources"  # on a child run: every node it trained on, in order
 REPORT_FILE = "report.md"  # on the parent run: the sweep's whole report, whatever its length
 SEARCH_PAGE = 1000  # runs per MLflow search request; lookups page through all of them
@@ -113,14 +118,52 @@ class SweepRuns:
         if fresh:
             self.client.log_batch(self.parent_id, params=fresh)
 
-    def children(self) -> list:
-        return self._find(f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(self.parent_id)}")
-
-    def find_child(self, trial_id: str) -> tuple[str, int]:
-        """The child run of a trial created earlier and the last epoch it holds; LookupError when there is none."""
-        existing = self._find(
-            f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(self.parent_id)} and tags.`{TRIAL_TAG}` = {quoted(trial_id)}"
+    def log_plan(self, flop: float, gpu_hours: float, trials: int, seeds: list[int]) -> None:
+        """What the sweep file plans as it now reads (a file that grew replaces it): its compute plan and trials as
+        metrics, its seeds as a tag."""
+        now = int(time.time() * 1000)
+        planned = {"plan/flop": flop, "plan/gpu_hours": gpu_hours, "plan/trials": trials}
+        self.client.log_batch(
+            self.parent_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in planned.items()],
+            tags=[RunTag(PLANNED_SEEDS_TAG, ",".join(str(seed) for seed in seeds))],
         )
+
+    def children(self, every: bool = False) -> list:
+        """The sweep's trial runs that its file plans now (every=True: those it no longer plans too)."""
+        found = self._find(f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(self.parent_id)}")
+        return found if every else [child for child in found if NOT_IN_FILE_TAG not in child.data.tags]
+
+    def not_in_file(self) -> int:
+        """Earlier trial runs of the sweep that its file no longer plans."""
+        return sum(1 for child in self.children(every=True) if NOT_IN_FILE_TAG in child.data.tags)
+
+    def mark_in_file(self, planned: set[str]) -> bool:
+        """Tags the trial runs whose identity the file no longer plans (and untags those it plans again); whether any
+        tag changed (the tables then change too)."""
+        changed = False
+        for child in self.children(every=True):
+            identity, tagged = child.data.tags.get(IDENTITY_TAG), NOT_IN_FILE_TAG in child.data.tags
+            if identity is None or (identity in planned) != tagged:
+                continue
+            if tagged:
+                self.client.delete_tag(child.info.run_id, NOT_IN_FILE_TAG)
+            else:
+                self.client.set_tag(child.info.run_id, NOT_IN_FILE_TAG, "true")
+            changed = True
+        return changed
+
+    def find_child(self, trial_id: str, identity: str | None = None) -> tuple[str, int]:
+        """The child run of a trial created earlier and the last epoch it holds; LookupError when there is none.
+
+        A trial of an earlier run of the command under another Tune trial id (the file grew: a new Tune experiment
+        resumes it) is found by its identity, and takes the new trial id."""
+        parent = f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(self.parent_id)}"
+        existing = self._find(f"{parent} and tags.`{TRIAL_TAG}` = {quoted(trial_id)}")
+        if not existing and identity is not None:
+            existing = self._find(f"{parent} and tags.`{IDENTITY_TAG}` = {quoted(identity)}")
+            if existing:
+                self.client.set_tag(existing[0].info.run_id, TRIAL_TAG, trial_id)
         if not existing:
             raise LookupError(f"no child run of sweep {self.sweep!r} for trial {trial_id}")
         run_id = existing[0].info.run_id
@@ -132,7 +175,7 @@ class SweepRuns:
     ) -> tuple[str, int]:
         """The child run of a trial (created once, tagged with what it computes) and the last epoch it holds."""
         try:
-            run_id, epoch = self.find_child(trial_id)
+            run_id, epoch = self.find_child(trial_id, identity)
         except LookupError:
             pass
         else:
@@ -177,11 +220,12 @@ class SweepRuns:
         self.client.set_terminated(self.parent_id, status)
 
 
-def ended_trials(tracking_uri: str, experiment: str, sweep: str) -> dict[str, str]:
-    """Run name -> what became of each of a sweep's trials that has a status (an Outcome's value), read without
-    writing; {} when the store, the experiment or the sweep is not there yet."""
+def earlier_trials(tracking_uri: str, experiment: str, sweep: str) -> dict[str, str]:
+    """Identity -> what became of each trial an earlier run of the sweep started (an Outcome's value; unfinished
+    without a status), those its file no longer plans included, read without writing; {} when the store, the
+    experiment or the sweep is not there yet."""
     try:
         runs = SweepRuns(tracking_uri, experiment, sweep, create=False)
     except (LookupError, MissingStore):
         return {}
-    return {c.info.run_name: c.data.tags[STATUS_TAG] for c in runs.children() if STATUS_TAG in c.data.tags}
+    return {c.data.tags[IDENTITY_TAG]: outcome(c) for c in runs.children(every=True) if IDENTITY_TAG in c.data.tags}

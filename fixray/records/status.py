@@ -10,8 +10,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from fixray.faults import Outcome
 from fixray.records.encoding import quoted
-from fixray.records.render import Report, Table
-from fixray.records.runs import ROLE_TAG, SWEEP_TAG, outcome, search_all
+from fixray.records.render import Paragraph, Report, Table
+from fixray.records.runs import NOT_IN_FILE_TAG, PROGRESS_TAG, ROLE_TAG, SWEEP_TAG, outcome, search_all
 from fixray.records.store import reading_client
 
 RUNNING = "running"  # a trial run without a status that MLflow holds as RUNNING: its trial is training now
@@ -25,8 +25,9 @@ def _state(child) -> str:
 
 
 def status_report(tracking_uri: str, experiment: str, sweep: str | None = None) -> Report:
-    """One row per sweep (or the one named): its trials by state, whether its parent run is open (a driver runs it,
-    or died: the same command resumes it), and when it last ran."""
+    """One row per sweep (or the one named): the trials its file plans by state, its earlier runs the file no longer
+    plans, whether its parent run is open (a driver runs it, or died: the same command resumes it), when it last ran;
+    and each running sweep's live status line."""
     client = reading_client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -36,21 +37,37 @@ def status_report(tracking_uri: str, experiment: str, sweep: str | None = None) 
     parents = search_all(client, ids, where, order_by=["attributes.start_time DESC"])
     if sweep and not parents:
         raise LookupError(f"no sweep named {sweep!r} in MLflow experiment {experiment!r} ({tracking_uri})")
-    rows = []
+    rows, live = [], []
     for parent in parents:
-        children = search_all(client, ids, f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(parent.info.run_id)}")
+        every = search_all(client, ids, f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(parent.info.run_id)}")
+        children = [child for child in every if NOT_IN_FILE_TAG not in child.data.tags]
         states = Counter(_state(child) for child in children)
         last = max([parent.info.end_time or 0, parent.info.start_time or 0] + [c.info.end_time or 0 for c in children])
         open_now = "open (running, or its driver died)" if parent.info.status == "RUNNING" else parent.info.status
+        if parent.info.status == "RUNNING" and PROGRESS_TAG in parent.data.tags:
+            live.append(f"{parent.data.tags[SWEEP_TAG]}: {parent.data.tags[PROGRESS_TAG]}")
         rows.append(
             [
                 parent.data.tags[SWEEP_TAG],
                 str(len(children)),
                 *(str(states[c]) for c in COLUMNS),
                 str(states[Outcome.UNFINISHED]),
+                str(len(every) - len(children)),
                 open_now,
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(last / 1000)),
             ]
         )
-    header = ["sweep", "trials", *(str(c).replace("_", " ") for c in COLUMNS), "unfinished", "parent run", "last ran"]
-    return Report([Table(f"Sweeps in MLflow experiment {experiment}", header, rows, empty="(no sweep yet)")])
+    header = [
+        "sweep",
+        "trials",
+        *(str(c).replace("_", " ") for c in COLUMNS),
+        "unfinished",
+        "not in file",
+        "parent run",
+        "last ran",
+    ]
+    table = Table(f"Sweeps in MLflow experiment {experiment}", header, rows, empty="(no sweep yet)")
+    said = (
+        [Paragraph("Live (the driver's last status line, copied every few seconds)", "\n".join(live))] if live else []
+    )
+    return Report([table, *(said if live else [])])

@@ -25,11 +25,10 @@ def _blocks(rows: list[Row], found: Importance) -> list[Block]:
 
 def cost_block(parent) -> list[Block]:
     """What the sweep was planned to cost and what it spent, as its parent run records them."""
-    planned = parent.data.params.get("plan/gpu_hours")
     spent = parent.data.metrics
-    if planned is None:
+    if "plan/flop" not in spent:
         return []
-    text = f"planned {parent.data.params['plan/flop']} FLOP of training, {planned} GPU-hours"
+    text = f"planned {spent['plan/flop']:.3e} FLOP of training, {spent['plan/gpu_hours']:.3g} GPU-hours"
     if "spent/trial_hours" in spent:
         text += (
             f"; spent {spent['spent/trial_hours']:.3g} hours of training, {spent['spent/gpu_hours']:.3g} of them "
@@ -50,7 +49,7 @@ def publish(runs: SweepRuns, spent: dict[str, float] | None = None) -> list[Head
     headlines = Headline.each(rows)
     metrics = {k: v for h in headlines for k, v in h.metrics(several=len(headlines) > 1).items()} | (spent or {})
     found = importance(rows)
-    notes = [as_markdown(block) for block in _blocks(rows, found) + [metrics_block()]]
+    notes = [as_markdown(block) for block in _blocks(rows, found) + not_in_file_block(runs) + [metrics_block()]]
     figures = answer_figures(rows) | family_figures(rows) | importance_figure(found)
     runs.log_summary(metrics, {ANSWER_TAG: headline_text(headlines)}, notes, figures)
     return headlines
@@ -71,4 +70,17 @@ def sweep_report(tracking_uri: str, experiment: str, sweep: str) -> Report:
     parent = runs.client.get_run(runs.parent_id)
     figures = [("The answer: fixed vs learned class vectors", parent)]
     figures += [(row_caption(row), row.runs[0]) for row in rows]
-    return Report(_blocks(rows, importance(rows)) + cost_block(parent), figures)
+    return Report(_blocks(rows, importance(rows)) + not_in_file_block(runs) + cost_block(parent), figures)
+
+
+def not_in_file_block(runs: SweepRuns) -> list[Block]:
+    """The earlier trial runs the sweep file no longer plans, counted beside the tables they are left out of."""
+    dropped = runs.not_in_file()
+    if not dropped:
+        return []
+    said = (
+        f"{dropped} earlier trial run(s) of this sweep are not in its file as it last ran (a value, a seed or a "
+        "setting changed): kept in MLflow, left out of these tables, the answer, its figures and importance. Put "
+        "them back in the file and run it again to count them (they are not retrained)."
+    )
+    return [Paragraph("Not in the file", said)]

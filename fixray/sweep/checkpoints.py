@@ -21,9 +21,12 @@ import logging
 import pickletools
 import re
 import time
+from collections.abc import Iterator
 
 from ray.tune import Callback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
+from fixray.crossing.contract import TRIAL_KEY
 from fixray.records.restorable import Restorable
 from fixray.storage import Storage
 
@@ -37,22 +40,46 @@ PRUNE_EVERY_S = 10.0  # seconds between prunes while a sweep runs (one listing o
 logger = logging.getLogger(__name__)
 
 
-def restorable(state_text: str) -> dict[str, int]:
-    """Trial folder -> index of the newest checkpoint a restore from this experiment state would use.
-
-    The checkpoint manager is a cloudpickled blob in hex; its checkpoint folder names are read from the
-    bytes as text, never unpickled.
-    """
-    kept: dict[str, int] = {}
+def _trials(state_text: str) -> Iterator[tuple[dict, dict, int | None]]:
+    """Each trial of a saved experiment state: its JSON, its metadata, and the index of the newest checkpoint a
+    restore would use (None: none). The checkpoint manager is a cloudpickled blob in hex; its checkpoint folder names
+    are read from the bytes as text, never unpickled."""
     for trial_json, metadata_json in json.loads(state_text)["trial_data"]:
-        folder = json.loads(trial_json).get("relative_logdir")
-        manager = json.loads(metadata_json).get("checkpoint_manager")
-        if not folder or not isinstance(manager, dict) or not isinstance(manager.get("value"), str):
+        trial, metadata = json.loads(trial_json), json.loads(metadata_json)
+        manager = metadata.get("checkpoint_manager")
+        blob = manager.get("value") if isinstance(manager, dict) else None
+        indices = [int(i) for i in CHECKPOINT_DIR.findall(bytes.fromhex(blob).decode("latin-1"))] if blob else []
+        yield trial, metadata, max(indices, default=None)
+
+
+def restorable(state_text: str) -> dict[str, int]:
+    """Trial folder -> index of the newest checkpoint a restore from this experiment state would use."""
+    return {
+        trial["relative_logdir"]: index
+        for trial, _, index in _trials(state_text)
+        if trial.get("relative_logdir") and index is not None
+    }
+
+
+def last_checkpoints(storage: Storage, experiment: str) -> dict[str, str]:
+    """Trial identity -> the checkpoint (a path on the storage's filesystem) a restore of this Tune experiment would
+    resume it from: Tune's, or the one a DDP trial's trainer reported last. A later Tune experiment of a sweep that grew
+    resumes its trials from here."""
+    repair(storage, experiment)
+    newest = _newest(storage, experiment).get(STATE_PATTERN)
+    if newest is None:
+        return {}
+    found = {}
+    for trial, metadata, index in _trials(storage.read_text(experiment, newest)):
+        identity = (trial.get("config") or {}).get(TRIAL_KEY, {}).get("identity")
+        last = metadata.get("last_result") if isinstance(metadata.get("last_result"), dict) else {}
+        if identity is None:
             continue
-        indices = [int(i) for i in CHECKPOINT_DIR.findall(bytes.fromhex(manager["value"]).decode("latin-1"))]
-        if indices:
-            kept[folder] = max(indices)
-    return kept
+        if index is not None:
+            found[identity] = storage.path(experiment, trial["relative_logdir"], f"checkpoint_{index:06d}")
+        elif last.get(CHECKPOINT_PATH_KEY):
+            found[identity] = last[CHECKPOINT_PATH_KEY]
+    return found
 
 
 def _newest(storage: Storage, experiment: str) -> dict[str, str]:

@@ -46,11 +46,14 @@ class PlannedTrial:
     config: TrialConfig
     name: str
     identity: str  # what it computes (see identity()): a tag of its MLflow run
+    resume: str | None = None  # a checkpoint an earlier Tune experiment of the sweep left it (storage filesystem path)
 
     def sent(self) -> dict[str, Any]:
         """What its Tune config holds under contract.TRIAL_KEY: the config as flat params (the trial reads them
-        back, trusting them settled), the run name (the MLflow bridge and the live view read it) and the identity."""
-        return {"config": to_params(self.config), "run_name": self.name, "identity": self.identity}
+        back, trusting them settled), the run name (the MLflow bridge and the live view read it), the identity and
+        where it resumes from when Tune holds no checkpoint of it."""
+        sent = {"config": to_params(self.config), "run_name": self.name, "identity": self.identity}
+        return sent | ({"resume": self.resume} if self.resume else {})
 
 
 NAMED_APART = ("model", "kind", "fixed", "lr")  # in every run name already (with the options a head kind shows)

@@ -6,20 +6,26 @@ to a file or a pipe, the same status prints as a plain line every PLAIN_EVERY_S 
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
 from dataclasses import dataclass
 
+from mlflow.tracking import MlflowClient
 from ray import tune
 
 from fixray.crossing import metric_keys as keys
 from fixray.crossing.contract import sent_params, sent_run_name
 from fixray.faults import Outcome, trial_refused
 from fixray.records.restorable import Restorable
+from fixray.records.runs import PROGRESS_TAG
+
+logger = logging.getLogger(__name__)
 
 REFRESH_S = 2.0  # seconds between redraws of the status line on a terminal
 PLAIN_EVERY_S = 30.0  # seconds between status lines when the output is not a terminal
+PUBLISH_EVERY_S = 15.0  # seconds between copies of the status line on the sweep's parent run (`fixray status` reads it)
 BAR_WIDTH = 20  # characters of the epoch bar
 
 
@@ -70,12 +76,14 @@ def status_line(now: Snapshot) -> str:
 class Progress(Restorable, tune.Callback):
     """Tune callback that keeps the live view; one line per trial start and end besides."""
 
-    def __init__(self, trials: int, epochs: int, stream=None) -> None:
+    def __init__(self, trials: int, epochs: int, stream=None, parent: tuple[str, str] | None = None) -> None:
         self.trials, self.epochs, self.stream = trials, epochs, stream  # planned trials, epochs each
+        self.parent = parent  # (tracking URI, parent run id): where the status line is copied for `fixray status`
         self._reset()
 
     def _reset(self) -> None:
         self.started_at = self.drawn_at = time.monotonic()
+        self.published_at = -math.inf
         self.epochs_at_start: int | None = None  # epochs already done when this driver started (a resume)
         self.status_shown = False
 
@@ -149,8 +157,20 @@ class Progress(Restorable, tune.Callback):
         ending = trial if verb != "started" else None
         self._status(trials, force=self._terminal() or ending is not None, ending=ending)  # plain: per trial end
 
+    def _publish(self, trials: list, force: bool = False) -> None:
+        """Copies the status line onto the parent run every PUBLISH_EVERY_S; a store away skips a copy, not a trial."""
+        if self.parent is None or (not force and time.monotonic() - self.published_at < PUBLISH_EVERY_S):
+            return
+        self.published_at = time.monotonic()
+        uri, parent_id = self.parent
+        try:
+            MlflowClient(uri).set_tag(parent_id, PROGRESS_TAG, status_line(self.snapshot(trials)))
+        except Exception as error:  # noqa: BLE001 - the live view is best effort; MLflow's own writes are spooled
+            logger.debug("progress not copied to MLflow: %s", error)
+
     def on_step_end(self, iteration, trials, **info) -> None:
         self._status(trials)
+        self._publish(trials)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._event("started", trials, trial)
@@ -169,6 +189,7 @@ class Progress(Restorable, tune.Callback):
 
     def on_experiment_end(self, trials, **info) -> None:
         self._status(trials, force=True)
+        self._publish(trials, force=True)
         if self.status_shown:
             self._out.write("\n")
             self._out.flush()

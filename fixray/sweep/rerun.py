@@ -1,23 +1,126 @@
-"""What a run of `fixray sweep` finds before it starts anything (no Ray here): the store the sweep must go to, a file
-that no longer plans the trials the sweep started with, and the trials that ended in an earlier run."""
+"""What a run of `fixray sweep` does with what earlier runs of the same sweep left, decided before it starts anything
+(no Ray here): a trial is its identity (plan.py), so whatever the file's edits, a trial that ended earlier is kept, one
+that stopped midway resumes from its last checkpoint, a new one runs, and one the file no longer plans is left out of
+its tables. The sweep's store and a file for another dataset are checked here too (state.py)."""
 
 from __future__ import annotations
 
-from fixray.faults import KEPT_BY_A_RERUN
-from fixray.records.runs import ended_trials
+from dataclasses import dataclass
+
+from fixray.faults import KEPT_BY_A_RERUN, Outcome
+from fixray.records.runs import SweepRuns, earlier_trials
 from fixray.storage import Storage
+from fixray.sweep.lock import DriverLock
 from fixray.sweep.plan import PlannedTrial
 from fixray.sweep.spec.schema import SweepSpec
-from fixray.sweep.state import check_record, refuse_a_changed_plan
+from fixray.sweep.state import (
+    SavedPlan,
+    changed_settings,
+    check_record,
+    refuse_a_changed_draw,
+    refuse_another_dataset,
+    saved_plan,
+    scheduler_of,
+)
+
+GROWN_PREFIX = "grown-"  # a grown sweep's later Tune experiments: grown-2, grown-3, ... below the sweep's folder
 
 
-def ended_earlier(spec: SweepSpec, trials: list[PlannedTrial]) -> int | None:
-    """How many of the planned trials ended in an earlier run of the command and are kept; None for a sweep that has
-    not started, or whose plan was not recorded (TPE, or a sweep started before plans were). BadInput for another
-    store than the sweep's or a file that plans other trials (state.py), before anything starts."""
+@dataclass(frozen=True)
+class Rerun:
+    """The file's trials against the sweep's earlier ones, by identity."""
+
+    spec: SweepSpec
+    trials: list[PlannedTrial]  # every trial the file plans
+    kept: frozenset[str]  # identities that ended earlier (finished, diverged, stopped early by the same scheduler)
+    resumed: frozenset[str]  # identities an earlier run started and left unended: they continue (or retry)
+    not_in_file: int  # earlier trial runs whose trial the file no longer plans
+    tune: str  # the Tune experiment (a folder below the sweep's) that runs what is left
+    restores: bool  # whether that experiment's saved state is restored (it holds exactly what is left to run)
+    changed: list[str]  # the settings every trial shares that the file changed since it last ran
+
+    @property
+    def to_run(self) -> list[PlannedTrial]:
+        return [trial for trial in self.trials if trial.identity not in self.kept]
+
+    @property
+    def plan(self) -> SavedPlan:
+        """What the sweep's folder records once this run starts."""
+        return SavedPlan.of(self.spec, self.trials, self.tune, self.to_run)
+
+    def text(self) -> str:
+        """e.g. '24 ended earlier (kept), 12 new; 6 earlier runs not in this file'."""
+        new = len(self.to_run) - len(self.resumed)
+        parts = [f"{len(self.kept)} ended earlier (kept)"] if self.kept else []
+        parts += [f"{len(self.resumed)} continue from where they stopped"] if self.resumed else []
+        parts += [f"{new} new"] if new else []
+        said = ", ".join(parts) or "nothing to run"
+        if self.not_in_file:
+            said += f"; {self.not_in_file} earlier run(s) not in this file (kept in MLflow, left out of its tables)"
+        if self.changed:
+            said += f"; the file changed {', '.join(self.changed)} since it last ran (a different trial for each)"
+        return said
+
+
+def look(spec: SweepSpec, trials: list[PlannedTrial]) -> Rerun | None:
+    """The rerun of a sweep whose plan its folder records; None for a sweep not started yet (or started before plans
+    were recorded, or a method that draws as it runs: Tune's saved state alone resumes it). BadInput for another store
+    than the sweep's or another dataset, before anything starts."""
     where = Storage(spec.storage_path)
     check_record(spec, where)
-    if refuse_a_changed_plan(spec, where, trials) is None:
+    saved = saved_plan(spec, where)
+    if saved is None:
         return None
-    ended = ended_trials(spec.tracking.uri, spec.tracking.experiment, spec.name)
-    return sum(1 for trial in trials if ended.get(trial.name) in KEPT_BY_A_RERUN)
+    refuse_another_dataset(spec, where, saved)
+    if not trials:
+        refuse_a_changed_draw(spec, where, saved)
+        return None
+    earlier = earlier_trials(spec.tracking.uri, spec.tracking.experiment, spec.name)
+    same_scheduler = saved.scheduler == scheduler_of(spec)
+    kept = frozenset(
+        t.identity
+        for t in trials
+        if earlier.get(t.identity) in KEPT_BY_A_RERUN
+        and (same_scheduler or earlier[t.identity] != Outcome.STOPPED_EARLY)
+    )
+    planned = {t.identity for t in trials}
+    left = planned - kept
+    # Tune's saved state resumes its unended trials and keeps its ended ones: restored only when its unended ones are
+    # exactly what is left to run, under the same early stopping; else a new Tune experiment runs what is left.
+    restores = same_scheduler and saved.tune_trials - kept == left
+    tune = saved.tune if restores or not left else _next(saved.tune)
+    return Rerun(
+        spec,
+        trials,
+        kept,
+        frozenset(i for i in left if i in earlier),
+        sum(1 for identity in earlier if identity not in planned),
+        tune,
+        restores,
+        changed_settings(spec, trials, saved) if not kept else [],
+    )
+
+
+def _next(tune: str) -> str:
+    """The Tune experiment after `tune`: grown-2 after the sweep's first, then grown-3, ..."""
+    return f"{GROWN_PREFIX}{int(tune.removeprefix(GROWN_PREFIX)) + 1 if tune else 2}"
+
+
+def settle_without_running(rerun: Rerun) -> SweepRuns:
+    """A rerun with nothing left to run, without Ray: the sweep's folder records the file's plan, MLflow the runs it
+    no longer plans, and the answer is published again when that changed what the tables hold."""
+    spec, where = rerun.spec, Storage(rerun.spec.storage_path)
+    with DriverLock(where.driver_dir(spec.name), spec.name):
+        rerun.plan.write(spec, where)
+        runs = SweepRuns(spec.tracking.uri, spec.tracking.experiment, spec.name, create=False)
+        if runs.mark_in_file({trial.identity for trial in rerun.trials}):
+            # The tables' and the cost's imports, only when what the file plans changed.
+            from fixray.records.sweep_report import publish
+            from fixray.sweep.cost import compute_plan
+
+            cost = compute_plan(spec, rerun.trials)
+            runs.log_plan(cost.flop, cost.gpu_hours, cost.trials, spec.seeds)
+            publish(runs)
+        if runs.client.get_run(runs.parent_id).info.status != "FINISHED":
+            runs.end("FINISHED")  # every trial it plans has ended
+    return runs

@@ -29,15 +29,16 @@ from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.storage import Storage
 from fixray.sweep import search
 from fixray.sweep.budget import RefusalsNotRetried, quiet_refusals
-from fixray.sweep.checkpoints import CheckpointPruner, repair
+from fixray.sweep.checkpoints import CheckpointPruner, last_checkpoints, repair
 from fixray.sweep.cost import admit, compute_plan
 from fixray.sweep.inputs import prepare_data
 from fixray.sweep.lock import DriverLock
 from fixray.sweep.plan import PlannedTrial, plan
 from fixray.sweep.progress import Progress
 from fixray.sweep.provenance import environment
+from fixray.sweep.rerun import GROWN_PREFIX, Rerun
 from fixray.sweep.spec.schema import SweepSpec
-from fixray.sweep.state import check_record, refuse_a_changed_plan, write_record
+from fixray.sweep.state import SavedPlan, check_record, write_record
 from fixray.trial.trainable import CodeErrors, make_trainable, threads
 
 # Set in the driver before Tune runs: every checkpoint is kept until pruned (checkpoints.py), Tune's record of
@@ -72,11 +73,16 @@ class SweepOutcome:
 class SweepRun:
     """A sweep as its driver runs it: planned once, checked before anything starts, then run (or resumed) on Ray."""
 
-    def __init__(self, spec: SweepSpec, trials: list[PlannedTrial] | None = None) -> None:
+    def __init__(self, spec: SweepSpec, trials: list[PlannedTrial] | None = None, rerun: Rerun | None = None) -> None:
         # Tune runs each trial in its own working directory: relative paths are fixed here, in the driver.
         self.storage = Storage(spec.storage_path)
         self.spec = spec.model_copy(update={"storage_path": self.storage.location})
         self.trials = plan(spec) if trials is None else trials  # every planned trial, once (TPE: drawn as it runs)
+        self.rerun = rerun  # what earlier runs of the command left, when the sweep's folder records its plan
+        self.to_run = rerun.to_run if rerun is not None else self.trials  # the trials this run may train
+        # The Tune experiment that runs them: the sweep's folder, or one below it for a file that grew.
+        self.tune = (rerun.tune if rerun is not None else "").strip("/")
+        self.experiment = "/".join(filter(None, [spec.name, self.tune]))  # below the storage root
         self.cost = compute_plan(spec, self.trials)
         self.expected = self.cost.trials  # planned, or a drawing method's bound
         self.admission = admit(spec, self.trials, self.cost.throughput)  # BadInput: a budget that admits nothing
@@ -87,7 +93,6 @@ class SweepRun:
         """Checks the inputs (BadInput, Unavailable, SweepBusy before Ray or MLflow start), then runs the sweep."""
         spec = self.spec
         check_record(spec, self.storage)  # a resume goes to the store it started in, with a fixray that reads it
-        refuse_a_changed_plan(spec, self.storage, self.trials)  # its saved Tune state holds the first plan alone
         require_reachable(spec.tracking.uri)  # a server that is away at the start
         splits = prepare_data(spec)  # dataset problems, before Ray or MLflow start
         for name, value in TUNE_SETTINGS.items():
@@ -102,7 +107,12 @@ class SweepRun:
             if wall is not None:
                 print(f"  on this cluster's GPUs: about {wall:.3g} hours of wall time at that rate", flush=True)
             try:
-                write_record(spec, self.storage, self.trials)
+                write_record(spec, self.storage)
+                # What this run plans, and the Tune experiment that runs what is left of it.
+                plan_now = self.rerun.plan if self.rerun else SavedPlan.of(spec, self.trials, "", self.trials)
+                plan_now.write(spec, self.storage)
+                if self.trials:
+                    runs.result().mark_in_file({trial.identity for trial in self.trials})
                 return self._tune(splits, runs.result())
             finally:
                 ray.shutdown()
@@ -132,12 +142,12 @@ class SweepRun:
     def _tuner(self, trainable, runs: SweepRuns) -> tune.Tuner:
         """A new Tuner, or the one the sweep's saved state restores (finished trials kept, the rest continued)."""
         spec, where = self.spec, self.storage
-        path = where.path(spec.name)
-        space = search.param_space(spec, self.trials)
-        if repair(where, spec.name):
+        path = where.path(self.experiment)
+        space = search.param_space(spec, self._resumable(self.to_run))
+        if repair(where, self.experiment):
             print(
-                f"The sweep's saved state in {where.shown(spec.name)} was cut short (a full disk?): its last whole "
-                "copy is restored.",
+                f"The sweep's saved state in {where.shown(self.experiment)} was cut short (a full disk?): its last "
+                "whole copy is restored.",
                 flush=True,
             )
         if tune.Tuner.can_restore(path, storage_filesystem=where.fs):
@@ -148,7 +158,7 @@ class SweepRun:
             offered = f"; {ended.count(Outcome.NOT_RUN)} trial(s) left out by a budget are run if this one admits them"
             kept = "finished trials are kept, unfinished ones continue"
             said = (retried if Outcome.ERROR in ended else "") + (offered if Outcome.NOT_RUN in ended else "")
-            print(f"Resuming the sweep in {where.shown(spec.name)}: {kept}{said}.", flush=True)
+            print(f"Resuming the sweep in {where.shown(self.experiment)}: {kept}{said}.", flush=True)
             return tune.Tuner.restore(
                 path,
                 trainable=trainable,
@@ -174,15 +184,19 @@ class SweepRun:
                 reuse_actors=spec.resources.workers == 1,
             ),
             run_config=tune.RunConfig(
-                name=spec.name,
-                storage_path=where.path(),
+                name=self.tune or spec.name,
+                storage_path=where.path(spec.name) if self.tune else where.path(),
                 storage_filesystem=where.fs,
                 callbacks=[
                     MlflowTrialLogger(
                         spec.tracking.uri, spec.tracking.experiment, spec.name, context, self.spool, where.location
                     ),
-                    Progress(self.expected, spec.epochs),
-                    CheckpointPruner(where.location, spec.name),
+                    Progress(
+                        self.expected - len(self.trials) + len(self.to_run),
+                        spec.epochs,
+                        parent=(spec.tracking.uri, runs.parent_id),
+                    ),
+                    CheckpointPruner(where.location, self.experiment),
                     RefusalsNotRetried(),
                     JsonLoggerCallback(),  # each trial's result.json, for a look without MLflow
                 ],
@@ -193,6 +207,22 @@ class SweepRun:
                 verbose=0,
             ),
         )
+
+    def _resumable(self, trials: list[PlannedTrial]) -> list[PlannedTrial]:
+        """The trials a grown sweep's Tune experiment runs, each with the checkpoint the latest earlier experiment that
+        holds it left it (a restore re-specifies them as they were first given)."""
+        if self.rerun is None or not self.rerun.resumed or not self.tune:
+            return trials
+        where, left = self.storage, {}
+        grown = [name for name in (i.base_name for i in where.listing(self.spec.name)) if name.startswith(GROWN_PREFIX)]
+        earlier = [self.spec.name] + [
+            f"{self.spec.name}/{name}"
+            for name in sorted(grown, key=lambda name: int(name.removeprefix(GROWN_PREFIX)))
+            if int(name.removeprefix(GROWN_PREFIX)) < int(self.tune.removeprefix(GROWN_PREFIX))
+        ]
+        for experiment in earlier:
+            left |= last_checkpoints(where, experiment)
+        return [dataclasses.replace(t, resume=left.get(t.identity)) for t in trials]
 
     def _tune(self, splits: Splits, runs: SweepRuns) -> SweepOutcome:
         """Runs (or resumes) the sweep on the Ray already started, its MLflow runs open; publishes the answer."""
@@ -207,8 +237,8 @@ class SweepRun:
                 "execution": spec.resources.execution(),  # bf16 rounds differently: part of what made the numbers
             }
             | environment(spec)
-            | {"plan/flop": f"{self.cost.flop:.3e}", "plan/gpu_hours": f"{self.cost.gpu_hours:.3g}"}
         )
+        runs.log_plan(self.cost.flop, self.cost.gpu_hours, self.expected, spec.seeds)
         # On the driver's node: a worker node lost mid-sweep must not take the record of code errors with it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         code_errors = CodeErrors.options(scheduling_strategy=here).remote()

@@ -128,7 +128,7 @@ def scheduler(spec: SweepSpec):
     if spec.search.asha is None:
         return None
     return tune.schedulers.ASHAScheduler(
-        time_attr="training_iteration",
+        time_attr=keys.EPOCH,  # the trial's own epoch: a trial resumed in a grown sweep's new Tune experiment counts on
         max_t=spec.epochs,
         grace_period=spec.search.asha.grace_period,
         reduction_factor=spec.search.asha.reduction_factor,

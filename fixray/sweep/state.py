@@ -3,16 +3,20 @@ the layout of the Tune state it saved, so a resume goes to the same store and to
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
+from typing import Any
 
 from fixray import __version__
+from fixray.crossing.contract import to_params
 from fixray.errors import BadInput, Unavailable
 from fixray.storage import Storage
 from fixray.sweep.plan import PlannedTrial
 from fixray.sweep.spec.schema import SweepSpec
 
 RECORD_FILE = "fixray-tracking.json"  # in the sweep's storage folder
-PLAN_FILE = "fixray-plan.json"  # beside it: the identity and run name of every trial the sweep's Tune state holds
+PLAN_FILE = "fixray-plan.json"  # beside it: the trials the file last planned, and the Tune experiment running them
 # The saved Tune state holds fixray's callbacks and trial configs, found again by module path on resume. 2: the
 # trial/, sweep/, records/ layout, trials sent settled configs. 3: a drawing searcher (TPE) saves its sweep file's
 # spec as plain data, where layout 2 saved the schema's classes by their module path (sweep/spec.py, now a folder).
@@ -65,55 +69,125 @@ def check_record(spec: SweepSpec, where: Storage) -> None:
         )
 
 
-def write_record(spec: SweepSpec, where: Storage, trials: list[PlannedTrial]) -> None:
-    """Records the store, the state layout and the planned trials when a sweep first starts (a resume keeps the
-    first record)."""
+def write_record(spec: SweepSpec, where: Storage) -> None:
+    """Records the store and the state layout when a sweep first starts (a resume keeps the first record)."""
     if not where.exists(spec.name, RECORD_FILE):
-        if trials:
-            planned = {trial.identity: trial.name for trial in trials}
-            where.write_text(json.dumps({"trials": planned}, indent=1) + "\n", spec.name, PLAN_FILE)
         record = {"uri": spec.tracking.uri, "experiment": spec.tracking.experiment, "layout": STATE_LAYOUT}
         where.write_text(json.dumps(record) + "\n", spec.name, RECORD_FILE)
 
 
-def saved_plan(spec: SweepSpec, where: Storage) -> dict[str, str] | None:
-    """Identity -> run name of the trials the sweep started with; None for a sweep not started, or started before
-    plans were recorded, or by a method that draws as it runs."""
+@dataclass(frozen=True)
+class SavedPlan:
+    """What the sweep's folder records of the file it last ran: every trial it planned, and the Tune experiment (a
+    folder below the sweep's) that runs them now with the trials its grid holds. A file that grew starts another Tune
+    experiment beside the first, holding only what is left to run."""
+
+    trials: dict[str, str]  # identity -> run name: every trial the file planned
+    tune: str  # the Tune experiment's folder, below the sweep's ("": the sweep's folder itself, its first)
+    tune_trials: frozenset[str]  # identities of the trials that experiment's grid holds
+    scheduler: dict[str, Any] | None  # the file's early stopping (search.asha): a trial it stopped stays stopped
+    shared: dict[str, Any]  # the settings every trial shares (flat), to name what changed
+    drawn: dict[str, Any] | None = None  # a method that draws as it runs: what its file asked (what_is_drawn)
+
+    @classmethod
+    def of(cls, spec: SweepSpec, trials: list[PlannedTrial], tune: str, tune_trials: list[PlannedTrial]) -> SavedPlan:
+        if not trials:  # a method that draws as it runs: its saved Tune state alone holds its trials
+            return cls({}, "", frozenset(), scheduler_of(spec), {"dataset": spec.dataset}, what_is_drawn(spec))
+        return cls(
+            {t.identity: t.name for t in trials},
+            tune,
+            frozenset(t.identity for t in tune_trials),
+            scheduler_of(spec),
+            shared_settings(spec, trials),
+        )
+
+    def write(self, spec: SweepSpec, where: Storage) -> None:
+        data = dataclasses.asdict(self) | {"tune_trials": sorted(self.tune_trials)}
+        where.write_whole((json.dumps(data, indent=1) + "\n").encode(), spec.name, PLAN_FILE)
+
+
+# Sweep file keys that change where or how trials run, never what they compute.
+HOW_NOT_WHAT = ("name", "data_dir", "download", "verify", "budget", "resources", "tracking", "storage_path")
+
+
+def what_is_drawn(spec: SweepSpec) -> dict[str, Any]:
+    """Everything in a drawing sweep's file that changes its trials: its settings, seeds and search."""
+    data = spec.as_data()
+    data["search"].pop("max_concurrent_trials", None)
+    return {key: value for key, value in data.items() if key not in HOW_NOT_WHAT}
+
+
+def refuse_a_changed_draw(spec: SweepSpec, where: Storage, saved: SavedPlan) -> None:
+    """A sweep that draws as it runs (TPE) resumes its saved searcher, which holds the file it started with: a file
+    that changes what it draws (num_samples, a range, a setting, seeds) is refused before anything starts, naming the
+    keys, rather than run as the first file silently."""
+    if saved.drawn is None:
+        return
+    now = what_is_drawn(spec)
+    changed = [key for key in sorted(now.keys() | saved.drawn.keys()) if now.get(key) != saved.drawn.get(key)]
+    if changed:
+        raise BadInput(
+            f"{spec.search.method} sweep {spec.name!r} in {where.shown(spec.name)} was started from a file whose "
+            f"{', '.join(changed)} differ from this one's. Its searcher draws each trial from the results so far and "
+            f"resumes with what it was first given; fixray does not yet grow a {spec.search.method} sweep in place. "
+            f"Pass --fresh to run this file as a new sweep beside it (a timestamped name), or give it a new `name:`; "
+            f"the first sweep's runs stay in MLflow. To finish the first sweep, run its file as it was."
+        )
+
+
+def scheduler_of(spec: SweepSpec) -> dict[str, Any] | None:
+    return spec.search.asha.model_dump(mode="json") if spec.search.asha is not None else None
+
+
+def shared_settings(spec: SweepSpec, trials: list[PlannedTrial]) -> dict[str, Any]:
+    """The settings every trial of the plan takes alike (flat), and the sweep's dataset."""
+    params = [to_params(trial.config) for trial in trials]
+    return {"dataset": spec.dataset} | {k: v for k, v in params[0].items() if all(p[k] == v for p in params)}
+
+
+def saved_plan(spec: SweepSpec, where: Storage) -> SavedPlan | None:
+    """What the sweep's folder records of the file it last ran; None for a sweep not started, or started before plans
+    were recorded, or by a method that draws as it runs."""
     if not where.exists(spec.name, PLAN_FILE):
         return None
     try:
-        return dict(json.loads(where.read_text(spec.name, PLAN_FILE))["trials"])
+        data = json.loads(where.read_text(spec.name, PLAN_FILE))
+        trials = dict(data["trials"])
+        return SavedPlan(
+            trials,
+            data.get("tune", ""),
+            frozenset(data.get("tune_trials", trials)),  # a record from before growth: its grid holds every trial
+            data.get("scheduler", scheduler_of(spec)),
+            data.get("shared", {}),
+            data.get("drawn"),
+        )
     except (ValueError, KeyError, TypeError) as error:
         raise BadInput(
             f"{where.shown(spec.name, PLAN_FILE)}: unreadable ({error}); it records the sweep's trials"
         ) from None
 
 
-def refuse_a_changed_plan(spec: SweepSpec, where: Storage, trials: list[PlannedTrial]) -> dict[str, str] | None:
-    """A sweep whose file now plans other trials than it started with (a value, a seed, a setting added or removed;
-    epochs changed) cannot continue its saved Tune state, which holds the first trials alone: BadInput saying what
-    changed and the ways on, before anything starts. Resources, storage, tracking, checkpoints and the budget change
-    no trial. Returns the saved plan (saved_plan) the file matches."""
-    saved = saved_plan(spec, where)
-    if saved is None or not trials:
-        return saved
-    planned = {trial.identity: trial.name for trial in trials}
-    added = [name for identity, name in planned.items() if identity not in saved]
-    removed = [name for identity, name in saved.items() if identity not in planned]
-    if not added and not removed:
-        return saved
-
-    changes = [f"adds {len(added)} trial(s) ({_some(added)})"] if added else []
-    changes += [f"drops {len(removed)} of its trial(s) ({_some(removed)})"] if removed else []
-    raise BadInput(
-        f"sweep {spec.name!r} in {where.shown(spec.name)} was started from a different file: this one "
-        f"{' and '.join(changes)}. fixray does not yet grow or shrink a started sweep in place, and its saved state "
-        f"would run the first plan alone. Pass --fresh to run this file as a new sweep beside it (a timestamped name), "
-        f"or give it a new `name:`; the first sweep's runs stay in MLflow. To finish the first sweep, run its file as "
-        f"it was."
-    )
+def refuse_another_dataset(spec: SweepSpec, where: Storage, saved: SavedPlan) -> None:
+    """A sweep name already used for another dataset is taken as a mistake, not a growth: BadInput, before anything
+    starts, with the ways on."""
+    before = saved.shared.get("dataset")
+    if before is not None and before != spec.dataset:
+        raise BadInput(
+            f"sweep {spec.name!r} in {where.shown(spec.name)} ran on dataset {before!r}; this file asks for "
+            f"{spec.dataset!r}. A sweep grows by editing its file (values, seeds, settings), not by another dataset: "
+            f"give this file a new `name:`, or pass --fresh to run it as a new sweep under a timestamped name. The "
+            f"first sweep's runs stay in MLflow."
+        )
 
 
-def _some(names: list[str]) -> str:
+def changed_settings(spec: SweepSpec, trials: list[PlannedTrial], saved: SavedPlan) -> list[str]:
+    """The shared settings the file changed since it last ran, e.g. ['epochs 2 -> 3']: each changes every trial."""
+    now = shared_settings(spec, trials)
+    return [
+        f"{name} {saved.shared[name]} -> {now[name]}" for name in now if saved.shared.get(name, now[name]) != now[name]
+    ]
+
+
+def some(names: list[str]) -> str:
     """The first three names, and how many more."""
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")

@@ -25,6 +25,7 @@ from fixray.crossing.contract import (
     TrialResources,
     from_params,
     sent_params,
+    sent_resume,
     sent_run_name,
 )
 from fixray.crossing.images import Splits
@@ -48,7 +49,11 @@ def _save_state(state: dict[str, Any], folder: str) -> ray.tune.Checkpoint:
     return ray.tune.Checkpoint.from_directory(folder)
 
 
-def _load_state(checkpoint) -> dict[str, Any] | None:
+def _load_state(checkpoint, resume: str | None, storage: str) -> dict[str, Any] | None:
+    """The state a trial starts from: Tune's (or Train's) checkpoint of it, else the one an earlier Tune experiment of
+    the sweep left it (`resume`), else none."""
+    if checkpoint is None and resume is not None:
+        checkpoint = ray.tune.Checkpoint(resume, filesystem=Storage(storage).fs)
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
@@ -106,7 +111,7 @@ def ddp_worker(loop_config: dict[str, Any]) -> None:
     cfg: TrialConfig = loop_config["cfg"]
     torch.set_num_threads(loop_config["threads"])
     splits: Splits = ray.get(loop_config["splits"])
-    start = _load_state(ray.train.get_checkpoint())
+    start = _load_state(ray.train.get_checkpoint(), loop_config["resume"], loop_config["storage"])
     nodes = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())  # every worker's node
     where = placement(list(dict.fromkeys(nodes)), _gpu_share(loop_config["gpus"]))
@@ -114,7 +119,7 @@ def ddp_worker(loop_config: dict[str, Any]) -> None:
     train(cfg, splits, report, start, ray.train.torch.get_device(), loop_config["execution"])
 
 
-def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, resources: TrialResources) -> None:
+def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, resources: TrialResources, resume: str | None) -> None:
     from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -128,6 +133,8 @@ def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, resources: TrialResources)
             "threads": threads(resources),
             "execution": resources.execution,
             "gpus": resources.gpus,
+            "resume": resume,
+            "storage": resources.storage,
         },
         scaling_config=ScalingConfig(
             num_workers=resources.workers,
@@ -182,12 +189,12 @@ def make_trainable(resources: TrialResources, splits: Splits, code_errors, admit
         cfg = from_params(sent_params(config))  # settled by the driver, sent once
         try:
             if resources.workers > 1:
-                _run_ddp(cfg, data[0], resources)
+                _run_ddp(cfg, data[0], resources, sent_resume(config))
                 return
             torch.set_num_threads(threads(resources))
             device = "cuda" if resources.gpus > 0 and torch.cuda.is_available() else "cpu"
             report = _checkpointing(tune.report, placement(memory=_gpu_share(resources.gpus)))
-            start = _load_state(tune.get_checkpoint())
+            start = _load_state(tune.get_checkpoint(), sent_resume(config), resources.storage)
             train(cfg, ray.get(data[0]), report, start, device, resources.execution)
         except Exception as error:
             if not infrastructure_failure(error):
