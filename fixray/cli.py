@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -64,8 +65,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         updates["data_dir"] = Path(args.data_dir)
     if args.fresh:
         updates["name"] = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    spec = spec.model_copy(update=updates)
+    return run_sweep_spec(spec.model_copy(update=updates), args.address, args.file)
 
+
+def run_sweep_spec(spec, address: str | None, file: str) -> int:
+    """Runs (or grows, or resumes) a validated sweep, printing as `fixray sweep` does; its exit status. `file`: what
+    the messages call the sweep file."""
     from fixray.records.sweep_report import sweep_report
     from fixray.sweep.plan import plan
     from fixray.sweep.rerun import look
@@ -92,7 +97,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if sweep.admission.budget is not None:
         print(f"  {sweep.admission.text()}", flush=True)
     try:
-        outcome = sweep.run(args.address)
+        outcome = sweep.run(address)
     except StorageFull as full:
         print(f"\nfixray: {full}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -111,7 +116,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if outcome.not_run:
         print(
             f"{outcome.not_run} trial(s) not run: past the budget of {spec.budget:g} GPU-hours. Raise `budget:` in "
-            f"{args.file} and run the same command to run them (finished trials are kept)."
+            f"{file} and run the same command to run them (finished trials are kept)."
         )
     _print_addresses(spec, outcome.runs)
     if outcome.unfinished:
@@ -121,16 +126,32 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _print_addresses(spec, runs) -> None:
-    """Where the sweep is in MLflow: its parent run, and the UI's pages of its trials and its answer."""
-    from fixray.records.store import local_store_path, ui_addresses
+    """Where the sweep is in MLflow: its trials' page, the comparison of its trials and its parent run."""
+    from fixray.records.store import local_store_path
+    from fixray.records.ui import ui_addresses, ui_base
 
-    trials_page, parent_page = ui_addresses(spec.tracking.uri, runs.experiment_id, runs.parent_id)
+    pages = ui_addresses(ui_base(spec.tracking.uri), runs)
     print(f"MLflow: experiment {spec.tracking.experiment!r}, parent run {spec.name!r} ({runs.parent_id}).")
     if local_store_path(spec.tracking.uri) is not None:  # served by `mlflow ui`
-        print(f"Open it with:  mlflow ui --backend-store-uri {spec.tracking.uri}   then:")
-    print(f"  the sweep's trials:  {trials_page}")
-    print(f"  its answer:          {parent_page}")
+        print(f"Open it with:  fixray ui {spec.name} --tracking-uri {_absolute(spec.tracking.uri)}   (or, from here:")
+        print(f"  mlflow ui --backend-store-uri {spec.tracking.uri}), then:")
+    print(f"  the sweep's trials:  {pages.trials}")
+    print(f"  compare them:        {pages.compare}")
+    print(f"  its answer:          {pages.answer}")
     print("  (MLflow opens experiments in its GenAI view: choose 'Model training' once, top left.)")
+
+
+def _absolute(tracking_uri: str) -> str:
+    """A local store's URI with an absolute path: it opens from any folder."""
+    from fixray.records.store import local_store_path
+
+    path = local_store_path(tracking_uri)
+    if path is None:
+        return tracking_uri
+    prefix = (
+        "sqlite:///" if tracking_uri.startswith("sqlite:") else ("file://" if tracking_uri.startswith("file:") else "")
+    )
+    return f"{prefix}{path.resolve()}"
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -140,6 +161,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from fixray.sweep.defaults import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri()
+    as_data = args.format in DATA_FORMATS
+    if args.sweep in paper.TABLES and as_data:
+        print(f"fixray report: --format {args.format} is for a sweep; a paper table prints as text", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.sweep in paper.TABLES:
         report = paper.report(args.sweep, uri, args.experiment or paper.PAPER_EXPERIMENT, with_paper=args.paper)
     else:
@@ -150,6 +175,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
             spec = load_sweep(args.sweep)
             uri, experiment, sweep = args.tracking_uri or spec.tracking.uri, spec.tracking.experiment, spec.name
         try:
+            if as_data:
+                print(_report_data(uri, experiment, sweep, args.format), end="")
+                return 0
             report = (runs_report if args.runs else sweep_report)(uri, experiment, sweep)
         except LookupError as error:
             print(f"fixray report: {error}", file=sys.stderr)
@@ -159,6 +187,71 @@ def _cmd_report(args: argparse.Namespace) -> int:
         Path(args.html).write_text(html_page(report, uri))
         print(f"\nHTML report with figures: {args.html}")
     return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    """MLflow's UI on a local store, from any folder, until Ctrl-C; for a server, its links (and the tunnel)."""
+    from fixray.records.runs import SweepRuns
+    from fixray.records.store import local_store_path, reading_client
+    from fixray.records.ui import serve_ui, ui_addresses, ui_base
+    from fixray.sweep.defaults import default_tracking_uri
+
+    uri = _absolute(args.tracking_uri or default_tracking_uri())
+    reading_client(uri)  # MissingStore (exit 2) where no store is
+    local = local_store_path(uri) is not None
+    with serve_ui(uri, args.port) if local else contextlib.nullcontext(ui_base(uri)) as base:
+        if args.sweep:
+            try:
+                pages = ui_addresses(base, SweepRuns(uri, args.experiment, args.sweep, create=False))
+            except LookupError as error:
+                print(f"fixray ui: {error}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            print(f"Sweep {args.sweep!r} in MLflow at {base}:")
+            print(f"  its trials:    {pages.trials}\n  compare them:  {pages.compare}\n  its answer:    {pages.answer}")
+        else:
+            print(f"MLflow at {base}")
+        if not local:
+            print(
+                "That is the tracking server itself. On a cluster it listens on the head's 127.0.0.1:5000: tunnel to "
+                "it first, e.g. `ssh -N -L 5000:127.0.0.1:5000 USER@HEAD` (docs/cluster.md), then open the links."
+            )
+            return 0
+        print("(MLflow opens experiments in its GenAI view: choose 'Model training' once, top left.) Ctrl-C stops it.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print()
+    return 0
+
+
+DATA_FORMATS = ("json", "csv")
+
+
+def _report_data(uri: str, experiment: str, sweep: str, form: str) -> str:
+    """A sweep's report as JSON (NaN as null) or its configurations as CSV."""
+    import json
+    import math
+
+    import pandas as pd
+
+    from fixray.records.frames import report_data
+    from fixray.records.runs import SweepRuns
+
+    data = report_data(SweepRuns(uri, experiment, sweep, create=False))
+    if form == "csv":
+        return pd.DataFrame.from_records(data["configurations"]).to_csv(index=False)
+
+    def plain(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    return json.dumps(plain(data), indent=1) + "\n"
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -248,14 +341,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--format",
-        choices=("terminal", "markdown"),
+        choices=("terminal", "markdown", "json", "csv"),
         default=None,
-        help="how tables print (default: terminal on a terminal, Markdown when piped)",
+        help="how tables print (default: terminal on a terminal, Markdown when piped); json: the answer, every "
+        "configuration and every trial as values; csv: every configuration, one row each, numbers unrounded",
     )
     report.add_argument(
         "--html", default=None, metavar="FILE", help="also write the report with each table's figures embedded"
     )
     report.set_defaults(run=_cmd_report)
+
+    ui = commands.add_parser("ui", help="MLflow's UI on a sweep's store, from any folder, with the sweep's links")
+    ui.add_argument("sweep", nargs="?", default=None, help="a sweep's name: print its pages (default: none)")
+    ui.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    ui.add_argument("--experiment", default="fixray", help="MLflow experiment (default: fixray)")
+    ui.add_argument("--port", type=int, default=None, help="port to serve on (default: a free one)")
+    ui.set_defaults(run=_cmd_ui)
 
     status = commands.add_parser("status", help="the sweeps in a tracking store: their trials by state, from MLflow")
     status.add_argument("sweep", nargs="?", default=None, help="one sweep's name (default: every sweep)")

@@ -8,6 +8,7 @@ screenshots/.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -146,19 +147,65 @@ def test_mlflow_ui_shows_the_sweep_with_its_child_runs_and_their_parameters(brow
         assert sorted(row.split(" ")[1:]) == sorted(c.data.params[param] for c in children)
 
 
-def test_the_addresses_a_sweep_prints_open_its_trials_and_its_answer(browser, filled_server):
-    """The sweep's last lines name its trials' page (the parent's children, one row each) and its parent run."""
+def _columns_on_screen(browser, children, url: str) -> str:
+    """Opens a trials page in the browser and waits for its columns: the searched settings, the outcome and the
+    accuracies, with every trial's values visible without a click."""
+    browser.get(url)
+    body = _wait_for_text(browser, ["4 matching runs", "val/acc_best", "fixray.status"])
+    for header in ("fixed", "lr", "seed", "val/acc_best", "val/compactness", "fixray.status"):  # S: one value
+        assert header in body.splitlines(), f"no column {header} on the trials page"
+    for child in children:
+        assert child.info.run_name in body
+        assert str(child.data.metrics["val/acc_best"])[:6] in body  # its accuracy, shown (truncated) in its row
+    return body
+
+
+def test_the_addresses_a_sweep_prints_open_its_trials_with_their_settings_its_comparison_and_its_answer(
+    browser, filled_server
+):
+    """The sweep's last lines name its trials' page (its shared view: the parent's children, one row each, their
+    settings and accuracies as columns, in a browser that never opened MLflow), the comparison and the parent run."""
     url, folder, printed = filled_server
     _, parents, children = store(folder)
     lines = {
         line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in printed.splitlines() if ":  " in line
     }
-    trials, answer = lines["the sweep's trials"], lines["its answer"]
+    trials, compare, answer = lines["the sweep's trials"], lines["compare them"], lines["its answer"]
     assert trials.startswith("http://127.0.0.1:5000/#/experiments/")  # `mlflow ui`'s address for a local store
-    browser.get(trials.replace("http://127.0.0.1:5000", url))
-    body = _wait_for_text(browser, ["4 matching runs"] + [c.info.run_name for c in children])
+    assert "viewStateShareKey=fixray-" in trials
+    browser.delete_all_cookies()
+    browser.execute_script("window.localStorage.clear()")  # no view this browser saved: the shared one shows
+    _columns_on_screen(browser, children, trials.replace("http://127.0.0.1:5000", url))
     browser.save_screenshot(str(SHOTS / "mlflow_trials.png"))
-    assert "4 matching runs" in body  # the children alone, none hidden under a collapsed parent
+    browser.get(compare.replace("http://127.0.0.1:5000", url))
+    body = _wait_for_text(browser, ["Comparing 4 Runs", "Parallel Coordinates Plot"])
+    assert "Comparing 4 Runs" in body and "Parallel Coordinates Plot" in body
     browser.get(answer.replace("http://127.0.0.1:5000", url))
     body = _wait_for_text(browser, ["Fixed minus learned"])
     assert parents[0].info.run_id in answer and "Fixed minus learned" in body  # the answer, on the parent's page
+
+
+def test_fixray_ui_serves_the_store_from_any_folder_prints_the_sweep_s_pages_and_stops_on_ctrl_c(
+    browser, filled_server, tmp_path
+):
+    _, folder, _ = filled_server
+    _, _, children = store(folder)
+    ui = subprocess.Popen(
+        [str(MLFLOW.with_name("fixray")), "ui", "ui", "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"],
+        cwd=tmp_path,  # another folder: the store's path is absolute
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        first = ui.stdout.readline()
+        assert first.startswith("Sweep 'ui' in MLflow at http://127.0.0.1:"), first
+        base = first.split(" at ", 1)[1].rstrip(":\n")
+        trials = ui.stdout.readline().split("its trials:", 1)[1].strip()
+        assert trials.startswith(base)
+        _columns_on_screen(browser, children, trials)
+    finally:
+        ui.send_signal(signal.SIGINT)
+        assert ui.wait(timeout=60) == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{base}/health", timeout=5)  # the server went with it

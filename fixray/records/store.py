@@ -1,5 +1,5 @@
 """Opening a tracking store: where a local one lives, one driver at a time creating it, a reader that never creates
-one, a server that must answer at the start, and the MLflow UI's pages of a sweep."""
+one, and a server that must answer at the start."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote as url_quote
 from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from fixray.errors import BadInput, Unavailable
 from fixray.faults import store_unreachable
@@ -56,25 +54,6 @@ def reading_client(tracking_uri: str) -> MlflowClient:
         )
     with creating(tracking_uri):
         return MlflowClient(tracking_uri)  # opens the store now, under the lock
-
-
-LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
-
-
-def ui_addresses(tracking_uri: str, experiment_id: str, parent_id: str) -> tuple[str, str]:
-    """The MLflow UI pages of a sweep: its trials (the parent's children, one row each) and its parent run (the
-    answer, the tables and figures). A local store is served by `mlflow ui`.
-
-    The UI folds filtered children under their parent unless the runs are sorted by something else than their
-    start time (checked with MLflow 3.17 in Chromium), so the trials' page sorts them by name."""
-    base = tracking_uri.rstrip("/") if urlparse(tracking_uri).scheme in ("http", "https") else LOCAL_UI
-    trials = url_quote(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'")
-    by_name = url_quote(f"tags.`{MLFLOW_RUN_NAME}`")
-    experiment = f"{base}/#/experiments/{experiment_id}"
-    return (
-        f"{experiment}/runs?searchFilter={trials}&orderByKey={by_name}&orderByAsc=true",
-        f"{experiment}/runs/{parent_id}",
-    )
 
 
 def require_reachable(tracking_uri: str) -> None:

@@ -10,6 +10,7 @@ from fixray.records.importance import Importance, importance, importance_blocks,
 from fixray.records.render import Block, Paragraph, Report, Table, as_markdown
 from fixray.records.runs import SweepRuns, outcome
 from fixray.records.tables import Row, row_caption, summarise, sweep_table
+from fixray.records.ui import share_trials_view
 
 
 def metrics_block() -> Table:
@@ -52,6 +53,9 @@ def publish(runs: SweepRuns, spent: dict[str, float] | None = None) -> list[Head
     notes = [as_markdown(block) for block in _blocks(rows, found) + not_in_file_block(runs) + [metrics_block()]]
     figures = answer_figures(rows) | family_figures(rows) | importance_figure(found)
     runs.log_summary(metrics, {ANSWER_TAG: headline_text(headlines)}, notes, figures)
+    if rows:  # the trials' page shows the settings that tell its configurations apart, and the seed
+        searched = [name for name in rows[0].key if name == "fixed" or len({repr(row.key[name]) for row in rows}) > 1]
+        share_trials_view(runs, [*searched, "seed"])
     return headlines
 
 

@@ -156,15 +156,16 @@ class Progress(Restorable, tune.Callback):
         self.status_shown = False
         ending = trial if verb != "started" else None
         self._status(trials, force=self._terminal() or ending is not None, ending=ending)  # plain: per trial end
+        self._publish(trials, force=True, ending=ending)
 
-    def _publish(self, trials: list, force: bool = False) -> None:
+    def _publish(self, trials: list, force: bool = False, ending=None) -> None:
         """Copies the status line onto the parent run every PUBLISH_EVERY_S; a store away skips a copy, not a trial."""
         if self.parent is None or (not force and time.monotonic() - self.published_at < PUBLISH_EVERY_S):
             return
         self.published_at = time.monotonic()
         uri, parent_id = self.parent
         try:
-            MlflowClient(uri).set_tag(parent_id, PROGRESS_TAG, status_line(self.snapshot(trials)))
+            MlflowClient(uri).set_tag(parent_id, PROGRESS_TAG, status_line(self.snapshot(trials, ending)))
         except Exception as error:  # noqa: BLE001 - the live view is best effort; MLflow's own writes are spooled
             logger.debug("progress not copied to MLflow: %s", error)
 
