@@ -11,7 +11,7 @@ import pandas as pd
 
 from fixray.records import frames
 from fixray.records.runs import SweepRuns
-from fixray.records.tables import summarise
+from fixray.records.tables import sweep_rows
 
 DEFAULT_EXPERIMENT = "fixray"  # the MLflow experiment a sweep file's `tracking:` names unless it says otherwise
 
@@ -44,7 +44,7 @@ def configurations(sweep: str, tracking_uri: str | None = None, experiment: str 
     """The 'every configuration' table as numbers: settings, runs by outcome, and `<metric>_mean`, `_std`, `_n` over
     the seeds that finished (fractions, not percent)."""
     runs = _runs(sweep, tracking_uri, experiment)
-    return pd.DataFrame.from_records(frames.configuration_records(summarise(runs.children(), runs.client)))
+    return pd.DataFrame.from_records(frames.configuration_records(sweep_rows(runs)))
 
 
 def answer(sweep: str, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> list[dict[str, Any]]:

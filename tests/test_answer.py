@@ -17,7 +17,7 @@ from fixray.records.encoding import param_value
 from fixray.records.render import Paragraph, Report, Table, as_html, as_markdown
 from fixray.records.runs import STATUS_TAG, SweepRuns
 from fixray.records.sweep_report import publish
-from fixray.records.tables import summarise, sweep_table
+from fixray.records.tables import summarise, sweep_rows, sweep_table
 from fixray.sweep.plan import run_name
 from fixray.sweep.spec.checks import parse_sweep
 
@@ -281,7 +281,10 @@ def test_a_headline_claims_no_interval_when_the_seeds_agree_and_says_how_a_tie_w
     from fixray.records.tables import Row
 
     def row(S: float, fixed: bool) -> Row:  # two finished seeds, each at 99.72% (359 of 360 test images)
-        runs = {seed: SimpleNamespace(data=SimpleNamespace(metrics={keys.BEST_ACC: 359 / 360})) for seed in (0, 1)}
+        runs = {
+            seed: SimpleNamespace(data=SimpleNamespace(metrics={keys.BEST_ACC: 359 / 360}, params={}))
+            for seed in (0, 1)
+        }
         key = {"kind": "cosine", "fixed": fixed, "S": S, "lr": 0.1}
         return Row(key, finished=runs, outcomes=Counter(finished=2), runs=list(runs.values()))
 
@@ -300,3 +303,41 @@ def test_a_drawn_value_is_shown_to_four_significant_digits_and_a_written_one_as_
     from fixray.records.tables import shown_value
 
     assert shown_value("S", value) == shown
+
+
+def test_a_configuration_whose_planned_seeds_never_started_is_not_ranked_and_they_are_counted(tmp_path):
+    """Seeds are counted against the plan (the parent's planned seeds), not against the runs that exist: a report read
+    mid-sweep must not let a one-seed configuration win."""
+    runs, spec = SweepRuns(f"sqlite:///{tmp_path / 's.db'}", "fixray", "early"), _spec(tmp_path)
+    runs.log_plan(1.0, 1.0, 9, [0, 1, 2])  # the file plans three seeds
+    for seed in range(3):
+        _run(runs, spec, _dot("small_cnn", True, 0.1, seed), "finished", {keys.VAL_ACC: [0.92]})
+        _run(runs, spec, _dot("small_cnn", False, 0.01, seed), "finished", {keys.VAL_ACC: [0.90]})
+    _run(runs, spec, _dot("small_cnn", False, 0.1, 0), "finished", {keys.VAL_ACC: [0.99]})  # its seeds 1, 2: not yet
+    [headline] = publish(runs)
+    assert headline.best.learned.key["lr"] == 0.01 and math.isclose(headline.interval.mean, 0.02)
+    rows = sweep_rows(runs)
+    early = next(row for row in rows if row.key["lr"] == 0.1 and row.key["fixed"] is False)
+    assert not early.ranked and early.not_started == 2 and early.seeds == "1 (2 not started)"
+    assert "| dot | learned | none | 0.1 | 1 (2 not started) |" in Report([sweep_table(rows)]).render(as_markdown)
+    # Without the plan recorded (an older sweep), the runs that exist are all there is.
+    assert summarise(runs.children(), runs.client)[0].planned == 0
+
+
+def test_heads_behind_a_learned_projection_are_never_compared_as_fixed_vs_learned_without_saying_so(tmp_path):
+    import dataclasses
+
+    runs, spec = SweepRuns(f"sqlite:///{tmp_path / 's.db'}", "fixray", "projected"), _spec(tmp_path)
+    for seed in range(2):
+        for fixed, acc in ((True, 0.91), (False, 0.90)):
+            cfg = _dot("small_cnn", fixed, 0.1, seed)
+            _run(
+                runs,
+                spec,
+                dataclasses.replace(cfg, head=dataclasses.replace(cfg.head, dim=16)),
+                "finished",
+                {keys.VAL_ACC: [acc + seed / 100]},
+            )
+    [headline] = publish(runs)
+    assert headline.text().endswith("so this compares two learned classifiers)")
+    assert "-proj16-" in runs.children()[0].info.run_name  # named apart

@@ -169,10 +169,12 @@ class HeadConfig:
         return {name: getattr(settled, name) for name in HEAD_KINDS[self.kind].options}
 
     def label(self) -> str:
-        """e.g. 'cosine-fixed-S10', 'dot-learned': kind, fixed or learned, and the options the kind shows."""
+        """e.g. 'cosine-fixed-S10', 'dot-learned': kind, fixed or learned, and the options the kind shows; a head
+        behind a learned projection says so ('-proj64'): its class vectors are not fixed in the backbone's space."""
         settled = self.settled()
         shown = "".join(f"-{name}{getattr(settled, name):g}" for name in HEAD_KINDS[self.kind].shown)
-        return f"{self.kind}-{'fixed' if self.fixed else 'learned'}{shown}"
+        projected = f"-proj{self.dim}" if self.dim is not None else ""
+        return f"{self.kind}-{'fixed' if self.fixed else 'learned'}{shown}{projected}"
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,14 @@ class TrialConfig:
         "global: average over the whole feature map; authors: avg_pool2d(4) then flatten (ResNet18: 512-d at 32 px, "
         "2048 at 64, 4608 at 96)",
         "global",
+    )
+    standardise_features: bool = doc(
+        "false: the pooled features as the backbone's last ReLU leaves them, all >= 0 (the authors'); true: each "
+        "standardised by its batch statistics (a batch norm with no learned scale or shift), the last layer every "
+        "head shares, so class vectors with negative entries (Hadamard, cube, orthoplex) can win and a fixed head "
+        "stays fixed",
+        False,
+        searchable=True,
     )
     normalisation: Literal["dataset", "authors"] = doc(
         "dataset: per-channel mean and std of the training images; authors: (x - 0.5) / 0.5", "dataset"

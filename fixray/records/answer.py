@@ -154,8 +154,21 @@ class Headline:
         return (
             f"{where}best fixed ({label(fixed)}) {fixed.mean(BEST_ACC) * 100:.2f}% vs best learned ({label(learned)}) "
             f"{learned.mean(BEST_ACC) * 100:.2f}% best-epoch test accuracy: fixed minus learned "
-            f"{interval.text(100)} pp" + (f", {over}" if over else "") + tied
+            f"{interval.text(100)} pp" + (f", {over}" if over else "") + tied + projected_note([fixed, learned])
         )
+
+
+PROJECTED = "dim"  # the head option that puts a learned linear projection before the class vectors
+
+
+def projected_note(rows: list[Row]) -> str:
+    """Said beside any comparison of heads behind a learned projection: there a fixed head is not fixed."""
+    if not any(run.data.params.get(PROJECTED, "none") != "none" for row in rows for run in row.runs):
+        return ""
+    return (
+        " (heads behind a learned projection, head.dim: a learned linear map and fixed class vectors compose to a "
+        "learned linear classifier, so this compares two learned classifiers)"
+    )
 
 
 def label(row: Row) -> str:

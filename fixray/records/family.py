@@ -12,7 +12,7 @@ import math
 import statistics
 
 from fixray.crossing import metric_keys as keys
-from fixray.records.answer import BEST_ACC, comparisons
+from fixray.records.answer import BEST_ACC, comparisons, projected_note
 from fixray.records.render import Table
 from fixray.records.tables import HEADERS, Column, Row, format_cell, is_context, shown_value, sort_key
 
@@ -65,7 +65,7 @@ def family_table(rows: list[Row]) -> Table:
         )
     note = (
         "(mean ± std over finished seeds, each run at its best epoch; fixed − learned: against the learned head "
-        "drawn the same way, paired by seed, [95% t interval])"
+        "drawn the same way, paired by seed, [95% t interval])" + projected_note(rows)
     )
     return Table("The fixed-head family", header, cells, note, "(no finished trials)")
 

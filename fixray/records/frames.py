@@ -13,7 +13,7 @@ from fixray.crossing.contract import FLAT_PATHS, base_type, field_type
 from fixray.records.answer import BEST_ACC, Headline
 from fixray.records.encoding import read_params
 from fixray.records.runs import IDENTITY_TAG, SweepRuns, outcome
-from fixray.records.tables import SUMMARY_COLUMNS, MetricReader, Row, mean_std, summarise
+from fixray.records.tables import SUMMARY_COLUMNS, MetricReader, Row, mean_std, sweep_rows
 
 LAST = "@last"  # beside a metric read at the run's best epoch: the same metric at its last epoch
 DTYPES = {bool: "boolean", int: "Int64", float: "float64", str: "string"}  # a setting's column, missing values NA
@@ -112,7 +112,7 @@ def answer_records(headlines: list[Headline]) -> list[dict[str, Any]]:
 
 def report_data(runs: SweepRuns) -> dict[str, Any]:
     """`fixray report SWEEP --format json`: the answer, every configuration and every trial, as values."""
-    rows = summarise(runs.children(), runs.client)
+    rows = sweep_rows(runs)
     return {
         "sweep": runs.sweep,
         "answer": answer_records(Headline.each(rows)),

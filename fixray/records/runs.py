@@ -129,6 +129,11 @@ class SweepRuns:
             tags=[RunTag(PLANNED_SEEDS_TAG, ",".join(str(seed) for seed in seeds))],
         )
 
+    def planned_seeds(self) -> int:
+        """Seeds the sweep file plans per configuration, as its parent records them (0: unrecorded, an older sweep)."""
+        seeds = self.client.get_run(self.parent_id).data.tags.get(PLANNED_SEEDS_TAG)
+        return len(seeds.split(",")) if seeds else 0
+
     def children(self, every: bool = False) -> list:
         """The sweep's trial runs that its file plans now (every=True: those it no longer plans too)."""
         found = self._find(f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(self.parent_id)}")

@@ -9,7 +9,7 @@ from fixray.records.family import family_figures, family_table, is_family
 from fixray.records.importance import Importance, importance, importance_blocks, importance_figure
 from fixray.records.render import Block, Paragraph, Report, Table, as_markdown
 from fixray.records.runs import SweepRuns, outcome
-from fixray.records.tables import Row, row_caption, summarise, sweep_table
+from fixray.records.tables import Row, row_caption, sweep_rows, sweep_table
 from fixray.records.ui import share_trials_view
 
 
@@ -46,7 +46,7 @@ def cost_block(parent) -> list[Block]:
 def publish(runs: SweepRuns, spent: dict[str, float] | None = None) -> list[Headline]:
     """Writes the answer onto the sweep's parent run: headline metrics and tag, what the sweep spent, the tables as
     its note, figures."""
-    rows = summarise(runs.children(), runs.client)
+    rows = sweep_rows(runs)
     headlines = Headline.each(rows)
     metrics = {k: v for h in headlines for k, v in h.metrics(several=len(headlines) > 1).items()} | (spent or {})
     found = importance(rows)
@@ -70,7 +70,7 @@ def runs_report(tracking_uri: str, experiment: str, sweep: str) -> Report:
 def sweep_report(tracking_uri: str, experiment: str, sweep: str) -> Report:
     """A sweep's report, the answer first and then every configuration, with the runs whose figures illustrate it."""
     runs = SweepRuns(tracking_uri, experiment, sweep, create=False)
-    rows = summarise(runs.children(), runs.client)
+    rows = sweep_rows(runs)
     parent = runs.client.get_run(runs.parent_id)
     figures = [("The answer: fixed vs learned class vectors", parent)]
     figures += [(row_caption(row), row.runs[0]) for row in rows]

@@ -16,7 +16,7 @@ from fixray.crossing.head_kinds import DRAW_RULES, HEAD_KINDS
 from fixray.faults import Outcome
 from fixray.records.encoding import read_params
 from fixray.records.render import Table
-from fixray.records.runs import left_out, outcome
+from fixray.records.runs import SweepRuns, left_out, outcome
 
 # Always shown, as the paper's question is about them: head kind, fixed or learned, the options that name a
 # head's configuration (asked of the registered heads: S for cosine heads), and the learning rate.
@@ -86,6 +86,7 @@ class Row:
     finished: dict[int, Any] = field(default_factory=dict)  # seed -> its run, for runs that finished
     outcomes: Counter = field(default_factory=Counter)  # finished, diverged, error, ... -> runs
     runs: list = field(default_factory=list)  # the child runs of this configuration, one per seed
+    planned: int = 0  # seeds the sweep file plans for each configuration (0: not recorded, an older sweep)
 
     def value(self, seed: int, column: Column) -> float | None:
         """A finished seed's value of a column; None where it was not logged or is not finite."""
@@ -101,15 +102,22 @@ class Row:
         return mean_std(self.values(column))[0]
 
     @property
+    def not_started(self) -> int:
+        """Planned seeds with no run yet (a sweep interrupted early, a report read mid-sweep)."""
+        return max(self.planned - len(self.runs), 0)
+
+    @property
     def ranked(self) -> bool:
-        """Whether the configuration may be ranked against others: every seed finished (the paper prints NaN for
-        a setting some of whose seeds diverged; its survivors alone would flatter it)."""
-        return bool(self.runs) and set(self.outcomes) == {Outcome.FINISHED}
+        """Whether the configuration may be ranked against others: every seed the sweep plans finished (the paper
+        prints NaN for a setting some of whose seeds diverged; its survivors alone would flatter it, and so would a
+        configuration whose other seeds have not started)."""
+        return bool(self.runs) and set(self.outcomes) == {Outcome.FINISHED} and not self.not_started
 
     @property
     def seeds(self) -> str:
-        """'3', or '3 (1 diverged, 1 unfinished)': every run counted, only finished ones averaged."""
-        excluded = left_out(self.outcomes)
+        """'3', or '3 (1 diverged, 1 unfinished)', or '1 (2 not started)': every run counted, planned seeds without
+        one too, only finished ones averaged."""
+        excluded = left_out(dict(self.outcomes) | {"not started": self.not_started})
         return f"{sum(self.outcomes.values())}" + (f" ({excluded})" if excluded else "")
 
     @property
@@ -125,9 +133,15 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarise(children: list, client: MlflowClient | None = None) -> list[Row]:
+def sweep_rows(runs: SweepRuns) -> list[Row]:
+    """A sweep's configurations as its tables, answer and data read them: the runs its file plans, against the seeds
+    it plans."""
+    return summarise(runs.children(), runs.client, runs.planned_seeds())
+
+
+def summarise(children: list, client: MlflowClient | None = None, planned: int = 0) -> list[Row]:
     """Groups child runs by every parameter except the seed; only finished runs' metrics are read, through
-    `client` at each run's best epoch (None: as last logged)."""
+    `client` at each run's best epoch (None: as last logged); `planned`: seeds planned per configuration."""
     read = MetricReader(client)
     params = [read_params(c.data.params) for c in children]
     kinds = {p.get("kind") for p in params}
@@ -139,7 +153,7 @@ def summarise(children: list, client: MlflowClient | None = None) -> list[Row]:
     rows: dict[tuple, Row] = {}
     for child, values in zip(children, params):
         group = tuple(values.get(k) for k in names)
-        row = rows.setdefault(group, Row(dict(zip(names, group)), read))
+        row = rows.setdefault(group, Row(dict(zip(names, group)), read, planned=planned))
         row.runs.append(child)
         row.outcomes[outcome(child)] += 1
         if outcome(child) == Outcome.FINISHED:

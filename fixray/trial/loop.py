@@ -99,7 +99,9 @@ def train(
     on = Device(device, execution or Execution())
     device, checkpoint_every = on.device, on.execution.checkpoint_every
     rank, world = distributed()
-    model = build_classifier(cfg.model, splits.input_spec, splits.num_classes, cfg.head, cfg.seed, cfg.pooling)
+    model = build_classifier(
+        cfg.model, splits.input_spec, splits.num_classes, cfg.head, cfg.seed, cfg.pooling, cfg.standardise_features
+    )
     model = model.to(device, memory_format=on.memory_format)
     optimizer = _make_optimizer(cfg, model)
     scheduler = _make_scheduler(cfg, optimizer)

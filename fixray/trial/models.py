@@ -39,9 +39,18 @@ class Backbone(nn.Module):
                 f"the authors' pooling needs a feature map of at least {AUTHORS_POOL}x{AUTHORS_POOL}; this backbone "
                 f"maps {spec.size} px images to {self.map_size}x{self.map_size}: use pooling: global"
             )
+        self.norm: nn.Module = nn.Identity()
+
+    def standardise_features(self, standardise: bool) -> Backbone:
+        """Each pooled feature standardised by its batch statistics (running ones in evaluation), with no learned scale
+        or shift, so features that leave a ReLU all >= 0 become centred and any class vector can win: the last layer
+        every head, fixed or learned, shares, and nothing a head could learn."""
+        if standardise:
+            self.norm = nn.BatchNorm1d(self.feature_dim, affine=False)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.body(x))
+        return self.norm(self.pool(self.body(x)))
 
 
 BackboneFactory = Callable[[InputSpec, Pooling], Backbone]
@@ -107,13 +116,20 @@ class Classifier(nn.Module):
 
 
 def build_classifier(
-    backbone: str, spec: InputSpec, num_classes: int, head: HeadConfig, seed: int, pooling: Pooling = "global"
+    backbone: str,
+    spec: InputSpec,
+    num_classes: int,
+    head: HeadConfig,
+    seed: int,
+    pooling: Pooling = "global",
+    standardise_features: bool = False,
 ) -> Classifier:
-    """Builds the backbone and the head `head` describes, with every random draw taken from `seed`."""
+    """Builds the backbone (its features standardised if asked) and the head `head` describes, with every random draw
+    taken from `seed`."""
     if backbone not in BACKBONES:
         raise KeyError(f"unknown backbone {backbone!r}; registered: {sorted(BACKBONES)}")
     torch.manual_seed(seed)
-    body = BACKBONES[backbone](spec, pooling)
+    body = BACKBONES[backbone](spec, pooling).standardise_features(standardise_features)
     return Classifier(body, build_head(head.kind, body.feature_dim, num_classes, seed, **head.options()))
 
 
