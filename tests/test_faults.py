@@ -68,9 +68,8 @@ def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path):
         assert sweep.poll() is None and time.monotonic() < deadline, "the trial never reached epoch 3"
         time.sleep(0.2)
     live = run(["status", "--format", "markdown"], tmp_path)  # from MLflow alone: the driver's live line, copied
-    assert (
-        "**Running now" in live.stdout and "kill: [0:" in live.stdout and " trials 0/1 done, 1 running" in live.stdout
-    )
+    said = live.stdout
+    assert "**Running now" in said and "kill: [0:" in said and " trials 0/1 done, 1 running" in said, said
     (victim,) = [
         p for p in psutil.process_iter(["cmdline"]) if "ray::ImplicitFunc" in " ".join(p.info["cmdline"] or [])
     ]

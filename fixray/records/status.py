@@ -67,7 +67,5 @@ def status_report(tracking_uri: str, experiment: str, sweep: str | None = None) 
         "last ran",
     ]
     table = Table(f"Sweeps in MLflow experiment {experiment}", header, rows, empty="(no sweep yet)")
-    said = (
-        [Paragraph("Live (the driver's last status line, copied every few seconds)", "\n".join(live))] if live else []
-    )
+    said = [Paragraph("Running now (each driver's status line, copied every few seconds)", "\n".join(live))]
     return Report([table, *(said if live else [])])

@@ -103,8 +103,9 @@ class Progress(Restorable, tune.Callback):
         if self.epochs_at_start is None:
             self.epochs_at_start = sum(self._epochs(trials).values())
 
-    def snapshot(self, trials: list, ending=None) -> Snapshot:
-        """`ending`: a trial Tune is ending right now, not yet marked so (counted as done)."""
+    def snapshot(self, trials: list, ending=None, starting=None) -> Snapshot:
+        """`ending`: a trial Tune is ending right now, not yet marked so (counted as done); `starting`: one it is
+        starting, not yet marked running."""
         self._baseline(trials)
         epochs = self.epochs
         ended = [t for t in trials if t.status in (t.TERMINATED, t.ERROR) or t is ending]
@@ -123,7 +124,7 @@ class Progress(Restorable, tune.Callback):
         return Snapshot(
             trials=self.trials,
             done=len(ended),
-            running=sum(t.status == t.RUNNING and t is not ending for t in trials),
+            running=sum((t.status == t.RUNNING or t is starting) and t is not ending for t in trials),
             epochs_done=epochs_done,
             epochs_total=max(epochs_total, epochs_done),
             elapsed_s=elapsed,
@@ -156,16 +157,16 @@ class Progress(Restorable, tune.Callback):
         self.status_shown = False
         ending = trial if verb != "started" else None
         self._status(trials, force=self._terminal() or ending is not None, ending=ending)  # plain: per trial end
-        self._publish(trials, force=True, ending=ending)
+        self._publish(trials, force=True, ending=ending, starting=trial if ending is None else None)
 
-    def _publish(self, trials: list, force: bool = False, ending=None) -> None:
+    def _publish(self, trials: list, force: bool = False, ending=None, starting=None) -> None:
         """Copies the status line onto the parent run every PUBLISH_EVERY_S; a store away skips a copy, not a trial."""
         if self.parent is None or (not force and time.monotonic() - self.published_at < PUBLISH_EVERY_S):
             return
         self.published_at = time.monotonic()
         uri, parent_id = self.parent
         try:
-            MlflowClient(uri).set_tag(parent_id, PROGRESS_TAG, status_line(self.snapshot(trials, ending)))
+            MlflowClient(uri).set_tag(parent_id, PROGRESS_TAG, status_line(self.snapshot(trials, ending, starting)))
         except Exception as error:  # noqa: BLE001 - the live view is best effort; MLflow's own writes are spooled
             logger.debug("progress not copied to MLflow: %s", error)
 

@@ -37,6 +37,7 @@ class Rerun:
     not_in_file: int  # earlier trial runs whose trial the file no longer plans
     tune: str  # the Tune experiment (a folder below the sweep's) that runs what is left
     restores: bool  # whether that experiment's saved state is restored (it holds exactly what is left to run)
+    tune_trials: frozenset[str]  # the identities that experiment's grid holds (a restored one: ended ones too)
     changed: list[str]  # the settings every trial shares that the file changed since it last ran
 
     @property
@@ -46,7 +47,8 @@ class Rerun:
     @property
     def plan(self) -> SavedPlan:
         """What the sweep's folder records once this run starts."""
-        return SavedPlan.of(self.spec, self.trials, self.tune, self.to_run)
+        held = [trial for trial in self.trials if trial.identity in self.tune_trials]
+        return SavedPlan.of(self.spec, self.trials, self.tune, held)
 
     def text(self) -> str:
         """e.g. '24 ended earlier (kept), 12 new; 6 earlier runs not in this file'."""
@@ -89,6 +91,7 @@ def look(spec: SweepSpec, trials: list[PlannedTrial]) -> Rerun | None:
     # exactly what is left to run, under the same early stopping; else a new Tune experiment runs what is left.
     restores = same_scheduler and saved.tune_trials - kept == left
     tune = saved.tune if restores or not left else _next(saved.tune)
+    held = saved.tune_trials if restores or not left else frozenset(left)
     return Rerun(
         spec,
         trials,
@@ -97,6 +100,7 @@ def look(spec: SweepSpec, trials: list[PlannedTrial]) -> Rerun | None:
         sum(1 for identity in earlier if identity not in planned),
         tune,
         restores,
+        held,
         changed_settings(spec, trials, saved) if not kept else [],
     )
 

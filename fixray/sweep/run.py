@@ -81,7 +81,7 @@ class SweepRun:
         self.rerun = rerun  # what earlier runs of the command left, when the sweep's folder records its plan
         self.to_run = rerun.to_run if rerun is not None else self.trials  # the trials this run may train
         # The Tune experiment that runs them: the sweep's folder, or one below it for a file that grew.
-        self.tune = (rerun.tune if rerun is not None else "").strip("/")
+        self.tune = rerun.tune if rerun is not None else ""
         self.experiment = "/".join(filter(None, [spec.name, self.tune]))  # below the storage root
         self.cost = compute_plan(spec, self.trials)
         self.expected = self.cost.trials  # planned, or a drawing method's bound
@@ -192,7 +192,7 @@ class SweepRun:
                         spec.tracking.uri, spec.tracking.experiment, spec.name, context, self.spool, where.location
                     ),
                     Progress(
-                        self.expected - len(self.trials) + len(self.to_run),
+                        len(self.rerun.tune_trials) if self.rerun else self.expected,  # the trials Tune holds
                         spec.epochs,
                         parent=(spec.tracking.uri, runs.parent_id),
                     ),
