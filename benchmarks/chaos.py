@@ -229,18 +229,25 @@ def inject(
         filler.unlink()
 
 
+def _last_whole_state(trial: Path) -> dict | None:
+    """The newest checkpoint of a trial folder that loads: one the full disk cut short is skipped (its trial went on
+    from the one before, here or, in a sweep that grew, in a later Tune experiment)."""
+    for checkpoint in sorted(trial.glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[1]), reverse=True):
+        try:
+            return torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)
+        except (EOFError, RuntimeError, OSError):
+            print(f"skipped a checkpoint cut short: {checkpoint}")
+    return None
+
+
 def final_weights(storage: Path, sweep: str) -> dict[str, str]:
     """Run name -> epoch and sha256 of the model weights of its latest checkpoint, for every trial of a sweep (in any
     of its Tune experiments: a sweep that grew continues trials in a new one)."""
     found, latest = {}, {}
     for params in (storage / sweep).rglob("params.json"):
-        trial = params.parent
         name = json.loads(params.read_text())["trial"]["run_name"]
-        checkpoints = sorted(trial.glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[1]))
-        if not checkpoints:
-            continue
-        state = torch.load(checkpoints[-1] / "state.pt", map_location="cpu", weights_only=False)
-        if state["epoch"] <= latest.get(name, -1):
+        state = _last_whole_state(params.parent)
+        if state is None or state["epoch"] <= latest.get(name, -1):
             continue
         latest[name] = state["epoch"]
         digest = hashlib.sha256()
