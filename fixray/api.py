@@ -12,14 +12,12 @@ import pandas as pd
 from fixray.records import frames
 from fixray.records.runs import SweepRuns
 from fixray.records.tables import sweep_rows
-
-DEFAULT_EXPERIMENT = "fixray"  # the MLflow experiment a sweep file's `tracking:` names unless it says otherwise
+from fixray.sweep.defaults import EXPERIMENT as DEFAULT_EXPERIMENT
+from fixray.sweep.defaults import default_tracking_uri
 
 
 def _runs(sweep: str, tracking_uri: str | None, experiment: str) -> SweepRuns:
     """A sweep's runs, read without writing (LookupError: no such sweep; MissingStore: no store there)."""
-    from fixray.sweep.defaults import default_tracking_uri
-
     return SweepRuns(tracking_uri or default_tracking_uri(), experiment, sweep, create=False)
 
 

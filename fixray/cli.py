@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from fixray.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, FixrayError
+from fixray.sweep.defaults import EXPERIMENT
 
 # The sweep schema (and, through its backbone registry, torch) is imported by the commands that read sweep files,
 # so `fixray report NAME` reads MLflow without loading torch.
@@ -168,7 +169,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.sweep in paper.TABLES:
         report = paper.report(args.sweep, uri, args.experiment or paper.PAPER_EXPERIMENT, with_paper=args.paper)
     else:
-        experiment, sweep = args.experiment or "fixray", args.sweep
+        experiment, sweep = args.experiment or EXPERIMENT, args.sweep
         if Path(args.sweep).is_file():
             from fixray.sweep.spec.reading import load_sweep
 
@@ -293,6 +294,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0 if found.equal else EXIT_TRIALS_FAILED
 
 
+def _reads_a_store(command: argparse.ArgumentParser) -> None:
+    """The options of a command that reads a tracking store: which store, and which experiment in it."""
+    command.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    command.add_argument("--experiment", default=EXPERIMENT, help=f"MLflow experiment (default: {EXPERIMENT})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fixray", description="Fixed vs learned classification heads, swept on Ray Tune and tracked in MLflow."
@@ -353,23 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = commands.add_parser("ui", help="MLflow's UI on a sweep's store, from any folder, with the sweep's links")
     ui.add_argument("sweep", nargs="?", default=None, help="a sweep's name: print its pages (default: none)")
-    ui.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
-    )
-    ui.add_argument("--experiment", default="fixray", help="MLflow experiment (default: fixray)")
+    _reads_a_store(ui)
     ui.add_argument("--port", type=int, default=None, help="port to serve on (default: a free one)")
     ui.set_defaults(run=_cmd_ui)
 
     status = commands.add_parser("status", help="the sweeps in a tracking store: their trials by state, from MLflow")
     status.add_argument("sweep", nargs="?", default=None, help="one sweep's name (default: every sweep)")
-    status.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
-    )
-    status.add_argument("--experiment", default="fixray", help="MLflow experiment (default: fixray)")
+    _reads_a_store(status)
     status.add_argument("--format", choices=("terminal", "markdown"), default=None, help="as for report")
     status.set_defaults(run=_cmd_status)
 

@@ -17,8 +17,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port
+from conftest import ROOT
 from e2e import run, store
+
+from fixray.records.ui import serve_ui
 
 pytestmark = pytest.mark.slow
 SHOTS = ROOT / "screenshots"
@@ -77,35 +79,8 @@ def filled_server(tmp_path_factory):
     (tmp_path / "ui.yaml").write_text(UI_SWEEP)
     done = run(["sweep", "ui.yaml"], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            str(MLFLOW),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
-        time.sleep(1)
-    yield url, tmp_path, done.stdout
-    server.terminate()
-    server.wait(timeout=30)
+    with serve_ui(f"sqlite:///{tmp_path / 'mlflow.db'}") as url:  # what `fixray ui` serves
+        yield url, tmp_path, done.stdout
 
 
 def _wait_for_text(browser, texts, seconds=60) -> str:

@@ -36,6 +36,11 @@ class Interval:
     high: float
     n: int  # seeds paired
 
+    @property
+    def has_width(self) -> bool:
+        """Whether there is an interval to state: two pairs or more that do not all differ by the same amount."""
+        return self.low < self.high
+
     def text(self, scale: float = 1.0, decimals: int = 2) -> str:
         if self.n == 0:
             return "no seed finished both"
@@ -144,7 +149,7 @@ class Headline:
         fixed, learned = self.best.fixed, self.best.learned
         where = f"{self.where()}: " if self.context else ""
         interval = self.interval
-        over = f"{CONFIDENCE:.0%} t interval over {interval.n} seed(s) paired" if interval.low < interval.high else ""
+        over = f"{CONFIDENCE:.0%} t interval over {interval.n} seed(s) paired" if interval.has_width else ""
         ties = [
             f"{n} other {side} configuration(s) tie with the best"
             for side, n in (("fixed", self.fixed_ties), ("learned", self.learned_ties))

@@ -54,6 +54,11 @@ def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: s
             return found
 
 
+def in_file(run) -> bool:
+    """Whether the sweep file plans a trial run now (NOT_IN_FILE_TAG absent)."""
+    return NOT_IN_FILE_TAG not in run.data.tags
+
+
 def outcome(run) -> str:
     """What became of a trial's run: its Outcome's value (its status tag); unfinished when it has none yet."""
     return run.data.tags.get(STATUS_TAG, Outcome.UNFINISHED.value)
@@ -137,18 +142,18 @@ class SweepRuns:
     def children(self, every: bool = False) -> list:
         """The sweep's trial runs that its file plans now (every=True: those it no longer plans too)."""
         found = self._find(f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(self.parent_id)}")
-        return found if every else [child for child in found if NOT_IN_FILE_TAG not in child.data.tags]
+        return found if every else [child for child in found if in_file(child)]
 
     def not_in_file(self) -> int:
         """Earlier trial runs of the sweep that its file no longer plans."""
-        return sum(1 for child in self.children(every=True) if NOT_IN_FILE_TAG in child.data.tags)
+        return sum(1 for child in self.children(every=True) if not in_file(child))
 
     def mark_in_file(self, planned: set[str]) -> bool:
         """Tags the trial runs whose identity the file no longer plans (and untags those it plans again); whether any
         tag changed (the tables then change too)."""
         changed = False
         for child in self.children(every=True):
-            identity, tagged = child.data.tags.get(IDENTITY_TAG), NOT_IN_FILE_TAG in child.data.tags
+            identity, tagged = child.data.tags.get(IDENTITY_TAG), not in_file(child)
             if identity is None or (identity in planned) != tagged:
                 continue
             if tagged:

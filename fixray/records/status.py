@@ -11,7 +11,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from fixray.faults import Outcome
 from fixray.records.encoding import quoted
 from fixray.records.render import Paragraph, Report, Table
-from fixray.records.runs import NOT_IN_FILE_TAG, PROGRESS_TAG, ROLE_TAG, SWEEP_TAG, outcome, search_all
+from fixray.records.runs import PROGRESS_TAG, ROLE_TAG, SWEEP_TAG, in_file, outcome, search_all
 from fixray.records.store import reading_client
 
 RUNNING = "running"  # a trial run without a status that MLflow holds as RUNNING: its trial is training now
@@ -40,7 +40,7 @@ def status_report(tracking_uri: str, experiment: str, sweep: str | None = None) 
     rows, live = [], []
     for parent in parents:
         every = search_all(client, ids, f"tags.`{MLFLOW_PARENT_RUN_ID}` = {quoted(parent.info.run_id)}")
-        children = [child for child in every if NOT_IN_FILE_TAG not in child.data.tags]
+        children = [child for child in every if in_file(child)]
         states = Counter(_state(child) for child in children)
         last = max([parent.info.end_time or 0, parent.info.start_time or 0] + [c.info.end_time or 0 for c in children])
         open_now = "open (running, or its driver died)" if parent.info.status == "RUNNING" else parent.info.status

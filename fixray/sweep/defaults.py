@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 LOCAL_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow store when neither the file nor $MLFLOW_TRACKING_URI names one
+EXPERIMENT = "fixray"  # MLflow experiment holding a sweep's runs when its file's `tracking:` names none
 LOCAL_STORAGE = "fixray-runs"  # Tune's folder when neither the file nor $FIXRAY_STORAGE names one
 # One GPU's measured training throughput on this machine, written by benchmarks/gpu.py, read by the compute plan
 THROUGHPUT_FILE = Path("~/.cache/fixray/throughput.json")

@@ -186,8 +186,3 @@ def changed_settings(spec: SweepSpec, trials: list[PlannedTrial], saved: SavedPl
     return [
         f"{name} {saved.shared[name]} -> {now[name]}" for name in now if saved.shared.get(name, now[name]) != now[name]
     ]
-
-
-def some(names: list[str]) -> str:
-    """The first three names, and how many more."""
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")

@@ -44,7 +44,7 @@ from fixray.crossing.head_kinds import HEAD_KINDS
 from fixray.data.corruptions import CORRUPTIONS, Corruption
 from fixray.data.registry import DATASETS
 from fixray.storage import URI_SCHEMES, is_uri
-from fixray.sweep.defaults import LOCAL_STORAGE, LOCAL_TRACKING_URI
+from fixray.sweep.defaults import EXPERIMENT, LOCAL_STORAGE, LOCAL_TRACKING_URI
 from fixray.sweep.methods import SEARCH_METHODS, SearchMethod
 from fixray.sweep.spec.values import DRAWERS, SettingValues
 from fixray.trial.models import BACKBONES
@@ -244,7 +244,7 @@ class TrackingSpec(Schema):
         description=f"MLflow tracking URI (on a cluster, the head's `mlflow server`); null: $MLFLOW_TRACKING_URI, "
         f"else {LOCAL_TRACKING_URI}",
     )
-    experiment: Identifier = Field("fixray", description=f"MLflow experiment holding the parent run: {NAME_CHARS}")
+    experiment: Identifier = Field(EXPERIMENT, description=f"MLflow experiment holding the parent run: {NAME_CHARS}")
 
 
 def contract_fields(contract: type, leave_out: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
