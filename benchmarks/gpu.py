@@ -10,7 +10,8 @@ On the CPU (what the tests run, a few seconds):
 
 A full run on a GPU also saves the fastest training FLOP/s it measured (every setting and packing) as this machine's
 throughput (~/.cache/fixray/throughput.json, or --throughput-file): `fixray validate` and `fixray sweep` then
-give GPU-hours at it instead of an assumed one.
+give GPU-hours at it instead of an assumed one. A full run on the CPU (--device cpu) saves this machine's CPU rate
+(~/.cache/fixray/cpu-throughput.json): `fixray validate` then also says what its sweeps would take on these CPUs.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from fixray.crossing.contract import Augmentation, Execution, HeadConfig
 from fixray.crossing.images import InputSpec
 from fixray.sweep.cost import image_flop
-from fixray.sweep.defaults import throughput_file
+from fixray.sweep.defaults import cpu_throughput_file, throughput_file
 from fixray.trial.augment import augment, normalise
 from fixray.trial.device import Device, share_gpu
 from fixray.trial.models import build_classifier
@@ -218,8 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--throughput-file",
         type=Path,
-        help=f"where the fastest FLOP/s is saved for the compute plan (default: {throughput_file()}, on a full GPU "
-        "run only; given, any run saves it)",
+        help=f"where the fastest FLOP/s is saved for the compute plan (default: {throughput_file()} on a full GPU "
+        f"run, {cpu_throughput_file()} on a full CPU run, which `fixray validate` turns into hours on this machine's "
+        "CPUs; given, any run saves it)",
     )
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -229,9 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     with open(args.json, "w") as out:
         json.dump(results, out, indent=2)
     print(f"written: {args.json}")
-    saved_to = args.throughput_file or (
-        throughput_file() if args.device.startswith("cuda") and not args.quick else None
-    )
+    default = throughput_file() if args.device.startswith("cuda") else cpu_throughput_file()
+    saved_to = args.throughput_file or (default if not args.quick else None)
     if saved_to is not None:
         saved = save_throughput(results, plan, saved_to)
         print(f"this machine's throughput: {saved['flop_per_s'] / 1e12:.3g} TFLOP/s ({saved['measured']}): {saved_to}")

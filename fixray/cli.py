@@ -11,8 +11,8 @@ from pathlib import Path
 from fixray.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, FixrayError
 from fixray.sweep.defaults import EXPERIMENT
 
-# The sweep schema (and, through its backbone registry, torch) is imported by the commands that read sweep files,
-# so `fixray report NAME` reads MLflow without loading torch.
+# Each command imports what it needs when it runs: `fixray validate` reads sweep files without torch, MLflow or Ray, and
+# `fixray report NAME` reads MLflow without torch.
 
 
 def _summary(spec, trials: int) -> str:
@@ -31,12 +31,12 @@ def _style(asked: str | None):
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from fixray.sweep.cost import admit, compute_plan
+    from fixray.sweep.cost import admit, compute_plan, on_these_cpus
     from fixray.sweep.inputs import check_data
     from fixray.sweep.plan import plan
     from fixray.sweep.spec.reading import load_sweep
 
-    status = 0
+    status, costs = 0, []
     for file in args.files:
         try:
             spec = load_sweep(file)
@@ -49,9 +49,23 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             status = error.exit_code
             continue
         print(f"{file}: ok ({_summary(spec, cost.trials)}); data: {data}")
-        print(f"  cost: {cost.text()}")
+        print(f"  cost: {cost.amount_text()}")
         if admission.budget is not None:
             print(f"  {admission.text()}")
+        costs.append(cost)
+    if costs:  # the rate once, and one total across the files
+        flop = sum(cost.flop for cost in costs)
+        if len(costs) > 1:
+            hours = sum(cost.gpu_hours for cost in costs)
+            print(f"total: {sum(c.trials for c in costs)} trials, {flop:.1e} FLOP of training, {hours:.3g} GPU-hours")
+        print(f"GPU-hours at {costs[0].rate_text()}")
+        try:
+            here = on_these_cpus(flop)
+        except FixrayError as error:  # a CPU measurement that is not one benchmarks/gpu.py wrote
+            print(error, file=sys.stderr)
+            return error.exit_code
+        if here:
+            print(f"that is {here}")
     return status
 
 
@@ -78,7 +92,7 @@ def run_sweep_spec(spec, address: str | None, file: str) -> int:
 
     trials = plan(spec)  # once: the rerun's look, the run and the summary count them from here
     rerun = look(spec, trials)  # BadInput (exit 2): another store, or another dataset under the sweep's name
-    if rerun is not None and not rerun.to_run:  # every trial ended in an earlier run: its answer, without Ray
+    if rerun is not None and rerun.runs_nothing:  # every trial ended in an earlier run: its answer, without Ray
         from fixray.sweep.rerun import settle_without_running
 
         print(f"Sweep {spec.name!r}: {len(trials)} trials: {rerun.text()}.\n")

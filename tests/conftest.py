@@ -2,6 +2,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.request
@@ -15,6 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def pytest_configure(config):
     """Every test, and every command it starts, plans at the assumed throughput: never one this machine measured."""
     os.environ["FIXRAY_THROUGHPUT"] = str(ROOT / "tests" / "no-measured-throughput.json")  # a file never written
+    os.environ["FIXRAY_CPU_THROUGHPUT"] = str(ROOT / "tests" / "no-measured-throughput.json")
+    # FLOP counted afresh into this run's own cache, never the user's (nor one left by older code)
+    os.environ["FIXRAY_FLOP_CACHE"] = str(Path(tempfile.mkdtemp(prefix="fixray-flop-")) / "flop-per-image.json")
 
 
 GOOD_SWEEP = """\

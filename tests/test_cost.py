@@ -1,6 +1,9 @@
 """The compute plan: FLOP counted by PyTorch on the meta device, against an independent count; ASHA's expected share;
 the images a (long-tailed) training set holds."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -157,3 +160,57 @@ search:
     model: {choice: [small_cnn, resnet18]}
     lr: {loguniform: [0.001, 0.1]}
 """
+
+
+def test_a_counted_flop_is_kept_under_the_code_that_built_it_and_read_back(monkeypatch, tmp_path):
+    """The cache holds each architecture's count under a key of its code: a count left by other code (another key) is
+    never read, and what the cache holds under this code's key is what pricing reads."""
+    import json
+
+    from fixray.sweep import cost
+
+    monkeypatch.setenv("FIXRAY_FLOP_CACHE", str(tmp_path / "flop.json"))
+    args = ("small_cnn", 1, 8, 10, "global", None)
+    cost.image_flop.cache_clear()
+    counted = cost.image_flop(*args)
+    assert counted == cost._count_image_flop(*args)
+    (key,) = json.loads((tmp_path / "flop.json").read_text())
+    stale = json.dumps([*args, "another-code"])
+    (tmp_path / "flop.json").write_text(json.dumps({stale: 1.0}))
+    cost.image_flop.cache_clear()
+    assert cost.image_flop(*args) == counted  # counted again, the stale entry ignored
+    (tmp_path / "flop.json").write_text(json.dumps({key: 123.0}))
+    cost.image_flop.cache_clear()
+    assert cost.image_flop(*args) == 123.0
+    (tmp_path / "flop.json").write_text("{not json")
+    cost.image_flop.cache_clear()
+    assert cost.image_flop(*args) == counted and json.loads((tmp_path / "flop.json").read_text()) == {key: counted}
+    cost.image_flop.cache_clear()
+
+
+def test_validate_says_what_its_sweeps_would_take_on_this_machines_cpus_at_their_measured_rate(monkeypatch, tmp_path):
+    import json
+
+    from conftest import GOOD_SWEEP
+
+    from fixray.cli import main
+
+    (tmp_path / "s.yaml").write_text(GOOD_SWEEP)
+    rate = tmp_path / "cpu.json"
+    rate.write_text(json.dumps({"flop_per_s": 1e9, "measured": "cpu, small_cnn fp32 batch 16, 2026-12-03"}))
+    monkeypatch.setenv("FIXRAY_CPU_THROUGHPUT", str(rate))
+    done = subprocess.run(
+        [sys.executable, "-m", "fixray", "validate", str(tmp_path / "s.yaml")], capture_output=True, text=True
+    )
+    import yaml
+
+    from fixray.sweep.spec.checks import parse_sweep
+
+    flop = compute_plan(parse_sweep(yaml.safe_load(GOOD_SWEEP), tmp_path / "s.yaml")).flop
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"that is {flop / 1e9 / 3600:.3g} hours on this machine's CPUs at 0.001 TFLOP/s (measured here: cpu"
+        in done.stdout
+    )
+    rate.write_text("{}")
+    assert main(["validate", str(tmp_path / "s.yaml")]) == 2

@@ -147,3 +147,30 @@ def test_a_trial_stopped_early_continues_from_its_checkpoint_when_early_stopping
         history = {run.info.run_id: client.get_metric_history(run.info.run_id, key) for run in (clean, resumed)}
         values = [[(m.step, m.value) for m in sorted(h, key=lambda m: m.step)] for h in history.values()]
         assert values[0] == values[1], key
+
+
+def test_a_tpe_sweep_with_a_larger_num_samples_keeps_its_samples_and_draws_the_rest_from_their_results(tmp_path):
+    tpe = "  method: tpe\n  num_samples: {n}\n  random_seed: 3\n  space:\n    lr: {{loguniform: [0.01, 0.3]}}\n"
+    text = GROWING.split("search:")[0].format(seeds="[0, 1]") + "search:\n"
+    (tmp_path / "grows.yaml").write_text(text + tpe.format(n=2))
+    _sweep(tmp_path)
+    client, _, first = store(tmp_path)
+    assert len(first) == 4  # 2 drawn configurations x 2 seeds
+
+    (tmp_path / "grows.yaml").write_text(text + tpe.format(n=3))
+    out = _sweep(tmp_path)
+    assert (
+        "4 ended earlier (kept); 1 more configuration(s) drawn by tpe" in out and "the 2 earlier ones' results" in out
+    )
+    client, parents, second = store(tmp_path)
+    assert len(parents) == 1 and len(second) == 6
+    assert {k: v for k, v in _ends(second).items() if k in _ends(first)} == _ends(first)  # not retrained
+    assert all(steps(client, c, "val/acc") == [1, 2] and c.data.tags[STATUS_TAG] == "finished" for c in second)
+    new = [c for c in second if c.info.run_id not in _ends(first)]
+    assert len({c.data.params["lr"] for c in new}) == 1 and {c.data.params["seed"] for c in new} == {"0", "1"}
+    assert (tmp_path / "fixray-runs" / "grows" / "grown-2").is_dir()
+
+    # The grown file again: its Tune experiment is restored whole, nothing retrains.
+    out = _sweep(tmp_path)
+    _, _, third = store(tmp_path)
+    assert _ends(third) == _ends(second)

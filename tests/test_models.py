@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from fixray.crossing.contract import HeadConfig
-from fixray.trial.models import BACKBONES, Backbone, InputSpec, build_classifier
+from fixray.trial.backbones import BACKBONES, BackboneShape
+from fixray.trial.models import Backbone, InputSpec, build_classifier
 
 FEATURES = {"resnet18": 512, "preact_resnet18": 512, "mobilenetv2": 1280, "small_cnn": 64}
 # Parameters with a learned 10-class dot-product head (weights and bias), as in the common CIFAR model zoo.
@@ -33,7 +34,9 @@ def test_parameter_counts_match_the_cifar_model_zoo(name):
 @pytest.mark.parametrize("pooling", ["global", "authors"])
 def test_pooling_averages_the_whole_map_or_4x4_windows_flattened(pooling):
     feature_map = torch.randn(2, 3, 8, 8)  # a body that passes its input through: the map is the input
-    backbone = Backbone(torch.nn.Sequential(), channels=3, stride=1, spec=InputSpec(3, 8), pooling=pooling)
+    backbone = Backbone(
+        torch.nn.Sequential(), BackboneShape(channels=3, stride=1), spec=InputSpec(3, 8), pooling=pooling
+    )
     if pooling == "global":
         expected = feature_map.mean(dim=(2, 3))
     else:  # windows (i, j) of 4x4 pixels, each channel's 2x2 windows in row order: the authors' avg_pool2d(4), view

@@ -118,13 +118,21 @@ def test_random_search_with_more_samples_and_the_same_seed_keeps_its_first_draws
     assert [t.identity for t in more[: len(first)]] == [t.identity for t in first] and len(more) == 2 * len(first)
 
 
-def test_a_tpe_sweep_whose_file_changes_what_it_draws_is_refused_naming_it_not_run_as_the_first_file(sweep_file):
+def test_a_tpe_sweep_grows_by_a_larger_num_samples_alone_and_refuses_any_other_change_to_what_it_draws(sweep_file):
     search = {"method": "tpe", "num_samples": 3, "space": {"lr": {"loguniform": [0.01, 0.1]}}}
     spec, trials = sweep_file(search=search)
     assert trials == []
     _ran(spec, trials, {})
     assert look(*sweep_file(search=search, resources={"cpus_per_trial": 2})) is None  # resumes its saved state
-    with pytest.raises(BadInput, match="whose search differ from this one's.*--fresh"):
-        look(*sweep_file(search=search | {"num_samples": 6}))
+    grown_spec, _ = sweep_file(search=search | {"num_samples": 5})
+    grown = look(grown_spec, [])
+    assert (grown.draws, grown.tune, grown.restores, grown.runs_nothing) == (2, "grown-2", False, False)
+    grown.plan.write(grown_spec, Storage(grown_spec.storage_path))  # as the run that starts it records it
+    again = look(grown_spec, [])  # the grown file again: its own Tune experiment, restored, as it was given
+    assert (again.draws, again.tune, again.restores) == (2, "grown-2", True)
+    with pytest.raises(BadInput, match="whose search differ from this one's.*larger search.num_samples alone"):
+        look(*sweep_file(search=search | {"num_samples": 4}))  # fewer than the file it last ran
+    with pytest.raises(BadInput, match="whose search differ"):
+        look(*sweep_file(search=search | {"num_samples": 9, "space": {"lr": {"loguniform": [0.01, 0.2]}}}))
     with pytest.raises(BadInput, match="whose epochs, seeds differ"):
-        look(*sweep_file(seeds=(0, 1, 2), search=search, epochs=3))
+        look(*sweep_file(seeds=(0, 1, 2), search=search | {"num_samples": 5}, epochs=3))

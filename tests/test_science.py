@@ -19,10 +19,11 @@ from fixray.crossing.images import InputSpec, Splits
 from fixray.data.registry import load_dataset
 from fixray.sweep.plan import points, trial_config
 from fixray.sweep.spec.checks import SweepFileError, parse_sweep
+from fixray.trial.backbones import feature_dim
 from fixray.trial.loop import _make_optimizer, _make_scheduler, build_classifier, train
 from fixray.trial.measure import class_vector_geometry, measure
 from fixray.trial.metrics import etf_distance
-from fixray.trial.models import BACKBONES, feature_dim
+from fixray.trial.models import build_backbone
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +238,7 @@ EXPECTED_DIMS = {  # (backbone, input side) -> (feature-map side, global dims, a
 def test_feature_maps_are_an_eighth_of_the_input_and_pooling_sets_the_image_vector_size(name, size):
     side, global_dims, authors_dims = EXPECTED_DIMS[name, size]
     spec = InputSpec(3, size)
-    backbone = BACKBONES[name](spec, "authors").eval()
+    backbone = build_backbone(name, spec, "authors").eval()
     with torch.no_grad():
         feature_map = backbone.body(torch.zeros(1, 3, size, size))
         image_vector = backbone(torch.zeros(1, 3, size, size))

@@ -351,6 +351,7 @@ FLAT_PATHS: dict[str, tuple[str, ...]] = flat_paths(TrialConfig)
 SEARCHABLE: tuple[str, ...] = searchable(TrialConfig)
 
 
+@functools.cache
 def field_type(flat: str, cls: type | None = None) -> Any:
     """The annotated type of a flat setting, with its rules (e.g. Annotated[float, Gt(0)] for lr)."""
     owner, name = _section_of(flat, cls)

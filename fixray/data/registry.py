@@ -225,7 +225,7 @@ register_dataset(
         required=(),
         read=_read_digits,
         fetch=None,
-        source="nothing (bundled with scikit-learn)",
+        source="bundled with scikit-learn",
         image_size=8,
         channels=1,
         train_images=1437,

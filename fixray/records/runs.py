@@ -20,7 +20,7 @@ from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 from fixray.crossing import metric_keys as keys
 from fixray.crossing.contract import FIGURES_DIR
-from fixray.faults import Outcome
+from fixray.faults import KEPT_BY_A_RERUN, Outcome
 from fixray.records.encoding import param_value, quoted
 from fixray.records.store import MissingStore, creating, reading_client
 
@@ -239,3 +239,13 @@ def earlier_trials(tracking_uri: str, experiment: str, sweep: str) -> dict[str, 
     except (LookupError, MissingStore):
         return {}
     return {c.data.tags[IDENTITY_TAG]: outcome(c) for c in runs.children(every=True) if IDENTITY_TAG in c.data.tags}
+
+
+def earlier_best(tracking_uri: str, experiment: str, sweep: str) -> dict[str, float]:
+    """Identity -> best-epoch test accuracy of each trial of the sweep that ended with one (what a searcher ranks)."""
+    runs = SweepRuns(tracking_uri, experiment, sweep, create=False)
+    return {
+        c.data.tags[IDENTITY_TAG]: c.data.metrics[keys.BEST_ACC]
+        for c in runs.children(every=True)
+        if IDENTITY_TAG in c.data.tags and outcome(c) in KEPT_BY_A_RERUN and keys.BEST_ACC in c.data.metrics
+    }

@@ -18,6 +18,7 @@ import collections
 import fnmatch
 import json
 import logging
+import math
 import pickletools
 import re
 import time
@@ -29,6 +30,8 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from fixray.crossing.contract import TRIAL_KEY
 from fixray.records.restorable import Restorable
 from fixray.storage import Storage
+from fixray.sweep.plan import TRIAL_INDEX
+from fixray.sweep.rerun import GROWN_PREFIX
 
 STATE_PATTERN = "experiment_state-*.json"  # Tune's saved experiment state; a restore reads the newest by name
 # Beside it, what a restore reads too: the searcher's state (pickles, whatever their names end in).
@@ -80,6 +83,33 @@ def last_checkpoints(storage: Storage, experiment: str) -> dict[str, str]:
         elif last.get(CHECKPOINT_PATH_KEY):
             found[identity] = last[CHECKPOINT_PATH_KEY]
     return found
+
+
+def drawn_points(storage: Storage, experiment: str) -> dict[str, dict]:
+    """Trial identity -> what a searcher drew for it (its suggestion's values, as Tune's saved state holds its config),
+    for each trial of this Tune experiment: a grown sweep's new searcher starts from them."""
+    newest = _newest(storage, experiment).get(STATE_PATTERN)
+    if newest is None:
+        return {}
+    found = {}
+    for trial, _, _ in _trials(storage.read_text(experiment, newest)):
+        config = trial.get("config") or {}
+        identity = config.get(TRIAL_KEY, {}).get("identity")
+        if identity is not None:
+            found[identity] = {k: v for k, v in config.items() if k not in (TRIAL_KEY, TRIAL_INDEX)}
+    return found
+
+
+def tune_experiments(storage: Storage, sweep: str, before: str | None = None) -> list[str]:
+    """The sweep's Tune experiments, oldest first: its own folder, then grown-2, grown-3, ... below it (only those
+    before the one named `before`, when given)."""
+    numbers = sorted(
+        int(name.removeprefix(GROWN_PREFIX))
+        for name in (info.base_name for info in storage.listing(sweep))
+        if name.startswith(GROWN_PREFIX) and name.removeprefix(GROWN_PREFIX).isdigit()
+    )
+    last = int(before.removeprefix(GROWN_PREFIX)) if before else math.inf
+    return [sweep] + [f"{sweep}/{GROWN_PREFIX}{n}" for n in numbers if n < last]
 
 
 def _newest(storage: Storage, experiment: str) -> dict[str, str]:

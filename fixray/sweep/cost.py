@@ -8,18 +8,22 @@ per epoch, times its epochs. Test-set passes and checkpoints are left out: they 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import hashlib
+import importlib.metadata
 import itertools
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from fixray.crossing.contract import TrialConfig
 from fixray.data.registry import DATASETS
 from fixray.errors import BadInput
-from fixray.sweep.defaults import throughput_file
+from fixray.sweep.defaults import cpu_throughput_file, flop_cache_file, throughput_file
 from fixray.sweep.plan import PlannedTrial, plan, trial_config
 from fixray.sweep.spec.schema import SEED, SweepSpec
 from fixray.trial.long_tail import kept_per_class
@@ -46,6 +50,39 @@ def _conv_backward_flop(grad_out_shape, x_shape, w_shape, *args, output_mask=Non
 
 @functools.cache
 def image_flop(model: str, channels: int, size: int, classes: int, pooling: str, dim: int | None) -> float:
+    """FLOP to train on one image (forward and backward): counted once per architecture and kept in a file keyed by
+    the code that builds it and torch's version, so pricing a sweep file again imports no torch."""
+    cache = flop_cache_file()
+    key = json.dumps([model, channels, size, classes, pooling, dim, _architecture_fingerprint()])
+    try:
+        counted = json.loads(cache.read_text())
+        if not isinstance(counted, dict):
+            counted = {}
+    except (OSError, ValueError):
+        counted = {}  # none yet, or unreadable: counted again and rewritten
+    if isinstance(counted.get(key), float):
+        return counted[key]
+    flop = _count_image_flop(model, channels, size, classes, pooling, dim)
+    with contextlib.suppress(OSError):  # a read-only home: counted again next time
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(counted | {key: flop}))
+        partial.replace(cache)  # whole or not at all, whoever writes last
+    return flop
+
+
+def _architecture_fingerprint() -> str:
+    """What a counted FLOP depends on: the backbones', the heads' and the counting rule's code, and torch's version."""
+    from fixray.trial import backbones
+
+    folder = Path(backbones.__file__).parent
+    digest = hashlib.sha256(importlib.metadata.version("torch").encode())
+    for path in (folder / "backbones.py", folder / "models.py", folder / "heads.py", Path(__file__)):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _count_image_flop(model: str, channels: int, size: int, classes: int, pooling: str, dim: int | None) -> float:
     """FLOP to train on one image (forward and backward), counted on the meta device: no memory, no data."""
     import torch
     import torch.nn.functional as F
@@ -117,15 +154,22 @@ class ComputePlan:
 
     def text(self) -> str:
         """e.g. '9.5e+17 FLOP of training, 5.4 GPU-hours at 49.5 TFLOP/s (assumed: 5% of an H100's bf16 peak)'."""
-        rate = f"{self.throughput / 1e12:.3g} TFLOP/s " + (
+        return self.amount_text(rate=f" at {self.rate_text()}")
+
+    def amount_text(self, rate: str = "") -> str:
+        """e.g. '9.5e+17 FLOP of training, 5.4 GPU-hours', the rate (when given) after the GPU-hours."""
+        found = f"{self.flop:.1e} FLOP of training, {self.gpu_hours:.3g} GPU-hours{rate}"
+        if self.expected_flop < self.flop:
+            found += f"; ASHA expected {self.expected_flop:.1e} FLOP, {self.expected_gpu_hours:.3g} GPU-hours"
+        return found + (f" (a bound: {self.bound} draws its configurations as it runs)" if self.bound else "")
+
+    def rate_text(self) -> str:
+        """e.g. '49.5 TFLOP/s (assumed: 5% of an H100's bf16 peak; benchmarks/gpu.py measures it)'."""
+        return f"{self.throughput / 1e12:.3g} TFLOP/s " + (
             f"(measured here: {self.measured})"
             if self.measured
             else f"(assumed: {ASSUMED_UTILISATION:.0%} of an H100's bf16 peak; benchmarks/gpu.py measures it)"
         )
-        found = f"{self.flop:.1e} FLOP of training, {self.gpu_hours:.3g} GPU-hours at {rate}"
-        if self.expected_flop < self.flop:
-            found += f"; ASHA expected {self.expected_flop:.1e} FLOP, {self.expected_gpu_hours:.3g} GPU-hours"
-        return found + (f" (a bound: {self.bound} draws its configurations as it runs)" if self.bound else "")
 
 
 @dataclass(frozen=True)
@@ -137,8 +181,8 @@ class Throughput:
 
 
 def saved_throughput(path: Path | None = None) -> Throughput | None:
-    """The throughput benchmarks/gpu.py saved (path: throughput_file()); None when none was; BadInput when the file
-    is not one it wrote (read as JSON: data, never code)."""
+    """The throughput benchmarks/gpu.py saved (path: throughput_file(), or cpu_throughput_file() for this machine's
+    CPUs); None when none was; BadInput when the file is not one it wrote (read as JSON: data, never code)."""
     path = path or throughput_file()
     if not path.is_file():
         return None
@@ -227,3 +271,14 @@ def admit(spec: SweepSpec, trials: list[PlannedTrial], throughput: float) -> Adm
             "configuration's plan (every seed, every epoch), or no budget to run every trial"
         )
     return Admission(spec.budget, frozenset(admitted), hours, len(trials) - len(admitted))
+
+
+def on_these_cpus(flop: float) -> str | None:
+    """What `flop` of training would take on this machine's CPUs, at the rate a CPU run of benchmarks/gpu.py saved
+    here; None when none did."""
+    rate = saved_throughput(cpu_throughput_file())
+    if rate is None:
+        return None
+    hours = flop / rate.flop_per_s / SECONDS_PER_HOUR
+    at = f"{rate.flop_per_s / 1e12:.3g} TFLOP/s (measured here: {rate.measured})"
+    return f"{hours:.3g} hours on this machine's CPUs at {at}"

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from fixray.crossing.images import ImageSet, Splits
 from fixray.data.corruptions import corrupted_test_set
-from fixray.data.registry import default_data_dir, load_dataset, load_test_set, on_disk
+from fixray.data.registry import DATASETS, default_data_dir, load_dataset, load_test_set, on_disk
 from fixray.errors import DataError
 from fixray.sweep.spec.schema import SweepSpec
 from fixray.trial.long_tail import long_tailed
@@ -55,6 +55,9 @@ def check_data(spec: SweepSpec) -> str:
     later = f"not in {data_dir} yet: `fixray sweep` downloads it"
     if spec.download and not on_disk(spec.dataset, data_dir):
         return f"{spec.dataset} {later}"
+    entry = DATASETS[spec.dataset]
+    if not entry.required and not _long_tail_ratios(spec) and spec.generalisation is None:
+        return f"{spec.dataset}: no files to check, {entry.source}"  # e.g. digits, inside scikit-learn
     splits = load_dataset(spec.dataset, data_dir, download=False, verify=spec.verify)
     found = f"{spec.dataset} in {data_dir}: {'md5 checked, ' if spec.verify else ''}"
     found += f"{len(splits.train)} train and {len(splits.test)} test images read as data"

@@ -21,7 +21,7 @@ from fixray.crossing.contract import field_type, searchable
 from fixray.crossing.head_kinds import HEAD_KINDS
 from fixray.data.registry import DATASETS
 from fixray.sweep.spec.schema import SweepSpec, SweepSpecBase, section_type
-from fixray.trial.models import BACKBONES
+from fixray.trial.backbones import BACKBONES
 
 START, END = "<!-- sweep-reference:start -->", "<!-- sweep-reference:end -->"
 METRICS_START, METRICS_END = "<!-- metric-reference:start -->", "<!-- metric-reference:end -->"

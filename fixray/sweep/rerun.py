@@ -5,8 +5,11 @@ its tables. The sweep's store and a file for another dataset are checked here to
 
 from __future__ import annotations
 
+import json
+import statistics
 from dataclasses import dataclass
 
+from fixray.errors import BadInput
 from fixray.faults import KEPT_BY_A_RERUN, Outcome
 from fixray.records.runs import SweepRuns, earlier_trials
 from fixray.storage import Storage
@@ -17,7 +20,7 @@ from fixray.sweep.state import (
     SavedPlan,
     changed_settings,
     check_record,
-    refuse_a_changed_draw,
+    more_draws,
     refuse_another_dataset,
     saved_plan,
     scheduler_of,
@@ -39,19 +42,34 @@ class Rerun:
     restores: bool  # whether that experiment's saved state is restored (it holds exactly what is left to run)
     tune_trials: frozenset[str]  # the identities that experiment's grid holds (a restored one: ended ones too)
     changed: list[str]  # the settings every trial shares that the file changed since it last ran
+    # A method that draws as it runs (TPE): the samples its Tune experiment draws, each run once per seed (None: every
+    # trial planned), and the earlier samples it starts from: each one's drawn values and its seeds' mean best accuracy.
+    draws: int | None = None
+    evaluated: tuple[tuple[dict, float], ...] = ()
 
     @property
     def to_run(self) -> list[PlannedTrial]:
         return [trial for trial in self.trials if trial.identity not in self.kept]
 
     @property
+    def runs_nothing(self) -> bool:
+        """Every trial the file plans ended earlier: the answer is read from MLflow, without Ray."""
+        return self.draws is None and not self.to_run
+
+    @property
     def plan(self) -> SavedPlan:
         """What the sweep's folder records once this run starts."""
         held = [trial for trial in self.trials if trial.identity in self.tune_trials]
-        return SavedPlan.of(self.spec, self.trials, self.tune, held)
+        return SavedPlan.of(self.spec, self.trials, self.tune, held, self.draws or 0)
 
     def text(self) -> str:
         """e.g. '24 ended earlier (kept), 12 new; 6 earlier runs not in this file'."""
+        if self.draws is not None and not self.restores:
+            method = self.spec.search.method
+            return (
+                f"{len(self.kept)} ended earlier (kept); {self.draws} more configuration(s) drawn by {method}, each "
+                f"once per seed, starting from the {len(self.evaluated)} earlier ones' results"
+            )
         new = len(self.to_run) - len(self.resumed)
         parts = [f"{len(self.kept)} ended earlier (kept)"] if self.kept else []
         parts += [f"{len(self.resumed)} continue from where they stopped"] if self.resumed else []
@@ -75,8 +93,7 @@ def look(spec: SweepSpec, trials: list[PlannedTrial]) -> Rerun | None:
         return None
     refuse_another_dataset(spec, where, saved)
     if not trials:
-        refuse_a_changed_draw(spec, where, saved)
-        return None
+        return _drawing(spec, where, saved)
     earlier = earlier_trials(spec.tracking.uri, spec.tracking.experiment, spec.name)
     same_scheduler = saved.scheduler == scheduler_of(spec)
     kept = frozenset(
@@ -103,6 +120,39 @@ def look(spec: SweepSpec, trials: list[PlannedTrial]) -> Rerun | None:
         held,
         changed_settings(spec, trials, saved) if not kept else [],
     )
+
+
+def _drawing(spec: SweepSpec, where: Storage, saved: SavedPlan) -> Rerun | None:
+    """A method that draws as it runs (TPE): the same file resumes its Tune experiment's saved state (None for the
+    sweep's first, which needs no naming); a larger num_samples keeps every earlier sample and draws the rest in a new
+    Tune experiment whose searcher starts from their results. BadInput for any other change, or for a growth while
+    earlier samples are left unended (the first file, run again, finishes them)."""
+    more = more_draws(spec, where, saved)
+    if not more:
+        if not saved.tune:
+            return None
+        return Rerun(spec, [], frozenset(), frozenset(), 0, saved.tune, True, frozenset(), [], saved.tune_draws)
+    from fixray.records.runs import earlier_best
+    from fixray.sweep.checkpoints import drawn_points, tune_experiments
+
+    earlier = earlier_trials(spec.tracking.uri, spec.tracking.experiment, spec.name)
+    unended = sorted({outcome for outcome in earlier.values() if outcome not in KEPT_BY_A_RERUN})
+    if unended:
+        raise BadInput(
+            f"{spec.search.method} sweep {spec.name!r} has trials left {', '.join(unended)} by an earlier run: its file "
+            f"as it was (search.num_samples: {saved.drawn['search']['num_samples']}) finishes or retries them first; "
+            f"then this file draws {more} more configuration(s)."
+        )
+    points: dict[str, dict] = {}
+    for experiment in tune_experiments(where, spec.name):
+        points |= drawn_points(where, experiment)
+    best, rewards = earlier_best(spec.tracking.uri, spec.tracking.experiment, spec.name), {}
+    for identity, point in points.items():  # the seeds of one drawn configuration share its point
+        if identity in best:
+            rewards.setdefault(json.dumps(point, sort_keys=True), []).append(best[identity])
+    evaluated = tuple((json.loads(point), statistics.fmean(found)) for point, found in rewards.items())
+    kept = frozenset(earlier)
+    return Rerun(spec, [], kept, frozenset(), 0, _next(saved.tune), False, frozenset(), [], more, evaluated)
 
 
 def _next(tune: str) -> str:

@@ -29,14 +29,14 @@ from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.storage import Storage
 from fixray.sweep import search
 from fixray.sweep.budget import RefusalsNotRetried, quiet_refusals
-from fixray.sweep.checkpoints import CheckpointPruner, last_checkpoints, repair
+from fixray.sweep.checkpoints import CheckpointPruner, last_checkpoints, repair, tune_experiments
 from fixray.sweep.cost import admit, compute_plan
 from fixray.sweep.inputs import prepare_data
 from fixray.sweep.lock import DriverLock
 from fixray.sweep.plan import PlannedTrial, plan
 from fixray.sweep.progress import Progress
 from fixray.sweep.provenance import environment
-from fixray.sweep.rerun import GROWN_PREFIX, Rerun
+from fixray.sweep.rerun import Rerun
 from fixray.sweep.spec.schema import SweepSpec
 from fixray.sweep.state import SavedPlan, check_record, write_record
 from fixray.trial.trainable import CodeErrors, make_trainable, threads
@@ -85,6 +85,13 @@ class SweepRun:
         self.experiment = "/".join(filter(None, [spec.name, self.tune]))  # below the storage root
         self.cost = compute_plan(spec, self.trials)
         self.expected = self.cost.trials  # planned, or a drawing method's bound
+        # A grown TPE sweep's searcher holds its space and starts from the earlier samples (search.Evaluated).
+        self.evaluated = rerun.evaluated if rerun is not None and rerun.draws is not None else None
+        # The trials the Tune experiment holds: every one, what a grown sweep's grid holds, or its draws x seeds.
+        self.tune_holds = self.expected
+        if rerun is not None:
+            held = len(rerun.tune_trials)
+            self.tune_holds = held if rerun.draws is None else rerun.draws * len(spec.seeds)
         self.admission = admit(spec, self.trials, self.cost.throughput)  # BadInput: a budget that admits nothing
         self.driver_dir = self.storage.driver_dir(spec.name)  # its lock and its spool of pending MLflow writes
         self.spool = self.driver_dir / SPOOL_FILE
@@ -143,7 +150,7 @@ class SweepRun:
         """A new Tuner, or the one the sweep's saved state restores (finished trials kept, the rest continued)."""
         spec, where = self.spec, self.storage
         path = where.path(self.experiment)
-        space = search.param_space(spec, self._resumable(self.to_run))
+        space = search.param_space(spec, self._resumable(self.to_run), self.evaluated)
         if repair(where, self.experiment):
             print(
                 f"The sweep's saved state in {where.shown(self.experiment)} was cut short (a full disk?): its last "
@@ -177,9 +184,9 @@ class SweepRun:
             tune_config=tune.TuneConfig(
                 metric=search.METRIC,
                 mode=search.MODE,
-                search_alg=search.search_alg(spec),
+                search_alg=search.search_alg(spec, self.evaluated),
                 scheduler=search.scheduler(spec),
-                num_samples=search.num_samples(spec, self.expected),
+                num_samples=search.num_samples(spec, self.tune_holds),
                 max_concurrent_trials=search.max_concurrent(spec),
                 reuse_actors=spec.resources.workers == 1,
             ),
@@ -192,7 +199,7 @@ class SweepRun:
                         spec.tracking.uri, spec.tracking.experiment, spec.name, context, self.spool, where.location
                     ),
                     Progress(
-                        len(self.rerun.tune_trials) if self.rerun else self.expected,  # the trials Tune holds
+                        self.tune_holds,
                         spec.epochs,
                         parent=(spec.tracking.uri, runs.parent_id),
                     ),
@@ -213,15 +220,9 @@ class SweepRun:
         holds it left it (a restore re-specifies them as they were first given)."""
         if self.rerun is None or not self.rerun.resumed or not self.tune:
             return trials
-        where, left = self.storage, {}
-        grown = [name for name in (i.base_name for i in where.listing(self.spec.name)) if name.startswith(GROWN_PREFIX)]
-        earlier = [self.spec.name] + [
-            f"{self.spec.name}/{name}"
-            for name in sorted(grown, key=lambda name: int(name.removeprefix(GROWN_PREFIX)))
-            if int(name.removeprefix(GROWN_PREFIX)) < int(self.tune.removeprefix(GROWN_PREFIX))
-        ]
-        for experiment in earlier:
-            left |= last_checkpoints(where, experiment)
+        left = {}
+        for experiment in tune_experiments(self.storage, self.spec.name, before=self.tune):
+            left |= last_checkpoints(self.storage, experiment)
         return [dataclasses.replace(t, resume=left.get(t.identity)) for t in trials]
 
     def _tune(self, splits: Splits, runs: SweepRuns) -> SweepOutcome:

@@ -31,10 +31,23 @@ def _domain(values: SettingValues) -> Any:
     return tune.choice(list(values.listed)) if len(values.listed) > 1 else values.listed[0]
 
 
-def param_space(spec: SweepSpec, trials: list[PlannedTrial]) -> dict[str, Any]:
-    """Tune's param space: fixray's planned trials as one grid_search, or Tune domains for a searcher to draw from."""
+# A grown sweep's earlier samples its searcher starts from (drawn values, mean best accuracy over seeds): its searcher
+# then holds the search space itself. None: a sweep's first Tune experiment, whose searcher Tune hands the space.
+Evaluated = tuple[tuple[dict, float], ...] | None
+
+
+def _domains(spec: SweepSpec) -> dict[str, Any]:
+    return {name: _domain(values) for name, values in spec.searched().items()}
+
+
+def param_space(spec: SweepSpec, trials: list[PlannedTrial], evaluated: Evaluated = None) -> dict[str, Any]:
+    """Tune's param space: fixray's planned trials as one grid_search, or Tune domains for a searcher to draw from
+    (none when the searcher was given them, to start from earlier samples: only the settings nothing draws)."""
     if not spec.search.search_method.plans_ahead:
-        return {name: _domain(values) for name, values in spec.searched().items()}
+        domains = _domains(spec)
+        if evaluated is not None:
+            return {name: value for name, value in domains.items() if not isinstance(value, tune.search.sample.Domain)}
+        return domains
     return {TRIAL_KEY: tune.grid_search([trial.sent() for trial in trials])}
 
 
@@ -85,14 +98,15 @@ class SettledSuggestions(Searcher):
         self.searcher.restore(checkpoint_path)
 
 
-# Search method (search.method) -> the Tune searcher of a method that draws its trials as the sweep runs.
-TUNE_SEARCHERS: dict[str, Callable[[SweepSpec], Searcher]] = {}
+# Search method (search.method) -> the Tune searcher of a method that draws its trials as the sweep runs, given the
+# earlier samples of a sweep that grew (none for a new sweep).
+TUNE_SEARCHERS: dict[str, Callable[[SweepSpec, Evaluated], Searcher]] = {}
 
 
 def tune_searcher(method: str) -> Callable:
     """Registers the Tune searcher of a search method that does not plan ahead (methods.py declares the method)."""
 
-    def register(make: Callable[[SweepSpec], Searcher]) -> Callable[[SweepSpec], Searcher]:
+    def register(make: Callable[[SweepSpec, Evaluated], Searcher]) -> Callable[[SweepSpec, Evaluated], Searcher]:
         TUNE_SEARCHERS[method] = make
         return make
 
@@ -100,19 +114,32 @@ def tune_searcher(method: str) -> Callable:
 
 
 @tune_searcher("tpe")
-def _optuna_tpe(spec: SweepSpec) -> Searcher:
-    """Optuna's TPE, seeded by search.random_seed."""
+def _optuna_tpe(spec: SweepSpec, evaluated: Evaluated) -> Searcher:
+    """Optuna's TPE, seeded by search.random_seed; a grown sweep's is told the earlier samples' results first (Optuna
+    takes them as finished trials: none is run again)."""
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(metric=METRIC, mode=MODE, seed=spec.search.random_seed)
+    if evaluated is None:
+        return OptunaSearch(metric=METRIC, mode=MODE, seed=spec.search.random_seed)
+    space = OptunaSearch.convert_search_space(_domains(spec))
+    seed = spec.search.random_seed
+    return OptunaSearch(
+        space=space,
+        metric=METRIC,
+        mode=MODE,
+        # Not the first searcher's seed: its first random draws would be the first sweep's again (the same trials).
+        seed=None if seed is None else seed + 1 + len(evaluated),
+        points_to_evaluate=[{name: point[name] for name in space} for point, _ in evaluated],
+        evaluated_rewards=[reward for _, reward in evaluated],
+    )
 
 
-def search_alg(spec: SweepSpec) -> Searcher | None:
+def search_alg(spec: SweepSpec, evaluated: Evaluated = None) -> Searcher | None:
     """A method that draws as it runs: its searcher's suggestions, one trial per seed each (Repeater), settled here;
     a method that plans ahead: None (Tune's generator walks fixray's grid of planned trials)."""
     if spec.search.search_method.plans_ahead:
         return None
-    searcher = TUNE_SEARCHERS[spec.search.method](spec)
+    searcher = TUNE_SEARCHERS[spec.search.method](spec, evaluated)
     if len(spec.seeds) > 1:
         searcher = Repeater(searcher, repeat=len(spec.seeds))
     return SettledSuggestions(searcher, spec)

@@ -88,11 +88,15 @@ class SavedPlan:
     scheduler: dict[str, Any] | None  # the file's early stopping (search.asha): a trial it stopped stays stopped
     shared: dict[str, Any]  # the settings every trial shares (flat), to name what changed
     drawn: dict[str, Any] | None = None  # a method that draws as it runs: what its file asked (what_is_drawn)
+    tune_draws: int = 0  # a method that draws as it runs: the samples its Tune experiment draws (each once per seed)
 
     @classmethod
-    def of(cls, spec: SweepSpec, trials: list[PlannedTrial], tune: str, tune_trials: list[PlannedTrial]) -> SavedPlan:
+    def of(
+        cls, spec: SweepSpec, trials: list[PlannedTrial], tune: str, tune_trials: list[PlannedTrial], draws: int = 0
+    ) -> SavedPlan:
         if not trials:  # a method that draws as it runs: its saved Tune state alone holds its trials
-            return cls({}, "", frozenset(), scheduler_of(spec), {"dataset": spec.dataset}, what_is_drawn(spec))
+            scheduler, shared = scheduler_of(spec), {"dataset": spec.dataset}
+            return cls({}, tune, frozenset(), scheduler, shared, what_is_drawn(spec), draws or spec.search.num_samples)
         return cls(
             {t.identity: t.name for t in trials},
             tune,
@@ -117,22 +121,28 @@ def what_is_drawn(spec: SweepSpec) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key not in HOW_NOT_WHAT}
 
 
-def refuse_a_changed_draw(spec: SweepSpec, where: Storage, saved: SavedPlan) -> None:
-    """A sweep that draws as it runs (TPE) resumes its saved searcher, which holds the file it started with: a file
-    that changes what it draws (num_samples, a range, a setting, seeds) is refused before anything starts, naming the
-    keys, rather than run as the first file silently."""
+def more_draws(spec: SweepSpec, where: Storage, saved: SavedPlan) -> int:
+    """How many more samples a drawing sweep's (TPE's) file asks than the one it last ran: 0 for the same draw. Any
+    other change to what it draws (num_samples lowered, a range, a setting, seeds) is refused before anything starts,
+    naming the keys: its searcher learnt from the first file's draws, which would not be this one's."""
     if saved.drawn is None:
-        return
+        return 0
     now = what_is_drawn(spec)
     changed = [key for key in sorted(now.keys() | saved.drawn.keys()) if now.get(key) != saved.drawn.get(key)]
+    if changed == ["search"]:
+        before, after = dict(saved.drawn["search"]), dict(now["search"])
+        more = after.pop("num_samples") - before.pop("num_samples")
+        if before == after and more > 0:
+            return more
     if changed:
         raise BadInput(
             f"{spec.search.method} sweep {spec.name!r} in {where.shown(spec.name)} was started from a file whose "
-            f"{', '.join(changed)} differ from this one's. Its searcher draws each trial from the results so far and "
-            f"resumes with what it was first given; fixray does not yet grow a {spec.search.method} sweep in place. "
-            f"Pass --fresh to run this file as a new sweep beside it (a timestamped name), or give it a new `name:`; "
-            f"the first sweep's runs stay in MLflow. To finish the first sweep, run its file as it was."
+            f"{', '.join(changed)} differ from this one's. Its searcher drew each trial from the results so far: a "
+            f"{spec.search.method} sweep grows by a larger search.num_samples alone (the same ranges, settings, seeds "
+            f"and random_seed). Pass --fresh to run this file as a new sweep beside it (a timestamped name), or give "
+            f"it a new `name:`; the first sweep's runs stay in MLflow. To finish the first sweep, run its file as it was."
         )
+    return 0
 
 
 def scheduler_of(spec: SweepSpec) -> dict[str, Any] | None:
@@ -160,6 +170,7 @@ def saved_plan(spec: SweepSpec, where: Storage) -> SavedPlan | None:
             data.get("scheduler", scheduler_of(spec)),
             data.get("shared", {}),
             data.get("drawn"),
+            data.get("tune_draws", 0),
         )
     except (ValueError, KeyError, TypeError) as error:
         raise BadInput(

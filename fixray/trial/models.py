@@ -1,44 +1,28 @@
-"""Backbone registry (feature-map bodies and their pooling) and the classifier that joins a backbone to a head."""
+"""The backbones' layers and pooling (their registry, light, is backbones.py) and the classifier that joins a backbone
+to a head."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Literal
 
 import torch
 from torch import nn
 
 from fixray.crossing.contract import HeadConfig
 from fixray.crossing.images import InputSpec
+from fixray.trial.backbones import AUTHORS_POOL, BACKBONES, BackboneShape, Pooling
 from fixray.trial.heads import ClassHead, build_head
-
-Pooling = Literal["global", "authors"]
-AUTHORS_POOL = 4  # the authors' `F.avg_pool2d(out, 4)` before flattening
 
 
 class Backbone(nn.Module):
-    """A feature-map body pooled into the image vector f(x) of `feature_dim` values.
+    """A feature-map body pooled into the image vector f(x) of `feature_dim` values (see BackboneShape.feature_dim)."""
 
-    global pooling averages the whole map (the same size at every input size); the authors' pooling
-    averages 4x4 windows and flattens what is left, so f(x) grows with the input: for ResNet18 512 values
-    at 32 px, 2048 at 64 px and 4608 at 96 px (their STL-10 EMBEDDING_SIZE).
-    """
-
-    def __init__(self, body: nn.Sequential, channels: int, stride: int, spec: InputSpec, pooling: Pooling) -> None:
+    def __init__(self, body: nn.Sequential, shape: BackboneShape, spec: InputSpec, pooling: Pooling) -> None:
         super().__init__()
         self.body = body
-        self.map_size = spec.size // stride  # side of the feature map: the body downsamples by `stride` in all
+        self.feature_dim = shape.feature_dim(spec, pooling)  # ValueError where the pooling cannot apply
         if pooling == "global":
             self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            self.feature_dim = channels
         else:
             self.pool = nn.Sequential(nn.AvgPool2d(AUTHORS_POOL), nn.Flatten())
-            self.feature_dim = channels * (self.map_size // AUTHORS_POOL) ** 2
-        if self.feature_dim == 0:
-            raise ValueError(
-                f"the authors' pooling needs a feature map of at least {AUTHORS_POOL}x{AUTHORS_POOL}; this backbone "
-                f"maps {spec.size} px images to {self.map_size}x{self.map_size}: use pooling: global"
-            )
         self.norm: nn.Module = nn.Identity()
 
     def standardise_features(self, standardise: bool) -> Backbone:
@@ -53,41 +37,26 @@ class Backbone(nn.Module):
         return self.norm(self.pool(self.body(x)))
 
 
-BackboneFactory = Callable[[InputSpec, Pooling], Backbone]
-BACKBONES: dict[str, BackboneFactory] = {}
+def build_backbone(name: str, spec: InputSpec, pooling: Pooling = "global") -> Backbone:
+    """A registered backbone's body, pooled, at an input size."""
+    if name not in BACKBONES:
+        raise KeyError(f"unknown backbone {name!r}; registered: {sorted(BACKBONES)}")
+    entry = BACKBONES[name]
+    return Backbone(entry.body(spec.channels), entry.shape, spec, pooling)
 
 
-def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Adds a backbone constructor: (input spec, pooling) -> Backbone."""
-
-    def add(factory: BackboneFactory) -> BackboneFactory:
-        BACKBONES[name] = factory
-        return factory
-
-    return add
-
-
-def feature_dim(backbone: str, spec: InputSpec, pooling: Pooling) -> int:
-    """len(f(x)) of a backbone at an input size, without allocating it; ValueError where the pooling cannot apply."""
-    with torch.device("meta"):
-        return BACKBONES[backbone](spec, pooling).feature_dim
-
-
-def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-@register_backbone("small_cnn")
-def small_cnn(spec: InputSpec, pooling: Pooling = "global") -> Backbone:
-    """A three-block CNN that trains in seconds on the CPU; sized for 8x8 to 32x32 inputs; 64 channels."""
-    width, channels = 32, 64
-    body = nn.Sequential(
-        _conv_bn_relu(spec.channels, width),
+def small_cnn_body(in_channels: int, width: int, channels: int) -> nn.Sequential:
+    """Three conv-BN-ReLU blocks, a 2x2 max-pool before the last."""
+    return nn.Sequential(
+        _conv_bn_relu(in_channels, width),
         _conv_bn_relu(width, 2 * width),
         nn.MaxPool2d(2),
         _conv_bn_relu(2 * width, channels),
     )
-    return Backbone(body, channels, 2, spec, pooling)
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class Classifier(nn.Module):
@@ -126,16 +95,12 @@ def build_classifier(
 ) -> Classifier:
     """Builds the backbone (its features standardised if asked) and the head `head` describes, with every random draw
     taken from `seed`."""
-    if backbone not in BACKBONES:
-        raise KeyError(f"unknown backbone {backbone!r}; registered: {sorted(BACKBONES)}")
     torch.manual_seed(seed)
-    body = BACKBONES[backbone](spec, pooling).standardise_features(standardise_features)
+    body = build_backbone(backbone, spec, pooling).standardise_features(standardise_features)
     return Classifier(body, build_head(head.kind, body.feature_dim, num_classes, seed, **head.options()))
 
 
-# --- the paper's backbones, in their common CIFAR form (3x3 stride-1 stem, no max-pool) --------------
-# Global pooling adapts them to 32x32 (CIFAR), 64x64 (Tiny ImageNet) and 96x96 (STL-10) alike; the
-# authors' pooling keeps more of the map at larger inputs.
+# --- the layers of the registered backbones (backbones.py) ------------------------------------------
 
 
 class BasicBlock(nn.Module):
@@ -236,21 +201,3 @@ def mobilenetv2_body(channels: int) -> nn.Sequential:
             layers.append(InvertedResidual(cin, cout, expansion, stride if i == 0 else 1))
             cin = cout
     return nn.Sequential(*layers, nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU(inplace=True))
-
-
-PAPER_STRIDE = 8  # the three paper backbones downsample by 8 in all (three stride-2 stages)
-
-
-@register_backbone("resnet18")
-def resnet18(spec: InputSpec, pooling: Pooling = "global") -> Backbone:
-    return Backbone(resnet18_body(spec.channels), 512, PAPER_STRIDE, spec, pooling)
-
-
-@register_backbone("preact_resnet18")
-def preact_resnet18(spec: InputSpec, pooling: Pooling = "global") -> Backbone:
-    return Backbone(resnet18_body(spec.channels, preact=True), 512, PAPER_STRIDE, spec, pooling)
-
-
-@register_backbone("mobilenetv2")
-def mobilenetv2(spec: InputSpec, pooling: Pooling = "global") -> Backbone:
-    return Backbone(mobilenetv2_body(spec.channels), 1280, PAPER_STRIDE, spec, pooling)

@@ -28,7 +28,7 @@ from fixray.sweep.spec.schema import (
     registries,
     section_type,
 )
-from fixray.trial.models import feature_dim
+from fixray.trial.backbones import feature_dim
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,7 +47,7 @@ from fixray.storage import URI_SCHEMES, is_uri
 from fixray.sweep.defaults import EXPERIMENT, LOCAL_STORAGE, LOCAL_TRACKING_URI
 from fixray.sweep.methods import SEARCH_METHODS, SearchMethod
 from fixray.sweep.spec.values import DRAWERS, SettingValues
-from fixray.trial.models import BACKBONES
+from fixray.trial.backbones import BACKBONES
 
 SEED = "seed"  # the trial contract's seed: a sweep file lists `seeds`, and every configuration runs once per seed
 MAX_TRIALS = 10_000  # default search.max_trials: trials one sweep may plan before it is refused
