@@ -139,9 +139,9 @@ def _drawing(spec: SweepSpec, where: Storage, saved: SavedPlan) -> Rerun | None:
     unended = sorted({outcome for outcome in earlier.values() if outcome not in KEPT_BY_A_RERUN})
     if unended:
         raise BadInput(
-            f"{spec.search.method} sweep {spec.name!r} has trials left {', '.join(unended)} by an earlier run: its file "
-            f"as it was (search.num_samples: {saved.drawn['search']['num_samples']}) finishes or retries them first; "
-            f"then this file draws {more} more configuration(s)."
+            f"{spec.search.method} sweep {spec.name!r} has trials left {', '.join(unended)} by an earlier run: its "
+            f"file as it was (search.num_samples: {saved.drawn['search']['num_samples']}) finishes or retries them "
+            f"first; then this file draws {more} more configuration(s)."
         )
     points: dict[str, dict] = {}
     for experiment in tune_experiments(where, spec.name):

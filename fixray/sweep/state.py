@@ -140,7 +140,8 @@ def more_draws(spec: SweepSpec, where: Storage, saved: SavedPlan) -> int:
             f"{', '.join(changed)} differ from this one's. Its searcher drew each trial from the results so far: a "
             f"{spec.search.method} sweep grows by a larger search.num_samples alone (the same ranges, settings, seeds "
             f"and random_seed). Pass --fresh to run this file as a new sweep beside it (a timestamped name), or give "
-            f"it a new `name:`; the first sweep's runs stay in MLflow. To finish the first sweep, run its file as it was."
+            f"it a new `name:`; the first sweep's runs stay in MLflow. To finish the first sweep, run its file as it "
+            f"was."
         )
     return 0
 
