@@ -297,12 +297,37 @@ def test_a_headline_claims_no_interval_when_the_seeds_agree_and_says_how_a_tie_w
 
 @pytest.mark.parametrize(
     "value,shown",
-    [(7.891112021272017, "7.891"), (0.03598457153092583, "0.03598"), (1.0, "1.0"), (0.01, "0.01"), (1e6, "1000000.0")],
+    [(7.891112021272017, "7.89"), (0.03598457153092583, "0.036"), (1.0, "1.0"), (0.01, "0.01"), (1e6, "1000000.0")],
 )
-def test_a_drawn_value_is_shown_to_four_significant_digits_and_a_written_one_as_it_is(value, shown):
+def test_a_drawn_value_is_shown_to_three_significant_digits_and_a_written_one_as_it_is(value, shown):
     from fixray.records.tables import shown_value
 
     assert shown_value("S", value) == shown
+
+
+def test_a_column_shows_as_many_digits_as_tell_its_values_apart_and_run_names_too(tmp_path):
+    from fixray.records.tables import digits_apart, shown_value
+    from fixray.sweep.plan import plan
+
+    assert digits_apart([0.0359845, 0.0712, None, "cosine"]) == 3
+    assert digits_apart([0.03598457, 0.03601]) == 4  # 0.036 twice at 3 digits
+    assert [shown_value("lr", v, digits_apart([0.03598457, 0.03601])) for v in (0.03598457, 0.03601)] == [
+        "0.03598",
+        "0.03601",
+    ]
+    import yaml
+    from conftest import GOOD_SWEEP
+
+    from fixray.sweep.spec.checks import parse_sweep
+
+    doc = yaml.safe_load(GOOD_SWEEP)
+    doc["search"] = {"method": "random", "num_samples": 3, "random_seed": 1, "space": {"lr": {"loguniform": [0.01, 1]}}}
+    spec = parse_sweep(doc, tmp_path / "s.yaml")
+    trials = plan(spec)
+    assert [t.name for t in trials] == [f"dot-learned-lr{t.config.lr:.3g}-seed{t.config.seed}" for t in trials]
+    doc["search"] = {"method": "grid", "space": {"lr": [0.1234, 0.1231]}}
+    close = [t.name for t in plan(parse_sweep(doc, tmp_path / "s.yaml"))]
+    assert close == ["dot-learned-lr0.1234-seed0", "dot-learned-lr0.1231-seed0"]  # 0.123 twice at 3 digits
 
 
 def test_a_configuration_whose_planned_seeds_never_started_is_not_ranked_and_they_are_counted(tmp_path):

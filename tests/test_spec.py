@@ -141,10 +141,11 @@ def test_shipped_sweep_files_validate():
         assert main(["validate", str(path)]) == 0, path
 
 
-def test_validate_counts_trials_and_prices_them_without_importing_ray_or_once_counted_torch():
+def test_validate_counts_trials_and_prices_them_without_importing_ray_or_once_counted_torch(tmp_path):
     """Checking a file is quick: planning is Ray-free, and once an architecture's FLOP were counted (the first call),
     pricing reads them from the cache without torch, MLflow or scikit-learn. Several files: one total, the rate once."""
     heavy = ("ray", "torch", "mlflow", "sklearn")
+    env = os.environ | {"FIXRAY_FLOP_CACHE": str(tmp_path / "flop.json")}  # nothing counted yet
     code = (
         "import sys; from fixray.cli import main; "
         "code = main(['validate', 'sweeps/quickstart.yaml', 'sweeps/paper/dot-cifar10.yaml']); "
@@ -152,7 +153,7 @@ def test_validate_counts_trials_and_prices_them_without_importing_ray_or_once_co
         f"print('imported:', sorted({{m.split('.')[0] for m in sys.modules}} & {set(heavy)!r}))"
     )
     first, again = (
-        subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True) for _ in "12"
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env) for _ in "12"
     )
     assert first.returncode == 0 == again.returncode, first.stderr + again.stderr
     assert "imported: ['torch']" in first.stdout  # counted once (digits' files: none to read)

@@ -168,11 +168,12 @@ class HeadConfig:
         settled = self.settled()
         return {name: getattr(settled, name) for name in HEAD_KINDS[self.kind].options}
 
-    def label(self) -> str:
-        """e.g. 'cosine-fixed-S10', 'dot-learned': kind, fixed or learned, and the options the kind shows; a head
-        behind a learned projection says so ('-proj64'): its class vectors are not fixed in the backbone's space."""
+    def label(self, digits: int = 6) -> str:
+        """e.g. 'cosine-fixed-S10', 'dot-learned': kind, fixed or learned, and the options the kind shows (numbers to
+        `digits` significant digits); a head behind a learned projection says so ('-proj64'): its class vectors are
+        not fixed in the backbone's space."""
         settled = self.settled()
-        shown = "".join(f"-{name}{getattr(settled, name):g}" for name in HEAD_KINDS[self.kind].shown)
+        shown = "".join(f"-{name}{getattr(settled, name):.{digits}g}" for name in HEAD_KINDS[self.kind].shown)
         projected = f"-proj{self.dim}" if self.dim is not None else ""
         return f"{self.kind}-{'fixed' if self.fixed else 'learned'}{shown}{projected}"
 
@@ -208,7 +209,7 @@ class TrialConfig:
     """One training run: the model, the recipe and the head, all the loop reads and nothing more."""
 
     model: Annotated[str, Registered("models", "a registered model")] = doc(
-        "backbone, a registered one (fixray/trial/models.py)", searchable=True
+        "backbone, a registered one (fixray/trial/backbones.py)", searchable=True
     )
     epochs: Epochs = doc("passes over the training set")
     seed: int = doc("seeds the weights, the class-vector draw, the shuffle and the augmentation")

@@ -14,7 +14,16 @@ import statistics
 from fixray.crossing import metric_keys as keys
 from fixray.records.answer import BEST_ACC, comparisons, projected_note
 from fixray.records.render import Table
-from fixray.records.tables import HEADERS, Column, Row, format_cell, is_context, shown_value, sort_key
+from fixray.records.tables import (
+    HEADERS,
+    Column,
+    Row,
+    digits_apart,
+    format_cell,
+    is_context,
+    shown_value,
+    sort_key,
+)
 
 FAMILY_COLUMNS = (
     BEST_ACC,
@@ -52,13 +61,13 @@ def family_table(rows: list[Row]) -> Table:
         + [column.title for column in FAMILY_COLUMNS]
         + [f"fixed − learned, {BEST_ACC.title}"]
     )
-    cells = []
+    cells, digits = [], {k: digits_apart(row.key[k] for row in ordered) for k in settings}
     for row in ordered:
         difference = (
             paired[id(row)].interval(BEST_ACC).text(BEST_ACC.scale, BEST_ACC.decimals) if id(row) in paired else ""
         )
         cells.append(
-            [shown_value(k, row.key[k]) for k in settings]
+            [shown_value(k, row.key[k], digits[k]) for k in settings]
             + [row.seeds]
             + [format_cell(row.values(c), c.scale, c.decimals) for c in FAMILY_COLUMNS]
             + [difference]

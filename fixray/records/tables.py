@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -182,16 +183,21 @@ def format_cell(values: list[float], scale: float, decimals: int) -> str:
     return f"{mean * scale:.{decimals}f} ± {std * scale:.{decimals}f}"
 
 
-SHOWN_DIGITS = 4  # significant digits of a drawn value (random search, TPE): S=7.891, not S=7.891112021272017
+SHOWN_DIGITS = 3  # significant digits of a searched number: S=7.89, not S=7.891112021272017; more where needed apart
 
 
-def shown_value(key: str, value: Any) -> str:
-    """A parameter as a table cell: fixed/learned for `fixed`, 'none' for an option the head lacks, a number of more
-    significant digits than SHOWN_DIGITS (a drawn one) shortened to them; one written in the file (1.0, 0.01, 1e6)
-    as it is."""
+def digits_apart(values: Iterable[Any]) -> int:
+    """The fewest significant digits, SHOWN_DIGITS at least, that show each distinct number among `values` apart."""
+    numbers = {v for v in values if isinstance(v, float)}
+    return next(d for d in range(SHOWN_DIGITS, 18) if len({f"{v:.{d}g}" for v in numbers}) == len(numbers))
+
+
+def shown_value(key: str, value: Any, digits: int = SHOWN_DIGITS) -> str:
+    """A parameter as a table cell: fixed/learned for `fixed`, 'none' for an option the head lacks, a number to
+    `digits` significant digits (digits_apart: as many as tell a column's numbers apart); MLflow keeps it exact."""
     if key == "fixed" and isinstance(value, bool):
         return "fixed" if value else "learned"
-    if isinstance(value, float) and float(short := f"{value:.{SHOWN_DIGITS}g}") != value:
+    if isinstance(value, float) and float(short := f"{value:.{digits}g}") != value:
         return short
     return "none" if value is None else str(value)
 
@@ -206,8 +212,9 @@ def sweep_table(rows: list[Row]) -> Table:
     """One row per configuration: its settings, its runs (those not averaged named), mean ± std of finished seeds."""
     settings = list(rows[0].key) if rows else []
     header = [HEADERS.get(k, k) for k in settings] + ["seeds"] + [column.title for column in SUMMARY_COLUMNS]
+    digits = {k: digits_apart(row.key[k] for row in rows) for k in settings}
     cells = [
-        [shown_value(k, row.key[k]) for k in settings]
+        [shown_value(k, row.key[k], digits[k]) for k in settings]
         + [row.seeds]
         + [format_cell(row.values(c), c.scale, c.decimals) if measured(row) else "—" for c in SUMMARY_COLUMNS]
         for row in rows

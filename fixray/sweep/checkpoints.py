@@ -31,7 +31,7 @@ from fixray.crossing.contract import TRIAL_KEY
 from fixray.records.restorable import Restorable
 from fixray.storage import Storage
 from fixray.sweep.plan import TRIAL_INDEX
-from fixray.sweep.rerun import GROWN_PREFIX
+from fixray.sweep.state import GROWN_PREFIX
 
 STATE_PATTERN = "experiment_state-*.json"  # Tune's saved experiment state; a restore reads the newest by name
 # Beside it, what a restore reads too: the searcher's state (pickles, whatever their names end in).

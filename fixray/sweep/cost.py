@@ -77,7 +77,7 @@ def _architecture_fingerprint() -> str:
 
     folder = Path(backbones.__file__).parent
     digest = hashlib.sha256(importlib.metadata.version("torch").encode())
-    for path in (folder / "backbones.py", folder / "models.py", folder / "heads.py", Path(__file__)):
+    for path in (*(folder / f"{name}.py" for name in ("backbones", "layers", "models", "heads")), Path(__file__)):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

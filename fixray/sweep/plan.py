@@ -57,24 +57,32 @@ class PlannedTrial:
 
 
 NAMED_APART = ("model", "kind", "fixed", "lr")  # in every run name already (with the options a head kind shows)
+NAME_DIGITS = 3  # significant digits of a number in a run name, more only where a sweep's names would collide
+DRAWN_NAME_DIGITS = 6  # in the name of a trial a searcher draws as the sweep runs (TPE): its neighbours are unknown
 
 
-def run_name(cfg: TrialConfig, spec: SweepSpec) -> str:
+def run_name(cfg: TrialConfig, spec: SweepSpec, digits: int = DRAWN_NAME_DIGITS) -> str:
     """e.g. 'cosine-fixed-S10-lr0.1-seed0': prefixed by the backbone when the sweep searches it, and naming each
-    other searched setting the trial's head reads (e.g. '-init=etf'), so no two trials of a sweep share a name."""
+    other searched setting the trial's head reads (e.g. '-init=etf'), numbers to `digits` significant digits; MLflow's
+    params keep the exact values."""
     searched = spec.searched()
     model = f"{cfg.model}-" if "model" in searched else ""
     params, shown = to_params(cfg), HEAD_KINDS[cfg.head.kind].shown
     others = "".join(
-        f"-{name}={params[name]:g}" if isinstance(params[name], float) else f"-{name}={params[name]}"
+        f"-{name}={params[name]:.{digits}g}" if isinstance(params[name], float) else f"-{name}={params[name]}"
         for name in searched
         if name not in NAMED_APART and name not in shown and params[name] is not None
     )
-    return f"{model}{cfg.head.label()}{others}-lr{cfg.lr:g}-seed{cfg.seed}"
+    return f"{model}{cfg.head.label(digits)}{others}-lr{cfg.lr:.{digits}g}-seed{cfg.seed}"
 
 
-def _planned(spec: SweepSpec, cfg: TrialConfig) -> PlannedTrial:
-    return PlannedTrial(cfg, run_name(cfg, spec), identity(spec, cfg))
+def _named(spec: SweepSpec, configs: list[TrialConfig]) -> list[PlannedTrial]:
+    """The planned trials, named with NAME_DIGITS significant digits, or as many more as keep no two names alike."""
+    for digits in range(NAME_DIGITS, 18):
+        names = [run_name(cfg, spec, digits) for cfg in configs]
+        if len(set(names)) == len(names):
+            break
+    return [PlannedTrial(cfg, name, identity(spec, cfg)) for cfg, name in zip(configs, names)]
 
 
 def _iter_trials(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], TrialConfig]]:
@@ -94,7 +102,7 @@ def _iter_trials(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], TrialConfig]
 
 def plan(spec: SweepSpec) -> list[PlannedTrial]:
     """Every trial of a method that plans ahead, listed once (TPE: none in advance, Optuna draws them)."""
-    return [_planned(spec, cfg) for _, cfg in _iter_trials(spec)]
+    return _named(spec, [cfg for _, cfg in _iter_trials(spec)])
 
 
 def points(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -113,4 +121,5 @@ def suggested_trial(spec: SweepSpec, suggestion: dict[str, Any]) -> PlannedTrial
     """A searcher's suggestion (TPE's searched values, and Repeater's copy index for the seed) as a planned trial."""
     point = {k: v for k, v in suggestion.items() if k != TRIAL_INDEX}
     point[SEED] = spec.seeds[suggestion.get(TRIAL_INDEX, 0)]  # one copy of a suggestion per seed
-    return _planned(spec, trial_config(spec, point))
+    cfg = trial_config(spec, point)
+    return PlannedTrial(cfg, run_name(cfg, spec), identity(spec, cfg))

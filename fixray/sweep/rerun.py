@@ -17,6 +17,7 @@ from fixray.sweep.lock import DriverLock
 from fixray.sweep.plan import PlannedTrial
 from fixray.sweep.spec.schema import SweepSpec
 from fixray.sweep.state import (
+    GROWN_PREFIX,
     SavedPlan,
     changed_settings,
     check_record,
@@ -25,8 +26,6 @@ from fixray.sweep.state import (
     saved_plan,
     scheduler_of,
 )
-
-GROWN_PREFIX = "grown-"  # a grown sweep's later Tune experiments: grown-2, grown-3, ... below the sweep's folder
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from fixray.sweep.plan import PlannedTrial
 from fixray.sweep.spec.schema import SweepSpec
 
 RECORD_FILE = "fixray-tracking.json"  # in the sweep's storage folder
+GROWN_PREFIX = "grown-"  # a grown sweep's later Tune experiments: grown-2, grown-3, ... below the sweep's folder
 PLAN_FILE = "fixray-plan.json"  # beside it: the trials the file last planned, and the Tune experiment running them
 # The saved Tune state holds fixray's callbacks and trial configs, found again by module path on resume. 2: the
 # trial/, sweep/, records/ layout, trials sent settled configs. 3: a drawing searcher (TPE) saves its sweep file's

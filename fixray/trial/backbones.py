@@ -1,6 +1,6 @@
 """The backbone registry, light enough for a sweep file's checks and its compute plan to read without torch: each
 backbone's name, the shape of its last feature map, and the function that builds its body (whose layers, in
-models.py, are imported only when it is built)."""
+layers.py, are imported only when it is built)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def feature_dim(backbone: str, spec: InputSpec, pooling: Pooling) -> int:
 @register_backbone("small_cnn", channels=64, stride=2)
 def small_cnn(in_channels: int) -> nn.Sequential:
     """A three-block CNN that trains in seconds on the CPU; sized for 8x8 to 32x32 inputs."""
-    from fixray.trial.models import small_cnn_body
+    from fixray.trial.layers import small_cnn_body
 
     return small_cnn_body(in_channels, width=32, channels=64)
 
@@ -80,20 +80,20 @@ def small_cnn(in_channels: int) -> nn.Sequential:
 
 @register_backbone("resnet18", channels=512, stride=PAPER_STRIDE)
 def resnet18(in_channels: int) -> nn.Sequential:
-    from fixray.trial.models import resnet18_body
+    from fixray.trial.layers import resnet18_body
 
     return resnet18_body(in_channels)
 
 
 @register_backbone("preact_resnet18", channels=512, stride=PAPER_STRIDE)
 def preact_resnet18(in_channels: int) -> nn.Sequential:
-    from fixray.trial.models import resnet18_body
+    from fixray.trial.layers import resnet18_body
 
     return resnet18_body(in_channels, preact=True)
 
 
 @register_backbone("mobilenetv2", channels=1280, stride=PAPER_STRIDE)
 def mobilenetv2(in_channels: int) -> nn.Sequential:
-    from fixray.trial.models import mobilenetv2_body
+    from fixray.trial.layers import mobilenetv2_body
 
     return mobilenetv2_body(in_channels)
