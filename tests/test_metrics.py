@@ -143,3 +143,24 @@ def test_nc1_equals_the_textbook_trace_with_the_d_by_d_pseudo_inverse():
     sigma_w, sigma_b = within.T @ within / 300, between.T @ between / 6
     expected = torch.trace(sigma_w @ torch.linalg.pinv(sigma_b)).item() / 6
     assert metrics.ClassGeometry.of(features, labels).nc1() == pytest.approx(expected, rel=1e-9)
+
+
+def test_on_a_long_tailed_split_every_class_weighs_the_same_in_nc1_and_the_global_mean():
+    """Class-balanced: Sigma_W the mean of each class's own covariance, mu_G the mean of the class means. A large
+    tight class beside small spread ones: weighting images instead would let the large class hide their spread."""
+    generator = torch.Generator().manual_seed(1)
+    counts = [200, 20, 5]
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+    centres = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]], dtype=torch.float64)
+    spread = torch.tensor([0.1, 1.5, 1.5], dtype=torch.float64)[labels, None]
+    features = centres[labels] + spread * torch.randn(len(labels), 3, generator=generator, dtype=torch.float64)
+    means = torch.stack([features[labels == c].mean(0) for c in range(3)])
+    own = [(features[labels == c] - means[c]).T @ (features[labels == c] - means[c]) / n for c, n in enumerate(counts)]
+    between = means - means.mean(0)
+    sigma_w, sigma_b = sum(own) / 3, between.T @ between / 3
+    balanced = torch.trace(sigma_w @ torch.linalg.pinv(sigma_b)).item() / 3
+    within = features - means[labels]
+    by_image = torch.trace(within.T @ within / len(labels) @ torch.linalg.pinv(sigma_b)).item() / 3
+    geometry = metrics.ClassGeometry.of(features, labels)
+    assert geometry.nc1() == pytest.approx(balanced, rel=1e-9) and by_image < balanced / 5
+    torch.testing.assert_close(geometry.centred, between)  # mu_G: the mean of the means, not of the images

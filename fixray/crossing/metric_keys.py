@@ -81,8 +81,8 @@ CONFUSION_SPEARMAN = declare(
 # on the training set every `nc_train_every` epochs: name -> (meaning, unit, better).
 NEURAL_COLLAPSE = {
     "nc1": (
-        "NC1: within- against between-class spread of the image vectors, tr(Sigma_W pinv(Sigma_B))/K; class means "
-        "weigh equally in the global mean",
+        "NC1: within- against between-class spread of the image vectors, tr(Sigma_W pinv(Sigma_B))/K; every class "
+        "weighs the same in Sigma_W and in the global mean",
         "ratio",
         "lower",
     ),

@@ -82,8 +82,10 @@ def confusion_correlation(class_vectors: torch.Tensor, confusion: torch.Tensor) 
 
 
 # --- neural collapse (Papyan, Han & Donoho 2020; Zhu et al. 2021), on one split's image vectors h ------------------
-# Class means mu_c over the images of class c; the global mean mu_G is the mean of the class means (each class
-# weighs the same, as a long-tailed training set needs); Sigma_W averages over all images, Sigma_B over classes.
+# Every class weighs the same, however many images it has (the class-balanced convention of the imbalanced neural
+# collapse literature, e.g. Thrampoulidis et al. 2022, "Imbalance trouble"): mu_c is the mean of class c's images, the
+# global mean mu_G the mean of the class means, Sigma_W the mean over classes of each class's own covariance
+# (1/K sum_c 1/n_c sum_i), Sigma_B the mean over classes. On a balanced split this is Papyan et al.'s definition.
 
 
 @dataclass(frozen=True)
@@ -95,13 +97,14 @@ class ClassGeometry:
     present: torch.Tensor  # the classes that have images, ascending
     index: torch.Tensor  # each image's class, as a position in `present`
     means: torch.Tensor  # K x d, one row per present class
+    counts: torch.Tensor  # K: images of each present class
 
     @classmethod
     def of(cls, features: torch.Tensor, labels: torch.Tensor) -> ClassGeometry:
         h = features.double()
         present, index, counts = torch.unique(labels, return_inverse=True, return_counts=True)
         sums = torch.zeros(len(present), h.shape[1], dtype=torch.float64, device=h.device).index_add_(0, index, h)
-        return cls(h, present, index, sums / counts[:, None])
+        return cls(h, present, index, sums / counts[:, None], counts)
 
     @cached_property
     def centred(self) -> torch.Tensor:
@@ -116,19 +119,18 @@ class ClassGeometry:
     def nc1(self) -> float:
         """NC1 = tr(Sigma_W pinv(Sigma_B)) / K: within-class spread against between-class spread; 0 at collapse.
 
-        With B the K x d centred means, Sigma_B = B^T B / K has pinv K B+ B+^T, so NC1 = ||(h - mu_c) B+||_F^2 / N:
-        a pseudo-inverse of K x d, not of d x d (4,608-d image vectors on STL-10 with the authors' pooling)."""
+        With B the K x d centred means, Sigma_B = B^T B / K has pinv K B+ B+^T, so NC1 is the mean over classes of
+        the mean over their images of ||(h - mu_c) B+||^2: a pseudo-inverse of K x d, not of d x d (4,608-d image
+        vectors on STL-10 with the authors' pooling)."""
         projected = self.within @ torch.linalg.pinv(self.centred)
-        return (projected.square().sum() / len(self.within)).item()
+        return ((projected.square().sum(1) / self.counts[self.index]).sum() / len(self.counts)).item()
 
     def cdnv(self) -> float:
         """Class-distance normalised variance (Galanti et al. 2022), averaged over class pairs:
         (Var_c + Var_c') / (2 ||mu_c - mu_c'||^2), Var_c the mean squared distance of class c's images to mu_c."""
         k = len(self.means)
         sums = torch.zeros(k, dtype=torch.float64, device=self.means.device)
-        variances = sums.index_add_(0, self.index, self.within.square().sum(1)) / torch.bincount(
-            self.index, minlength=k
-        )
+        variances = sums.index_add_(0, self.index, self.within.square().sum(1)) / self.counts
         distances = torch.cdist(self.means, self.means).square()
         pairs = ~torch.eye(k, dtype=torch.bool)
         return ((variances[:, None] + variances[None, :])[pairs] / (2 * distances[pairs])).mean().item()
