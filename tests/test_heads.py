@@ -206,6 +206,16 @@ def test_an_orthoplex_pairs_opposite_vectors_on_the_axes_and_a_cube_uses_distinc
     assert torch.allclose(cube[:, :3].abs(), torch.full((7, 3), 1 / math.sqrt(3))) and not cube[:, 3:].any()
 
 
+@pytest.mark.parametrize("classes", [10, 100, 200])
+def test_a_cubes_largest_cosine_is_that_of_two_neighbours_which_no_choice_of_vertices_avoids(classes):
+    """At the smallest width d, K > 2^(d-1): more than half the vertices, so two of them are neighbours (cosine
+    (d-2)/d) whatever the choice; the first K codes have no closer pair."""
+    dim = math.ceil(math.log2(classes))
+    cube = draw_class_vectors(classes, dim, seed=0, init="cube")
+    cosines = cube @ cube.T - 2 * torch.eye(classes)
+    assert classes > 2 ** (dim - 1) and cosines.max().item() == pytest.approx((dim - 2) / dim)
+
+
 @pytest.mark.parametrize(("init", "dim"), [("etf", 8), ("orthoplex", 4), ("cube", 2), ("hadamard", 9)])
 def test_a_draw_refuses_fewer_dimensions_than_its_classes_need(init, dim):
     with pytest.raises(ValueError, match=f"{init} class vectors for 10 classes need"):

@@ -71,6 +71,17 @@ BAD_FILES = [
     ("margin search without a cosine head", _space(kind="dot", m=[0.1]), "search.space.m", "[0.1]"),
     ("zero DDP workers", _with(resources={"workers": 0}), "resources.workers", "0"),
     ("dot regression with learned heads", _with(loss="dot_regression"), "search.space.fixed", "False"),
+    (
+        "dot regression with a draw other than an ETF",
+        _with(
+            loss="dot_regression",
+            head={"kind": "dot", "fixed": True, "init": "hadamard"},
+            search={"space": {"lr": [0.1]}},
+        ),
+        "head.init",
+        "'hadamard'",
+    ),
+    ("draw seeds searched for a fixed construction", _space(init="orthoplex", draw_seed=[0, 1]), "draw_seed", "[0, 1]"),
     ("a projection narrower than the draw", _with(head={"init": "etf", "dim": 8}), "head.init", "projects the image"),
     ("a long-tail ratio above 1", _space(long_tail_ratio=[1.0, 1.5]), "search.space.long_tail_ratio[1]", "1.5"),
     ("a negative training-set NC interval", _with(nc_train_every=-1), "nc_train_every", "-1"),

@@ -58,13 +58,18 @@ class DrawRule:
 
     min_dim: Callable[[int], int]  # K classes -> the fewest dimensions that keep every class's vector its own
     why: str  # what goes wrong with fewer
+    random: bool = True  # whether head.draw_seed changes the vectors (False: one construction, whatever the seed)
 
 
 DRAW_RULES: dict[str, DrawRule] = {
     "normal": DrawRule(lambda k: 1, "a vector needs a dimension"),
     "uniform_int": DrawRule(lambda k: 1, "a vector needs a dimension"),
-    "hadamard": DrawRule(lambda k: k, "with fewer, classes would share a Hadamard row"),
-    "etf": DrawRule(lambda k: k - 1, "a simplex of K equiangular vectors spans K-1 dimensions"),
-    "orthoplex": DrawRule(lambda k: math.ceil(k / 2), "+-e_i gives two classes per dimension"),
-    "cube": DrawRule(lambda k: max(1, math.ceil(math.log2(k))), "a cube of d dimensions has 2^d vertices"),
+    "hadamard": DrawRule(lambda k: k, "with fewer, classes would share a Hadamard row", random=False),
+    "etf": DrawRule(lambda k: k - 1, "a simplex of K equiangular vectors spans K-1 dimensions"),  # randomly rotated
+    "orthoplex": DrawRule(lambda k: math.ceil(k / 2), "+-e_i gives two classes per dimension", random=False),
+    # The first K binary codes: at K = 100 the largest cosine is 5/7 = 0.71, which no choice of vertices avoids
+    # (docs/measurements.md).
+    "cube": DrawRule(
+        lambda k: max(1, math.ceil(math.log2(k))), "a cube of d dimensions has 2^d vertices", random=False
+    ),
 }

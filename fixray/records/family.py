@@ -74,7 +74,8 @@ def family_table(rows: list[Row]) -> Table:
         )
     note = (
         "(mean ± std over finished seeds, each run at its best epoch; fixed − learned: against the learned head "
-        "drawn the same way, paired by seed, [95% t interval])" + projected_note(rows)
+        "drawn the same way, paired by seed, [95% t interval]; neural collapse on the test split, measured against "
+        "the test split's own class means)" + projected_note(rows)
     )
     return Table("The fixed-head family", header, cells, note, "(no finished trials)")
 

@@ -185,13 +185,35 @@ def image_vector_problems(spec: SweepSpecBase) -> list[Problem]:
 
 def loss_problems(spec: SweepSpecBase) -> list[Problem]:
     """Dot regression pulls image vectors toward class vectors that must stay put: a learned head would move its
-    vectors toward the images instead (nothing keeps classes apart), so it trains fixed heads only."""
-    fixed = spec.values("fixed")
-    if "dot_regression" not in spec.values("loss").listed or False not in fixed.listed:
+    vectors toward the images instead (nothing keeps classes apart), so it trains fixed heads only; and Yang et al.
+    define it for a simplex ETF, whose equal angles its equal pull relies on."""
+    if "dot_regression" not in spec.values("loss").listed:
         return []
-    value = list(fixed.listed) if fixed.searched else fixed.listed[0]
-    expected = "true with loss dot_regression (it trains fixed class vectors only): compare learned heads in a sweep "
-    return [Problem(_where(spec, "fixed"), value, expected + "of their own, with cross_entropy")]
+    problems = []
+    fixed, init = spec.values("fixed"), spec.values("init")
+    if False in fixed.listed:
+        value = list(fixed.listed) if fixed.searched else fixed.listed[0]
+        expected = "true with loss dot_regression (it trains fixed class vectors only): compare learned heads in a "
+        problems.append(Problem(_where(spec, "fixed"), value, expected + "sweep of their own, with cross_entropy"))
+    if set(init.listed) != {"etf"}:
+        value = list(init.listed) if init.searched else init.listed[0]
+        expected = "etf with loss dot_regression (Yang et al. 2022 define it for a fixed simplex ETF; with "
+        expected += (
+            "standardise_features: true for the batch norm they apply before it): other draws with cross_entropy"
+        )
+        problems.append(Problem(_where(spec, "init"), value, expected))
+    return problems
+
+
+def draw_seed_problems(spec: SweepSpecBase) -> list[Problem]:
+    """Searching head.draw_seed where every draw searched is one construction (hadamard, orthoplex, cube) would train
+    the same trial under several names."""
+    seeds, draws = spec.values("draw_seed"), spec.values("init").listed
+    several = seeds.bounds is not None or len(seeds.listed) > 1
+    if not several or any(DRAW_RULES[draw].random for draw in draws):
+        return []
+    expected = f"one draw_seed with {', '.join(draws)} class vectors, which do not depend on it (a random draw does)"
+    return [Problem(_where(spec, "draw_seed"), list(seeds.listed) or seeds.bounds, expected)]
 
 
 def budget_problems(spec: SweepSpecBase) -> list[Problem]:
@@ -234,6 +256,7 @@ CHECKS: tuple[Callable[[SweepSpecBase], list[Problem]], ...] = (
 CHECKS_ON_A_SOUND_SPEC: tuple[Callable[[SweepSpecBase], list[Problem]], ...] = (
     image_vector_problems,
     loss_problems,
+    draw_seed_problems,
     size_problems,
     budget_problems,
 )
