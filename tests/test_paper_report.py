@@ -58,6 +58,22 @@ def test_a_learning_rate_with_diverged_seeds_is_not_ranked_on_its_survivors(tmp_
     assert row[2] == "75.0 ± 0.0 (not ranked, a seed short: lr=0.1: 2 diverged)"
 
 
+def test_a_learning_rate_whose_planned_seeds_have_not_all_started_is_not_ranked_and_they_are_counted(tmp_path, capsys):
+    """Read mid-sweep: lr 0.1 has one of its three planned seeds, at 99%; lr 0.01 all three at 80%. Counted against
+    the seeds the sweep plans, lr 0.1 is a seed short and cannot win the cell."""
+    runs = SweepRuns(_store(tmp_path), "fixray-paper", "paper-dot-stl10")
+    runs.log_plan(1.0, 1.0, 6, [0, 1, 2])
+    fixed = {"model": "resnet18", "fixed": "True"}
+    _child(runs, "a0", fixed | {"lr": "0.1", "seed": "0"}, 0.99)
+    for seed in range(3):
+        _child(runs, f"b{seed}", fixed | {"lr": "0.01", "seed": str(seed)}, 0.80)
+    _child(runs, "c0", {"model": "mobilenetv2", "fixed": "True", "lr": "0.1", "seed": "0"}, 0.70)
+    assert main(["report", "table1", "--tracking-uri", _store(tmp_path)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| stl10 |")).split(" | ")
+    assert row[3] == "80.0 ± 0.0 (not ranked, a seed short: lr=0.1: 2 not started)"
+    assert row[5] == "— (not ranked, a seed short: lr=0.1: 2 not started)"
+
+
 def test_table4_reads_compactness_per_S(tmp_path, capsys):
     runs = SweepRuns(_store(tmp_path), "fixray-paper", "paper-compactness-stl10")
     _child(runs, "s1", {"S": "1.0", "fixed": "False", "seed": "0"}, 0.8, compactness=0.97)

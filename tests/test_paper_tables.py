@@ -30,14 +30,15 @@ def caption_source(table: str, row: str, column: str) -> tuple[str, dict, str | 
         backbone, flag = column.split("/")
         sweep = {"table1": "paper-dot-", "table2": "paper-cosine-s1-", "table3": "paper-cosine-best-s-"}[table]
         best = {"table1": "lr", "table2": None, "table3": "S"}[table]  # best lr / S = 1 / best S
-        return sweep + row, {"model": backbone, "fixed": flag == "F"}, best, BEST
+        where = {"model": backbone, "fixed": flag == "F"} | ({"S": 1.0} if table == "table2" else {})
+        return sweep + row, where, best, BEST
     if table in BACKBONE_OF:  # dot-product heads per learning rate; columns lr/F|NF
         lr, flag = column.split("/")
         where = {"model": BACKBONE_OF[table], "fixed": flag == "F", "lr": float(lr.removeprefix("lr"))}
         return f"paper-dot-{row}", where, None, BEST
     if table == "table4":  # learned cosine heads at S = 1, 20, 40; the text's fixed heads at S = 1
         if row == "S1_fixed":
-            return f"paper-cosine-s1-{column}", {"model": UNSTATED, "fixed": True}, None, "val/compactness"
+            return f"paper-cosine-s1-{column}", {"model": UNSTATED, "fixed": True, "S": 1.0}, None, "val/compactness"
         return f"paper-compactness-{column}", {"S": float(row[1:]), "fixed": False}, None, "val/compactness"
     if table in ("table5", "table6"):  # dot: best lr; cosine: the best-S models of Table 3
         head, flag = column.split("/")
@@ -54,7 +55,7 @@ def caption_source(table: str, row: str, column: str) -> tuple[str, dict, str | 
     assert table == "spearman"  # learned heads: dot with its best lr, cosine at S = 1
     if row == "dot_NF":
         return f"paper-dot-{column}", {"model": UNSTATED, "fixed": False}, "lr", "val/confusion_spearman"
-    return f"paper-cosine-s1-{column}", {"model": UNSTATED, "fixed": False}, None, "val/confusion_spearman"
+    return f"paper-cosine-s1-{column}", {"model": UNSTATED, "fixed": False, "S": 1.0}, None, "val/confusion_spearman"
 
 
 @pytest.mark.parametrize("table", paper.TABLES)

@@ -118,31 +118,43 @@ def _values(read: MetricReader, runs: list, metric: str) -> tuple[list[float], C
     return [v for v in values if v is not None and math.isfinite(v)], Counter(outcome(r) for r in runs)
 
 
-def cell_result(read: MetricReader, runs: list, cell: Cell) -> CellResult:
+NOT_STARTED = "not_started"  # beside a cell's outcomes: seeds its sweep plans that have no run yet
+
+
+def _counted(read: MetricReader, runs: list, metric: str, planned: int) -> tuple[list[float], Counter]:
+    """_values, with the seeds the sweep plans (planned: how many; 0 where unrecorded) that have no run counted too."""
+    values, outcomes = _values(read, runs, metric)
+    seeds = {read_params(r.data.params).get("seed") for r in runs}
+    return values, outcomes + Counter({NOT_STARTED: max(planned - len(seeds), 0)})
+
+
+def cell_result(read: MetricReader, runs: list, cell: Cell, planned: int = 0) -> CellResult:
     """The runs a cell summarises (one per seed) and their values; for best-of cells, the settings left unranked.
+    planned: the seeds the sweep plans per configuration (its parent records them), against which seeds are counted.
 
     A best-of cell takes the setting (lr, S) with the best mean val/acc_best over its seeds, among the settings
-    whose every seed finished: as the paper prints NaN for a setting some of whose seeds diverged, a setting's
-    survivors alone never win a cell. Where no setting finished every seed, the cell averages nothing (NaN)."""
+    whose every planned seed finished: as the paper prints NaN for a setting some of whose seeds diverged, a setting's
+    survivors alone (or its first seeds, read mid-sweep) never win a cell. Where no setting finished every seed, the
+    cell averages nothing (NaN)."""
     typed = [(r, read_params(r.data.params)) for r in runs]
     chosen = [r for r, params in typed if _matches(params, cell.where)]
     if cell.best_over is None:
-        return CellResult(chosen, *_values(read, chosen, cell.metric))
+        return CellResult(chosen, *_counted(read, chosen, cell.metric, planned))
     groups: dict[Any, list] = {}
     for run, params in typed:
         if _matches(params, cell.where):
             groups.setdefault(params.get(cell.best_over), []).append(run)
     scored, unranked = [], {}
     for key, group in groups.items():
-        values, outcomes = _values(read, group, BEST_ACC)
-        if set(outcomes) == {Outcome.FINISHED} and values:
+        values, outcomes = _counted(read, group, BEST_ACC, planned)
+        if set(+outcomes) == {Outcome.FINISHED} and values:
             scored.append((mean_std(values)[0], key))
         else:
             unranked[f"{cell.best_over}={shown_value(cell.best_over, key)}"] = left_out(outcomes) or "no value"
     if not scored:
-        return CellResult(chosen, [], Counter(outcome(r) for r in chosen))
+        return CellResult(chosen, [], Counter(outcome(r) for r in chosen), unranked)
     best = groups[max(scored, key=lambda found: found[0])[1]]
-    return CellResult(best, *_values(read, best, cell.metric), unranked)
+    return CellResult(best, *_counted(read, best, cell.metric, planned), unranked)
 
 
 def collect(
@@ -150,17 +162,19 @@ def collect(
 ) -> tuple[Layout, dict[tuple[str, str], CellResult]]:
     """A table's layout and, per cell, the runs it summarises and their values (no runs where its sweep has not run)."""
     grid = layout(table)
-    runs_of: dict[str | None, list] = {None: []}
+    runs_of: dict[str | None, tuple[list, int]] = {None: ([], 0)}  # sweep -> its runs, the seeds it plans
     read = MetricReader(reading_client(tracking_uri))  # MissingStore where no store exists
     for cell in grid.cells.values():
         if cell.sweep not in runs_of:
             try:
-                runs_of[cell.sweep] = SweepRuns(tracking_uri, experiment, cell.sweep, create=False).children()
+                sweep = SweepRuns(tracking_uri, experiment, cell.sweep, create=False)
+                runs_of[cell.sweep] = (sweep.children(), sweep.planned_seeds())
             except LookupError:
-                runs_of[cell.sweep] = []
+                runs_of[cell.sweep] = ([], 0)
     results = {}
     for position, cell in grid.cells.items():
-        results[position] = cell_result(read, runs_of[cell.sweep], cell)
+        runs, planned = runs_of[cell.sweep]
+        results[position] = cell_result(read, runs, cell, planned)
     return grid, results
 
 
@@ -198,8 +212,10 @@ def _format(result: CellResult, scale: float) -> str:
     """mean ± std; NaN alone where every seed diverged (as the paper prints it); runs not averaged are named, and so
     are the settings a best-of cell could not rank."""
     outcomes = result.outcomes
-    text = format_cell(result.values, scale, 1 if scale == 100 else 2)
-    if left_out(outcomes) and set(outcomes) != {Outcome.DIVERGED}:
+    if set(outcomes) == {Outcome.DIVERGED}:
+        return "NaN"  # every seed diverged, as the paper prints it
+    text = format_cell(result.values, scale, 1 if scale == 100 else 2) if result.values else "—"
+    if left_out(outcomes):
         text += f" ({left_out(outcomes)})"
     unranked = "; ".join(f"{setting}: {why}" for setting, why in result.unranked.items())
     return text + (f" (not ranked, a seed short: {unranked})" if unranked else "")
