@@ -21,6 +21,7 @@ from fixray.records.answer import BEST_ACC, comparisons
 from fixray.records.runs import SweepRuns
 from fixray.records.tables import Row
 from fixray.sweep.plan import plan
+from fixray.sweep.spec.checks import parse_sweep
 from fixray.sweep.spec.reading import load_sweep
 from fixray.trial import metrics
 from fixray.trial.loop import _make_optimizer, build_classifier, train
@@ -161,3 +162,61 @@ def test_each_fixed_draw_is_compared_with_the_learned_head_of_the_same_draw_seed
     found = {c.fixed.key["init"]: c.interval(BEST_ACC) for c in comparisons(rows)}
     assert found["etf"].mean == pytest.approx(statistics.fmean([0.05, 0.10]))
     assert found["hadamard"].mean == pytest.approx(0.10) and found["etf"].n == 2
+
+
+def _family_runs(tmp_path):
+    """A family sweep in a real store: ETF fixed and learned, and Hadamard fixed, at lr 0.1, seeds 0 and 1; the fixed
+    ETF's seed 1 diverged. Each finished run peaks at epoch 2 of 3, where its NC1 is lowest by construction."""
+    from test_answer import _run
+
+    spec = parse_sweep(
+        {
+            "dataset": "digits",
+            "model": "small_cnn",
+            "epochs": 3,
+            "head": {"kind": "dot"},
+            "search": {"space": {"init": ["etf", "hadamard"], "fixed": [True, False]}},
+            "seeds": [0, 1],
+        },
+        tmp_path,
+    )
+    runs = SweepRuns(f"sqlite:///{tmp_path / 'f.db'}", "fixray", "family")
+    for trial in plan(spec):
+        if trial.config.head.init == "hadamard" and not trial.config.head.fixed:
+            continue
+        diverged = trial.config.head.init == "etf" and trial.config.head.fixed and trial.config.seed == 1
+        history = {keys.VAL_ACC: [0.5, 0.9, 0.8], keys.NC1: [0.6, 0.2, 0.4]}
+        if diverged:
+            history = {keys.VAL_ACC: [0.1, 0.05, float("nan")], keys.NC1: [9.0, 9.0, 9.0]}
+        _run(runs, spec, trial.config, "diverged" if diverged else "finished", history)
+    return runs
+
+
+def test_the_family_table_reads_collapse_at_each_runs_best_epoch_and_its_curves_leave_out_runs_that_did_not_finish(
+    tmp_path,
+):
+    from fixray.records.family import _mean_curve, family_table
+    from fixray.records.tables import summarise
+
+    runs = _family_runs(tmp_path)
+    rows = summarise(runs.children(), runs.client)
+    table = family_table(rows)
+    nc1 = table.header.index("NC1 (test)")
+    assert {row[nc1] for row in table.rows} == {"0.200 ± 0.000"}  # epoch 2's, not the last epoch's 0.40
+    etf_fixed = next(row for row in rows if row.key["init"] == "etf" and row.key["fixed"])
+    assert _mean_curve(etf_fixed, keys.NC1) == [(1, 0.6), (2, 0.2), (3, 0.4)]  # seed 1 diverged: not averaged in
+    assert _mean_curve(etf_fixed, keys.VAL_ACC) == [(1, 0.5), (2, 0.9), (3, 0.8)]
+
+
+def test_a_long_tail_ratio_is_a_context_each_headline_holds_equal_on_both_sides():
+    from fixray.records.answer import Headline
+    from fixray.records.tables import is_context
+
+    assert is_context("long_tail_ratio") and is_context("model") and not is_context("init")
+    rows = [
+        _row("etf", fixed, {0: acc, 1: acc}) for fixed, acc in ((True, 0.9), (False, 0.8), (True, 0.6), (False, 0.7))
+    ]
+    for row, ratio in zip(rows, (1.0, 1.0, 0.1, 0.1)):
+        row.key["long_tail_ratio"] = ratio
+    found = {dict(h.context)["long_tail_ratio"]: h.interval.mean for h in Headline.each(rows)}
+    assert found == {1.0: pytest.approx(0.1), 0.1: pytest.approx(-0.1)}
