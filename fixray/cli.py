@@ -80,6 +80,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         updates["data_dir"] = Path(args.data_dir)
     if args.fresh:
         updates["name"] = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    asked = (("cpus_per_trial", args.cpus), ("gpus_per_trial", args.gpus))
+    overrides = {key: value for key, value in asked if value is not None}
+    if overrides:  # checked by the file's own rules
+        try:
+            updates["resources"] = type(spec.resources).model_validate(spec.resources.model_dump() | overrides)
+        except ValueError as error:
+            print(f"{args.file}: resources from the command line: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     return run_sweep_spec(spec.model_copy(update=updates), args.address, args.file)
 
 
@@ -87,9 +95,11 @@ def run_sweep_spec(spec, address: str | None, file: str) -> int:
     """Runs (or grows, or resumes) a validated sweep, printing as `fixray sweep` does; its exit status. `file`: what
     the messages call the sweep file."""
     from fixray.records.sweep_report import sweep_report
+    from fixray.sweep.job_dir import refuse_a_temporary_store
     from fixray.sweep.plan import plan
     from fixray.sweep.rerun import look
 
+    refuse_a_temporary_store(spec, file)  # a Ray job's driver writing its runs into the job's temporary folder
     trials = plan(spec)  # once: the rerun's look, the run and the summary count them from here
     rerun = look(spec, trials)  # BadInput (exit 2): another store, or another dataset under the sweep's name
     if rerun is not None and rerun.runs_nothing:  # every trial ended in an earlier run: its answer, without Ray
@@ -104,7 +114,7 @@ def run_sweep_spec(spec, address: str | None, file: str) -> int:
 
     from fixray.sweep.run import StorageFull, SweepRun
 
-    sweep = SweepRun(spec, trials, rerun)
+    sweep = SweepRun(spec, trials, rerun, file)
     print(f"Sweep {spec.name!r}: {_summary(spec, sweep.expected)}", flush=True)
     if rerun is not None and (rerun.kept or rerun.not_in_file or rerun.changed):
         print(f"  {rerun.text()}", flush=True)
@@ -336,6 +346,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--data-dir", default=None, help="folder holding the datasets; overrides the sweep file's data_dir"
+    )
+    sweep.add_argument(
+        "--cpus-per-trial",
+        dest="cpus",
+        type=float,
+        help="CPUs each trial (each DDP worker) asks for; overrides the file's resources.cpus_per_trial",
+    )
+    sweep.add_argument(
+        "--gpus-per-trial",
+        dest="gpus",
+        type=float,
+        help="GPUs each trial (each DDP worker) asks for, 0 to train on the CPU; overrides resources.gpus_per_trial",
     )
     sweep.add_argument(
         "--fresh",

@@ -301,3 +301,16 @@ def test_random_and_tpe_searches_draw_within_their_ranges_and_run_every_seed(tmp
         assert steps(client, child, "val/acc") == [1, 2]
     assert all(sorted(seeds) == ["0", "1"] for seeds in configs.values())  # every configuration ran once per seed
     assert len(configs) == expected // 2
+
+
+def test_a_gpu_sweep_file_runs_on_a_machine_without_one_when_the_command_line_asks_for_the_cpu(tmp_path):
+    (tmp_path / "gpu.yaml").write_text(
+        FOUR_TRIALS.replace("epochs: 3", "epochs: 1").replace("    fixed: [true, false]\n", "")
+        + "resources: {cpus_per_trial: 4, gpus_per_trial: 1}\n"
+    )
+    refused = run(["sweep", "gpu.yaml"], tmp_path)
+    assert refused.returncode == 2 and "asks for 1 GPU(s) and 4 CPU(s)" in refused.stderr
+    done = run(["sweep", "gpu.yaml", "--gpus-per-trial", "0", "--cpus-per-trial", "1"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    _, _, children = store(tmp_path)
+    assert len(children) == 2 and all(c.data.tags[STATUS_TAG] == "finished" for c in children)

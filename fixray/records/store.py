@@ -56,6 +56,13 @@ def reading_client(tracking_uri: str) -> MlflowClient:
         return MlflowClient(tracking_uri)  # opens the store now, under the lock
 
 
+def warm_store(tracking_uri: str) -> None:
+    """Imports what a database store's client needs (SQLAlchemy and MLflow's store, about a second), writing nothing:
+    run while Ray starts, so opening the store after it costs its queries alone."""
+    if urlparse(tracking_uri).scheme.split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql"):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
 def require_reachable(tracking_uri: str) -> None:
     """A tracking server must answer when a sweep starts (later outages are waited out, see outage.py)."""
     if local_store_path(tracking_uri) is not None:

@@ -23,12 +23,13 @@ from fixray.crossing.images import Splits
 from fixray.faults import Outcome, budget_refused, out_of_space
 from fixray.records.outage import SPOOL_FILE, use_driver_http_settings
 from fixray.records.runs import STATUS_TAG, SweepRuns, outcome
-from fixray.records.store import require_reachable
+from fixray.records.store import require_reachable, warm_store
 from fixray.records.sweep_report import publish
 from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.storage import Storage
 from fixray.sweep import search
 from fixray.sweep.budget import RefusalsNotRetried, quiet_refusals
+from fixray.sweep.capacity import refuse_unmeetable
 from fixray.sweep.checkpoints import CheckpointPruner, last_checkpoints, repair, tune_experiments
 from fixray.sweep.cost import admit, compute_plan
 from fixray.sweep.inputs import prepare_data
@@ -73,7 +74,14 @@ class SweepOutcome:
 class SweepRun:
     """A sweep as its driver runs it: planned once, checked before anything starts, then run (or resumed) on Ray."""
 
-    def __init__(self, spec: SweepSpec, trials: list[PlannedTrial] | None = None, rerun: Rerun | None = None) -> None:
+    def __init__(
+        self,
+        spec: SweepSpec,
+        trials: list[PlannedTrial] | None = None,
+        rerun: Rerun | None = None,
+        file: str = "the sweep file",  # what messages call it
+    ) -> None:
+        self.file = file
         # Tune runs each trial in its own working directory: relative paths are fixed here, in the driver.
         self.storage = Storage(spec.storage_path)
         self.spec = spec.model_copy(update={"storage_path": self.storage.location})
@@ -97,7 +105,8 @@ class SweepRun:
         self.spool = self.driver_dir / SPOOL_FILE
 
     def run(self, address: str | None = None) -> SweepOutcome:
-        """Checks the inputs (BadInput, Unavailable, SweepBusy before Ray or MLflow start), then runs the sweep."""
+        """Checks the inputs (BadInput, Unavailable before Ray starts; a request no node meets and SweepBusy before
+        MLflow or the sweep's folder is written), then runs the sweep."""
         spec = self.spec
         check_record(spec, self.storage)  # a resume goes to the store it started in, with a fixray that reads it
         require_reachable(spec.tracking.uri)  # a server that is away at the start
@@ -105,22 +114,27 @@ class SweepRun:
         for name, value in TUNE_SETTINGS.items():
             os.environ.setdefault(name, value)
         use_driver_http_settings()  # before MLflow's client reads them
-        with DriverLock(self.driver_dir, spec.name), ThreadPoolExecutor(1) as opener:
-            # The MLflow store opens while Ray starts (a new SQLite store migrates its schema for about a second).
-            runs = opener.submit(SweepRuns, spec.tracking.uri, spec.tracking.experiment, spec.name)
+        with ThreadPoolExecutor(1) as opener:
+            opener.submit(warm_store, spec.tracking.uri)  # the store's client imports while Ray starts (no writes)
             ray.init(address=address, logging_level="ERROR", log_to_driver=True)
-            stop_on_sigterm()  # after ray.init, which installs its own handler
-            wall = self.cost.wall_hours(ray.cluster_resources().get("GPU", 0), spec.resources.gpus_per_trial)
-            if wall is not None:
-                print(f"  on this cluster's GPUs: about {wall:.3g} hours of wall time at that rate", flush=True)
             try:
-                write_record(spec, self.storage)
-                # What this run plans, and the Tune experiment that runs what is left of it.
-                plan_now = self.rerun.plan if self.rerun else SavedPlan.of(spec, self.trials, "", self.trials)
-                plan_now.write(spec, self.storage)
-                if self.trials:
-                    runs.result().mark_in_file({trial.identity for trial in self.trials})
-                return self._tune(splits, runs.result())
+                # A request no node can meet: refused (exit 2) before the sweep's folder or MLflow is written.
+                resources = spec.resources
+                refuse_unmeetable(resources.cpus_per_trial, resources.gpus_per_trial, resources.workers, self.file)
+                with DriverLock(self.driver_dir, spec.name):
+                    # The MLflow store opens while the rest starts (a new SQLite store migrates for about a second).
+                    runs = opener.submit(SweepRuns, spec.tracking.uri, spec.tracking.experiment, spec.name)
+                    stop_on_sigterm()  # after ray.init, which installs its own handler
+                    wall = self.cost.wall_hours(ray.cluster_resources().get("GPU", 0), resources.gpus_per_trial)
+                    if wall is not None:
+                        print(f"  on this cluster's GPUs: about {wall:.3g} hours of wall time at that rate", flush=True)
+                    write_record(spec, self.storage)
+                    # What this run plans, and the Tune experiment that runs what is left of it.
+                    plan_now = self.rerun.plan if self.rerun else SavedPlan.of(spec, self.trials, "", self.trials)
+                    plan_now.write(spec, self.storage)
+                    if self.trials:
+                        runs.result().mark_in_file({trial.identity for trial in self.trials})
+                    return self._tune(splits, runs.result())
             finally:
                 ray.shutdown()
 

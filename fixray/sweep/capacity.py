@@ -1,0 +1,53 @@
+"""Whether a trial's request can be met on the Ray it runs on, asked once Ray has started and before anything else:
+a node alive now, or a node type an autoscaler may launch, that holds one worker's CPUs and GPUs. Else the sweep is
+refused (exit 2) naming the request and what the cluster has, instead of queueing for ever."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from fixray.errors import BadInput
+
+
+def _node_types() -> list[dict[str, float]]:
+    """The resources of each node type an autoscaler may launch (none without an autoscaler). Ray keeps the cluster's
+    node types in its GCS (the autoscaler reports them) and reads them through a private accessor alone."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # an older or newer Ray without it: live nodes alone are asked
+        return []
+    if config is None:
+        return []
+    return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+
+
+def _fits(need: dict[str, float], has: dict[str, Any]) -> bool:
+    return all(has.get(name, 0) >= amount for name, amount in need.items())
+
+
+def _shown(resources: dict[str, Any]) -> str:
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    return f"{cpus:g} CPU(s) and {f'{gpus:g} GPU(s)' if gpus else 'no GPU'}"
+
+
+def refuse_unmeetable(cpus_per_trial: float, gpus_per_trial: float, workers: int, file: str) -> None:
+    """BadInput when no node alive and no node type an autoscaler may launch holds one worker of a trial."""
+    need = {"CPU": cpus_per_trial} | ({"GPU": gpus_per_trial} if gpus_per_trial else {})
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    types = _node_types()
+    if any(_fits(need, has) for has in nodes + types):
+        return
+    asked = f"{gpus_per_trial:g} GPU(s) and {cpus_per_trial:g} CPU(s)"
+    has = "; ".join(_shown(n) for n in nodes) or "no node"
+    offered = f"; its autoscaler launches node types of {'; '.join(_shown(t) for t in types)}" if types else ""
+    here = "this machine (local Ray)" if len(nodes) == 1 and not types else "this cluster's nodes"
+    raise BadInput(
+        f"each trial asks for {asked}{' per DDP worker' if workers > 1 else ''} (resources: in {file}), and no node "
+        f"can give that: {here} {'has' if len(nodes) == 1 else 'have'} {has}{offered}. Run it here with "
+        f"`--gpus-per-trial 0 --cpus-per-trial 1` (the trials train on the CPU), or submit it to a cluster whose "
+        f"nodes have GPUs (docs/cluster.md)."
+    )
