@@ -12,6 +12,7 @@ from e2e import FIXRAY, run, steps, store, tune_results
 from ray.cluster_utils import Cluster
 
 from fixray.records.runs import NODES_TAG, RESOURCES_TAG, STATUS_TAG, TRIAL_TAG
+from fixray.trial.device import CPU_FOR_DECLARED_GPUS
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -55,8 +56,11 @@ def _training_on(cwd) -> set[str]:
     }
 
 
-def test_trials_pack_on_gpus_spread_over_nodes_and_survive_losing_one(tmp_path, s3_storage):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # with the S3 server's credentials (the fixture's)
+def test_trials_pack_on_gpus_spread_over_nodes_and_survive_losing_one(tmp_path, s3_storage, monkeypatch):
+    # The nodes' GPUs are declared by hand: their trials train on the CPU, asked for by name (the nodes this process
+    # starts inherit it). With the S3 server's credentials (the fixture's).
+    monkeypatch.setenv(CPU_FOR_DECLARED_GPUS, "1")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the driver's node trains nothing
     workers = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()

@@ -48,3 +48,20 @@ def test_a_ray_jobs_driver_never_writes_its_runs_into_the_jobs_temporary_folder(
     monkeypatch.delenv(JOB_CONFIG_VARIABLE)  # not a job: a relative store is the user's own folder
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     refuse_a_temporary_store(load_sweep(tmp_path / "s.yaml"), "s.yaml")
+
+
+def test_a_trial_holding_a_gpu_cuda_cannot_see_is_an_error_naming_it_never_a_silent_cpu_run(monkeypatch):
+    import pytest
+    import torch
+
+    from fixray.trial.device import CPU_FOR_DECLARED_GPUS, training_device
+
+    monkeypatch.delenv(CPU_FOR_DECLARED_GPUS, raising=False)
+    assert training_device(0) == "cpu"
+    if torch.cuda.is_available():
+        assert training_device(1) == "cuda"
+        return
+    with pytest.raises(RuntimeError, match="declares GPUs that CUDA does not see.*--gpus-per-trial 0"):
+        training_device(0.5)
+    monkeypatch.setenv(CPU_FOR_DECLARED_GPUS, "1")  # asked for by name: GPU scheduling tested without a GPU
+    assert training_device(1) == "cpu"

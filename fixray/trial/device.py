@@ -49,6 +49,32 @@ class Device:
         return torch.compile(net, mode="reduce-overhead" if self.device.type == "cuda" and not distributed else None)
 
 
+# Set to 1 on machines whose GPUs are declared by hand to test Ray's GPU scheduling without CUDA (the multi-node tests):
+# their trials then train on the CPU. Unset, a declared GPU CUDA cannot see is an error.
+CPU_FOR_DECLARED_GPUS = "FIXRAY_CPU_FOR_DECLARED_GPUS"
+
+
+def training_device(gpus: float) -> str:
+    """'cuda' for a trial that holds GPUs, else 'cpu'. A node that declares GPUs CUDA cannot see (a wrong torch build, a
+    missing driver, a resource declared by hand) is an error naming it, never a silent run on the CPU."""
+    if gpus <= 0:
+        return "cpu"
+    if not torch.cuda.is_available():
+        import os
+
+        import ray
+
+        if os.environ.get(CPU_FOR_DECLARED_GPUS) == "1":  # asked for by name: a test of GPU scheduling without one
+            return "cpu"
+
+        raise RuntimeError(
+            f"this trial holds {gpus:g} GPU(s) of the node at {ray.util.get_node_ip_address()}, which declares GPUs "
+            f"that CUDA does not see (torch {torch.__version__}, built for CUDA {torch.version.cuda}): give the node a "
+            f"CUDA build of torch and its driver, or run the sweep with --gpus-per-trial 0 to train on CPUs"
+        )
+    return "cuda"
+
+
 def share_gpu(fraction: float) -> str:
     """Bounds this process to `fraction` of the GPU's memory (packed trials: one's allocation past its share
     fails in that trial alone, never in its neighbours); says what the bound is."""

@@ -31,7 +31,7 @@ from fixray.crossing.contract import (
 from fixray.crossing.images import Splits
 from fixray.faults import NotAdmitted, infrastructure_failure
 from fixray.storage import Storage
-from fixray.trial.device import share_gpu
+from fixray.trial.device import share_gpu, training_device
 from fixray.trial.loop import train
 
 STATE_FILE = "state.pt"  # the training loop's state inside a Ray checkpoint
@@ -116,6 +116,7 @@ def ddp_worker(loop_config: dict[str, Any]) -> None:
     torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())  # every worker's node
     where = placement(list(dict.fromkeys(nodes)), _gpu_share(loop_config["gpus"]))
     report = _checkpointing(ray.train.report, where)
+    training_device(loop_config["gpus"])  # a declared GPU CUDA cannot see: an error, not Ray Train's CPU fallback
     train(cfg, splits, report, start, ray.train.torch.get_device(), loop_config["execution"])
 
 
@@ -192,7 +193,7 @@ def make_trainable(resources: TrialResources, splits: Splits, code_errors, admit
                 _run_ddp(cfg, data[0], resources, sent_resume(config))
                 return
             torch.set_num_threads(threads(resources))
-            device = "cuda" if resources.gpus > 0 and torch.cuda.is_available() else "cpu"
+            device = training_device(resources.gpus)
             report = _checkpointing(tune.report, placement(memory=_gpu_share(resources.gpus)))
             start = _load_state(tune.get_checkpoint(), sent_resume(config), resources.storage)
             train(cfg, ray.get(data[0]), report, start, device, resources.execution)
