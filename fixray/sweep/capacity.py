@@ -4,6 +4,7 @@ refused (exit 2) naming the request and what the cluster has, instead of queuein
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -11,18 +12,45 @@ import ray
 from fixray.errors import BadInput
 
 
-def _node_types() -> list[dict[str, float]]:
-    """The resources of each node type an autoscaler may launch (none without an autoscaler). Ray keeps the cluster's
-    node types in its GCS (the autoscaler reports them) and reads them through a private accessor alone."""
+def _node_types() -> list[dict[str, float]] | None:
+    """The resources of each node type an autoscaler may launch; [] without an autoscaler; None with one whose node
+    types are not known here. Ray keeps them in its GCS when its autoscaler reports them (a private accessor reads
+    them); else they are in the autoscaling config the head's monitor was started with (`ray up` writes it to the
+    head as ~/ray_bootstrap_config.yaml), found from this machine's processes when the driver runs on the head."""
     try:
         from ray._private.state import state
 
         config = state.get_cluster_config()
-    except Exception:  # an older or newer Ray without it: live nodes alone are asked
-        return []
-    if config is None:
-        return []
-    return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+    except Exception:  # a Ray without that accessor
+        config = None
+    if config is not None and config.node_group_configs:
+        return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+    types = _monitor_node_types()
+    if types is not None:
+        return types
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    return None if _internal_kv_get(AUTOSCALING_STATUS_KEY) is not None else []
+
+
+AUTOSCALING_STATUS_KEY = "__autoscaling_status"  # what a running autoscaler writes to the GCS each update
+
+
+def _monitor_node_types() -> list[dict[str, float]] | None:
+    """The worker node types in the autoscaling config of a monitor running on this machine; None where none runs."""
+    import psutil
+    import yaml
+
+    for process in psutil.process_iter(["cmdline"]):
+        for argument in process.info["cmdline"] or []:
+            if argument.startswith("--autoscaling-config="):
+                try:
+                    config = yaml.safe_load(Path(argument.split("=", 1)[1]).expanduser().read_text())  # data only
+                    types = config["available_node_types"]
+                except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+                    return None
+                return [dict(kind.get("resources") or {}) for kind in types.values() if kind.get("max_workers", 0) > 0]
+    return None
 
 
 def _fits(need: dict[str, float], has: dict[str, Any]) -> bool:
@@ -39,6 +67,10 @@ def refuse_unmeetable(cpus_per_trial: float, gpus_per_trial: float, workers: int
     need = {"CPU": cpus_per_trial} | ({"GPU": gpus_per_trial} if gpus_per_trial else {})
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     types = _node_types()
+    if types is None:  # an autoscaler whose node types are not known here: it may launch one that fits
+        if not any(_fits(need, has) for has in nodes):
+            print("  no node holds one trial's request now; this cluster's autoscaler may launch one", flush=True)
+        return
     if any(_fits(need, has) for has in nodes + types):
         return
     asked = f"{gpus_per_trial:g} GPU(s) and {cpus_per_trial:g} CPU(s)"
