@@ -133,6 +133,9 @@ def test_ray_up_runs_the_files_commands_on_three_machines_a_submitted_sweep_surv
             explain=lambda: _autoscaler_log(machines),
         )
         assert len(set(nodes)) == 3 and set(WORKERS) <= set(nodes)
+        for machine in machines.machines:  # the cluster's secret and credentials, for this login alone
+            modes = machines.ssh(machine.ip, "stat -c %a ~/.ray/auth_token ~/fixray.env").stdout.split()
+            assert modes == ["600", "600"], (machine.ip, modes)
         # Token authentication: a client without the token is refused; with it, the job API answers.
         refused = _ray(["job", "list", "--address", DASHBOARD], env | {"HOME": str(tmp_path)}, check=False)
         assert refused.returncode != 0 and "token" in (refused.stdout + refused.stderr).lower()
@@ -190,6 +193,20 @@ def test_ray_up_runs_the_files_commands_on_three_machines_a_submitted_sweep_surv
             steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "train/loss"))
             assert steps == list(range(1, 13)), (child.info.run_name, steps)
         assert all(c.data.tags.get(NODES_TAG) for c in children)
+
+        # A shipped sweep file as it is, submitted the way docs/cluster.md says: its runs land on the head's server
+        # (the file names no store), not in the job's temporary working directory.
+        shipped = ["job", "submit", "--address", DASHBOARD, "--working-dir", str(ROOT / "sweeps"), "--"]
+        quickstart = _ray(shipped + ["fixray", "sweep", "quickstart.yaml", "--address", "auto"], env)
+        assert "succeeded" in quickstart.stdout + quickstart.stderr, (quickstart.stdout + quickstart.stderr)[-4000:]
+        parent = client.search_runs(
+            [experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'sweep' and attributes.run_name = 'quickstart'"
+        )
+        assert len(parent) == 1
+        landed = client.search_runs(
+            [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent[0].info.run_id}'", max_results=100
+        )
+        assert len(landed) == 24 and {c.data.tags[STATUS_TAG] for c in landed} == {"finished"}
     finally:
         _ray(["down", "-y", str(cluster)], env, check=False)
     # Nothing of the cluster keeps running on any machine (the workers' Ray and the head's MLflow stop once the
