@@ -152,7 +152,7 @@ def run_sweep_spec(spec, address: str | None, file: str) -> int:
 
 def _print_addresses(spec, runs) -> None:
     """Where the sweep is in MLflow: its trials' page, the comparison of its trials and its parent run."""
-    from fixray.records.store import local_store_path
+    from fixray.records.location import local_store_path
     from fixray.records.ui import ui_addresses, ui_base
 
     pages = ui_addresses(ui_base(spec.tracking.uri), runs)
@@ -168,7 +168,7 @@ def _print_addresses(spec, runs) -> None:
 
 def _absolute(tracking_uri: str) -> str:
     """A local store's URI with an absolute path: it opens from any folder."""
-    from fixray.records.store import local_store_path
+    from fixray.records.location import local_store_path
 
     path = local_store_path(tracking_uri)
     if path is None:
@@ -180,44 +180,59 @@ def _absolute(tracking_uri: str) -> str:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from fixray.records.report_cache import ReportCache
+    from fixray.sweep.defaults import default_tracking_uri
+
+    uri, experiment, sweep = args.tracking_uri or default_tracking_uri(), args.experiment, args.sweep
+    if Path(args.sweep).is_file():
+        from fixray.sweep.spec.reading import load_sweep
+
+        spec = load_sweep(args.sweep)
+        uri, experiment, sweep = args.tracking_uri or spec.tracking.uri, spec.tracking.experiment, spec.name
+    style = args.format or ("terminal" if sys.stdout.isatty() else "markdown")
+    question = [sweep, str(experiment), style, str(args.runs), str(args.paper)]
+    cache = None if args.html else ReportCache.of(uri, question)
+    if cache is not None and (kept := cache.read()) is not None:  # nothing written to the store since
+        print(kept, end="")
+        return 0
+    stamp = cache.stamp() if cache is not None else None  # before reading: a write meanwhile makes it stale
+    status, text = _report_text(args, uri, experiment, sweep, style)
+    print(text, end="", file=sys.stdout if status == 0 else sys.stderr)
+    if cache is not None and status == 0:
+        cache.write(text, stamp)
+    return status
+
+
+def _report_text(args: argparse.Namespace, uri: str, experiment: str | None, sweep: str, style: str) -> tuple[int, str]:
+    """(exit status, what `fixray report` prints) for a sweep or a paper table."""
     from fixray.records import paper
     from fixray.records.html import html_page
     from fixray.records.sweep_report import runs_report, sweep_report
-    from fixray.sweep.defaults import default_tracking_uri
 
-    uri = args.tracking_uri or default_tracking_uri()
-    as_data = args.format in DATA_FORMATS
-    if args.sweep in paper.TABLES and as_data:
-        print(f"fixray report: --format {args.format} is for a sweep; a paper table prints as text", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if args.sweep in paper.TABLES:
-        report = paper.report(args.sweep, uri, args.experiment or paper.PAPER_EXPERIMENT, with_paper=args.paper)
+    as_data = style in DATA_FORMATS
+    if sweep in paper.TABLES and as_data:
+        return EXIT_BAD_INPUT, f"fixray report: --format {style} is for a sweep; a paper table prints as text\n"
+    if sweep in paper.TABLES:
+        report = paper.report(sweep, uri, experiment or paper.PAPER_EXPERIMENT, with_paper=args.paper)
     else:
-        experiment, sweep = args.experiment or EXPERIMENT, args.sweep
-        if Path(args.sweep).is_file():
-            from fixray.sweep.spec.reading import load_sweep
-
-            spec = load_sweep(args.sweep)
-            uri, experiment, sweep = args.tracking_uri or spec.tracking.uri, spec.tracking.experiment, spec.name
         try:
             if as_data:
-                print(_report_data(uri, experiment, sweep, args.format), end="")
-                return 0
-            report = (runs_report if args.runs else sweep_report)(uri, experiment, sweep)
+                return 0, _report_data(uri, experiment or EXPERIMENT, sweep, style)
+            report = (runs_report if args.runs else sweep_report)(uri, experiment or EXPERIMENT, sweep)
         except LookupError as error:
-            print(f"fixray report: {error}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-    print(report.render(_style(args.format)))
+            return EXIT_BAD_INPUT, f"fixray report: {error}\n"
+    text = report.render(_style(style)) + "\n"
     if args.html:
         Path(args.html).write_text(html_page(report, uri))
-        print(f"\nHTML report with figures: {args.html}")
-    return 0
+        text += f"\nHTML report with figures: {args.html}\n"
+    return 0, text
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     """MLflow's UI on a local store, from any folder, until Ctrl-C; for a server, its links (and the tunnel)."""
+    from fixray.records.location import local_store_path
     from fixray.records.runs import SweepRuns
-    from fixray.records.store import local_store_path, reading_client
+    from fixray.records.store import reading_client
     from fixray.records.ui import serve_ui, ui_addresses, ui_base
     from fixray.sweep.defaults import default_tracking_uri
 

@@ -19,6 +19,7 @@ def pytest_configure(config):
     os.environ["FIXRAY_CPU_THROUGHPUT"] = str(ROOT / "tests" / "no-measured-throughput.json")
     # FLOP counted afresh into this run's own cache, never the user's (nor one left by older code)
     os.environ["FIXRAY_FLOP_CACHE"] = str(Path(tempfile.mkdtemp(prefix="fixray-flop-")) / "flop-per-image.json")
+    os.environ["FIXRAY_REPORT_CACHE"] = tempfile.mkdtemp(prefix="fixray-reports-")  # never the user's
 
 
 GOOD_SWEEP = """\

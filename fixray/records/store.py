@@ -6,27 +6,17 @@ from __future__ import annotations
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
 
 from fixray.errors import BadInput, Unavailable
 from fixray.faults import store_unreachable
+from fixray.records.location import local_store_path
 
 
 class MissingStore(BadInput):
     """A read-only command pointed at a tracking URI where no MLflow store exists."""
-
-
-def local_store_path(tracking_uri: str) -> Path | None:
-    """The file or folder a local store lives in (sqlite:///x.db, file:./mlruns, ./mlruns); None for servers."""
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme == "sqlite":
-        return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
-    if parsed.scheme in ("", "file"):
-        return Path(parsed.path if parsed.scheme == "file" else tracking_uri)
-    return None
 
 
 @contextmanager

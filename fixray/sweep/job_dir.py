@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from fixray.errors import BadInput
-from fixray.records.store import local_store_path
+from fixray.records.location import local_store_path
 from fixray.storage import is_uri
 from fixray.sweep.spec.schema import SweepSpec
 
