@@ -1,5 +1,6 @@
 """How long the quick commands take: `fixray sweep` of a finished sweep (it reads MLflow and prints the answer without
-starting Ray), `fixray report` of it (as tables and as JSON) and `fixray validate` of its file, beside two floors they
+starting Ray), `fixray report` of it (as tables and as JSON: the first reads the store, the next print that report again while
+nothing writes to it) and `fixray validate` of its file, beside two floors they
 cannot go under: Python starting, and MLflow's own client opening the sweep's SQLite store and reading its runs.
 Measured side by side in one run, repeat by repeat (this machine is shared and noisy): compare the medians.
 
@@ -70,8 +71,9 @@ def main() -> None:
     for name, found in times.items():
         print(f"{name:22} median {statistics.median(found):5.2f} s  (min {min(found):.2f}, max {max(found):.2f})")
     median = {name: statistics.median(found) for name, found in times.items()}
-    print(f"rerun of a finished sweep / report of it: {median['sweep (finished)'] / median['report']:.2f}")
-    print(f"report / MLflow's own read of the store:  {median['report'] / median['floor: MLflow reads']:.2f}")
+    # The first report after the sweep reads the store (its max); the next ones print it again (the median).
+    print(f"first report / MLflow's own read of the store: {max(times['report']) / median['floor: MLflow reads']:.2f}")
+    print(f"report of an unchanged store / MLflow's own read: {median['report'] / median['floor: MLflow reads']:.2f}")
 
 
 if __name__ == "__main__":
