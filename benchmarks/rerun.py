@@ -1,8 +1,8 @@
 """How long the quick commands take: `fixray sweep` of a finished sweep (it reads MLflow and prints the answer without
-starting Ray), `fixray report` of it (as tables and as JSON: the first reads the store, the next print that report again while
-nothing writes to it) and `fixray validate` of its file, beside two floors they
-cannot go under: Python starting, and MLflow's own client opening the sweep's SQLite store and reading its runs.
-Measured side by side in one run, repeat by repeat (this machine is shared and noisy): compare the medians.
+starting Ray), `fixray report` of it (as tables and as JSON: the first reads the store, the next print that report
+again while nothing writes to it) and `fixray validate` of its file, beside two floors they cannot go under: Python
+starting, and MLflow's own client opening the sweep's SQLite store and reading its runs. Measured side by side in one
+run, repeat by repeat (this machine is shared and noisy): compare the medians.
 
 Rerun:  .venv/bin/python benchmarks/rerun.py --repeats 5
 """

@@ -6,6 +6,7 @@ sets."""
 import json
 
 from conftest import GOOD_SWEEP
+from e2e import run
 
 from fixray.cli import main
 from fixray.sweep.job_dir import JOB_CONFIG_VARIABLE, refuse_a_temporary_store
@@ -14,19 +15,17 @@ from fixray.sweep.spec.reading import load_sweep
 GPU_SWEEP = GOOD_SWEEP + "resources: {cpus_per_trial: 1, gpus_per_trial: 1}\n"
 
 
-def test_a_trial_asking_for_a_gpu_no_node_has_is_refused_naming_it_and_nothing_is_written(
-    tmp_path, monkeypatch, capsys
-):
-    monkeypatch.chdir(tmp_path)
+def test_a_trial_asking_for_a_gpu_no_node_has_is_refused_naming_it_and_nothing_is_written(tmp_path):
     (tmp_path / "gpu.yaml").write_text(GPU_SWEEP)
-    assert main(["sweep", "gpu.yaml"]) == 2
-    message = capsys.readouterr().err
-    assert "each trial asks for 1 GPU(s) and 1 CPU(s) (resources: in gpu.yaml)" in message
-    assert "this machine (local Ray) has" in message and "no GPU" in message
-    assert "--gpus-per-trial 0 --cpus-per-trial 1" in message
+    done = run(["sweep", "gpu.yaml"], tmp_path, timeout=120)  # a sweep that waited for ever would time out here
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "each trial asks for 1 GPU(s) and 1 CPU(s) (resources: in gpu.yaml)" in done.stderr
+    assert "this machine (local Ray) has" in done.stderr and "no GPU" in done.stderr
+    assert "--gpus-per-trial 0 --cpus-per-trial 1" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu.yaml"]  # no store, no sweep folder
-    assert main(["sweep", "gpu.yaml", "--cpus-per-trial", "-1"]) == 2
-    assert "resources from the command line" in capsys.readouterr().err and not (tmp_path / "mlflow.db").exists()
+    bad = run(["sweep", "gpu.yaml", "--cpus-per-trial", "-1"], tmp_path, timeout=120)
+    assert bad.returncode == 2 and "resources from the command line" in bad.stderr
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_a_ray_jobs_driver_never_writes_its_runs_into_the_jobs_temporary_folder(tmp_path, monkeypatch, capsys):

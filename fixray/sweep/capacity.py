@@ -13,10 +13,11 @@ from fixray.errors import BadInput
 
 
 def _node_types() -> list[dict[str, float]] | None:
-    """The resources of each node type an autoscaler may launch; [] without an autoscaler; None with one whose node
-    types are not known here. Ray keeps them in its GCS when its autoscaler reports them (a private accessor reads
-    them); else they are in the autoscaling config the head's monitor was started with (`ray up` writes it to the
-    head as ~/ray_bootstrap_config.yaml), found from this machine's processes when the driver runs on the head."""
+    """The resources of each node type an autoscaler may launch; [] without an autoscaler; None where that is not known
+    here. Ray keeps them in its GCS when its autoscaler reports them (a private accessor reads them); else they are in
+    the autoscaling config this cluster's monitor was started with (`ray up` writes it to the head as
+    ~/ray_bootstrap_config.yaml), found among this machine's processes when the driver runs on the head. A monitor
+    started without one (local Ray's) launches nothing."""
     try:
         from ray._private.state import state
 
@@ -25,31 +26,28 @@ def _node_types() -> list[dict[str, float]] | None:
         config = None
     if config is not None and config.node_group_configs:
         return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
-    types = _monitor_node_types()
-    if types is not None:
-        return types
-    from ray.experimental.internal_kv import _internal_kv_get
-
-    return None if _internal_kv_get(AUTOSCALING_STATUS_KEY) is not None else []
+    return _monitor_node_types(ray.get_runtime_context().gcs_address)
 
 
-AUTOSCALING_STATUS_KEY = "__autoscaling_status"  # what a running autoscaler writes to the GCS each update
-
-
-def _monitor_node_types() -> list[dict[str, float]] | None:
-    """The worker node types in the autoscaling config of a monitor running on this machine; None where none runs."""
+def _monitor_node_types(gcs_address: str) -> list[dict[str, float]] | None:
+    """The worker node types in the autoscaling config of this cluster's monitor (the one started for `gcs_address`);
+    [] for a monitor started without one; None where no monitor of this cluster runs on this machine."""
     import psutil
     import yaml
 
     for process in psutil.process_iter(["cmdline"]):
-        for argument in process.info["cmdline"] or []:
-            if argument.startswith("--autoscaling-config="):
-                try:
-                    config = yaml.safe_load(Path(argument.split("=", 1)[1]).expanduser().read_text())  # data only
-                    types = config["available_node_types"]
-                except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
-                    return None
-                return [dict(kind.get("resources") or {}) for kind in types.values() if kind.get("max_workers", 0) > 0]
+        arguments = process.info["cmdline"] or []
+        if not any(a.endswith("monitor.py") for a in arguments) or f"--gcs-address={gcs_address}" not in arguments:
+            continue
+        given = [a.split("=", 1)[1] for a in arguments if a.startswith("--autoscaling-config=")]
+        if not given:
+            return []
+        try:
+            config = yaml.safe_load(Path(given[0]).expanduser().read_text())  # data only
+            types = config["available_node_types"]
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+            return None
+        return [dict(kind.get("resources") or {}) for kind in types.values() if kind.get("max_workers", 0) > 0]
     return None
 
 
@@ -67,7 +65,7 @@ def refuse_unmeetable(cpus_per_trial: float, gpus_per_trial: float, workers: int
     need = {"CPU": cpus_per_trial} | ({"GPU": gpus_per_trial} if gpus_per_trial else {})
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     types = _node_types()
-    if types is None:  # an autoscaler whose node types are not known here: it may launch one that fits
+    if types is None:  # a cluster whose monitor is not on this machine: an autoscaler there may launch one that fits
         if not any(_fits(need, has) for has in nodes):
             print("  no node holds one trial's request now; this cluster's autoscaler may launch one", flush=True)
         return
