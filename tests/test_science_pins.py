@@ -15,7 +15,7 @@ from test_paper_report import _child, _store
 from fixray.cli import main
 from fixray.crossing import metric_keys as keys
 from fixray.crossing.contract import LongTail, ScheduleConfig, TrialConfig
-from fixray.crossing.images import Splits
+from fixray.crossing.images import InputSpec, Splits
 from fixray.data.registry import load_dataset
 from fixray.records.answer import BEST_ACC, comparisons
 from fixray.records.runs import SweepRuns
@@ -111,14 +111,8 @@ def test_a_straight_run_measures_its_best_epoch_on_a_copy_of_that_epochs_weights
 def test_the_authors_recipe_trains_with_nesterov_momentum():
     spec = load_sweep(ROOT / "sweeps" / "paper" / "dot-cifar10.yaml")
     cfg = plan(spec)[0].config
-    [group, *_] = _make_optimizer(cfg, build_classifier("small_cnn", _spec_of(3, 32), 10, cfg.head, 0)).param_groups
+    [group, *_] = _make_optimizer(cfg, build_classifier("small_cnn", InputSpec(3, 32), 10, cfg.head, 0)).param_groups
     assert (group["momentum"], group["nesterov"]) == (0.9, True)
-
-
-def _spec_of(channels: int, size: int):
-    from fixray.crossing.images import InputSpec
-
-    return InputSpec(channels, size)
 
 
 def test_table_2_and_the_cosine_spearman_row_read_s_1_runs_alone_and_the_s1_files_plan_nothing_else(tmp_path, capsys):

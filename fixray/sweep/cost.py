@@ -71,6 +71,7 @@ def image_flop(model: str, channels: int, size: int, classes: int, pooling: str,
     return flop
 
 
+@functools.cache
 def _architecture_fingerprint() -> str:
     """What a counted FLOP depends on: the backbones', the heads' and the counting rule's code, and torch's version."""
     from fixray.trial import backbones
@@ -165,11 +166,16 @@ class ComputePlan:
 
     def rate_text(self) -> str:
         """e.g. '49.5 TFLOP/s (assumed: 5% of an H100's bf16 peak; benchmarks/gpu.py measures it)'."""
-        return f"{self.throughput / 1e12:.3g} TFLOP/s " + (
-            f"(measured here: {self.measured})"
-            if self.measured
-            else f"(assumed: {ASSUMED_UTILISATION:.0%} of an H100's bf16 peak; benchmarks/gpu.py measures it)"
-        )
+        return _rate_text(self.throughput, self.measured)
+
+
+def _rate_text(flop_per_s: float, measured: str | None) -> str:
+    """A throughput and where it comes from: measured here (how), or assumed."""
+    return f"{flop_per_s / 1e12:.3g} TFLOP/s " + (
+        f"(measured here: {measured})"
+        if measured
+        else f"(assumed: {ASSUMED_UTILISATION:.0%} of an H100's bf16 peak; benchmarks/gpu.py measures it)"
+    )
 
 
 @dataclass(frozen=True)
@@ -280,5 +286,4 @@ def on_these_cpus(flop: float) -> str | None:
     if rate is None:
         return None
     hours = flop / rate.flop_per_s / SECONDS_PER_HOUR
-    at = f"{rate.flop_per_s / 1e12:.3g} TFLOP/s (measured here: {rate.measured})"
-    return f"{hours:.3g} hours on this machine's CPUs at {at}"
+    return f"{hours:.3g} hours on this machine's CPUs at {_rate_text(rate.flop_per_s, rate.measured)}"

@@ -3,6 +3,7 @@ packed trial's bound on GPU memory."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -60,12 +61,9 @@ def training_device(gpus: float) -> str:
     if gpus <= 0:
         return "cpu"
     if not torch.cuda.is_available():
-        import os
-
-        import ray
-
         if os.environ.get(CPU_FOR_DECLARED_GPUS) == "1":  # asked for by name: a test of GPU scheduling without one
             return "cpu"
+        import ray
 
         raise RuntimeError(
             f"this trial holds {gpus:g} GPU(s) of the node at {ray.util.get_node_ip_address()}, which declares GPUs "
