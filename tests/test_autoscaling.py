@@ -1,20 +1,24 @@
 """Ray's own autoscaler, for real on one machine: a head that trains nothing and a worker type from zero nodes up, its
 nodes launched by Ray's fake multi-node provider (real raylets, no cloud). A sweep submitted to it makes the
 autoscaler launch workers as trials queue, never more than the type's max_workers, ends equal to the same sweep on
-local Ray, and the workers go once idle; a trial asking for what no node type has is refused at once."""
+local Ray, and the workers go once idle; a trial asking for what no node type has is refused at once; while no node is
+up yet (the autoscaler still launching), the live line says what the trials wait for and SIGTERM ends the sweep at once,
+resumable."""
 
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 
+import psutil
 import pytest
 import ray
-from e2e import ENV, run, store
+from e2e import ENV, FIXRAY, run, store
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -94,6 +98,45 @@ def autoscaling_cluster(folder):
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
 
 
+def _monitor(address: str) -> psutil.Process:
+    """The cluster's autoscaler (its monitor process)."""
+    for process in psutil.process_iter(["cmdline"]):
+        arguments = process.info["cmdline"] or []
+        if any(a.endswith("monitor.py") for a in arguments) and f"--gcs-address={address}" in arguments:
+            return process
+    raise AssertionError("no monitor runs for the cluster")
+
+
+def _stopped_while_waiting(address: str, folder, env: dict) -> tuple[int, float, str]:
+    """(exit code, seconds from SIGTERM to exit, output) of the sweep stopped while its trials wait for a node: the
+    autoscaler is paused meanwhile, as a cloud still launching a machine."""
+    monitor = _monitor(address)
+    monitor.suspend()
+    try:
+        sweep = subprocess.Popen(
+            FIXRAY + ["sweep", "s.yaml", "--address", address],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        output = []
+        for line in sweep.stdout:
+            output.append(line)
+            if "queued trials wait for a node with 1 CPU(s) and no GPU: none is up now" in line:
+                break
+        else:
+            raise AssertionError("".join(output))
+        sent = time.monotonic()
+        sweep.send_signal(signal.SIGTERM)
+        code = sweep.wait(timeout=120)
+        took = time.monotonic() - sent
+        return code, took, "".join(output) + sweep.stdout.read()
+    finally:
+        monitor.resume()
+
+
 def _workers() -> int:
     return sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0)
 
@@ -125,6 +168,11 @@ def test_the_autoscaler_launches_workers_as_trials_queue_within_its_bound_and_re
         ray.init(address=address, logging_level="ERROR")
         try:
             assert _workers() == 0  # nothing up before the sweep asks
+            code, took, output = _stopped_while_waiting(address, tmp_path / "scaled", env)
+            print(f"SIGTERM while trials waited for a node: exit {code} after {took:.1f} s")
+            assert code == 130 and took < 15, output
+            assert "the autoscaler may launch nodes for them" in output
+            assert "run the same command again to resume" in output
             seen, done = [], threading.Event()
 
             def watch() -> None:

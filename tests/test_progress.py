@@ -86,3 +86,24 @@ def test_a_trial_that_tune_is_ending_counts_as_done_and_the_rate_counts_from_the
     line = stream.getvalue().splitlines()[-1]
     assert "trials 1/2 done, 0 running, 1 queued | epochs 10/20 (50%)" in line
     assert "~0:00:20 left" in line  # 10 epochs left at 0.5 epochs/s
+
+
+def test_why_queued_trials_wait_shows_in_the_line_at_once_even_in_a_log():
+    stream, asked = io.StringIO(), []
+
+    def waiting(running: int, queued: int) -> str:
+        asked.append((running, queued))
+        return "queued trials wait for a node with 1 CPU(s) and 1 GPU(s): none is up now" if queued else ""
+
+    progress = Progress(trials=2, epochs=SPEC.epochs, stream=stream, waiting=waiting)
+    trials = [Trial("a", Trial.PENDING, True), Trial("b", Trial.PENDING, False)]
+    progress.on_step_end(0, trials)  # a plain line every 30 s, but a new reason to wait is printed at once
+    assert asked == [(0, 2)]
+    assert stream.getvalue().endswith("| queued trials wait for a node with 1 CPU(s) and 1 GPU(s): none is up now\n")
+    progress.on_step_end(1, trials)  # asked again only after the refresh interval
+    assert len(asked) == 1 and stream.getvalue().count("\n") == 1
+    progress.asked_at -= 10
+    trials[0].status = trials[1].status = Trial.RUNNING
+    progress.on_step_end(2, trials)  # the wait is over: said at once too
+    assert asked[-1] == (2, 0) and stream.getvalue().count("\n") == 2
+    assert "wait for" not in stream.getvalue().splitlines()[-1]

@@ -10,6 +10,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
@@ -41,6 +42,7 @@ class Snapshot:
     elapsed_s: float
     rate: float  # epochs per second, measured since this driver started (NaN before the first)
     best: dict[bool, float]  # fixed?, -> best accuracy so far (absent: none reported yet)
+    waiting: str = ""  # why queued trials wait for resources ('' when none does)
 
     @property
     def queued(self) -> int:
@@ -69,21 +71,30 @@ def status_line(now: Snapshot) -> str:
     return (
         f"[{_clock(now.elapsed_s)}] [{bar}] trials {now.done}/{now.trials} done, {now.running} running, "
         f"{now.queued} queued | epochs {now.epochs_done}/{now.epochs_total} ({share:.0%}) | "
-        f"~{_clock(now.left_s)} left | best test acc: {best}"
+        f"~{_clock(now.left_s)} left | best test acc: {best}" + (f" | {now.waiting}" if now.waiting else "")
     )
 
 
 class Progress(Restorable, tune.Callback):
     """Tune callback that keeps the live view; one line per trial start and end besides."""
 
-    def __init__(self, trials: int, epochs: int, stream=None, parent: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        trials: int,
+        epochs: int,
+        stream=None,
+        parent: tuple[str, str] | None = None,
+        waiting: Callable[[int, int], str] | None = None,
+    ) -> None:
         self.trials, self.epochs, self.stream = trials, epochs, stream  # planned trials, epochs each
         self.parent = parent  # (tracking URI, parent run id): where the status line is copied for `fixray status`
+        self.waiting = waiting  # (running, queued) -> why queued trials wait for resources ('' when none does)
         self._reset()
 
     def _reset(self) -> None:
         self.started_at = self.drawn_at = time.monotonic()
-        self.published_at = -math.inf
+        self.published_at = self.asked_at = -math.inf
+        self.wait_note = ""
         self.epochs_at_start: int | None = None  # epochs already done when this driver started (a resume)
         self.status_shown = False
 
@@ -130,7 +141,18 @@ class Progress(Restorable, tune.Callback):
             elapsed_s=elapsed,
             rate=new_epochs / elapsed if new_epochs > 0 and elapsed > 0 else math.nan,
             best=best,
+            waiting=self.wait_note,
         )
+
+    def _ask_wait(self, trials: list) -> bool:
+        """Asks why queued trials wait, every REFRESH_S; True when the answer changed (shown at once, even in a log)."""
+        if self.waiting is None or time.monotonic() - self.asked_at < REFRESH_S:
+            return False
+        self.asked_at = time.monotonic()
+        now = self.snapshot(trials)
+        note = self.waiting(now.running, now.queued)
+        changed, self.wait_note = note != self.wait_note, note
+        return changed
 
     def _terminal(self) -> bool:
         return getattr(self._out, "isatty", lambda: False)()
@@ -171,8 +193,9 @@ class Progress(Restorable, tune.Callback):
             logger.debug("progress not copied to MLflow: %s", error)
 
     def on_step_end(self, iteration, trials, **info) -> None:
-        self._status(trials)
-        self._publish(trials)
+        changed = self._ask_wait(trials)
+        self._status(trials, force=changed)
+        self._publish(trials, force=changed)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._event("started", trials, trial)

@@ -29,7 +29,7 @@ from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.storage import Storage
 from fixray.sweep import search
 from fixray.sweep.budget import RefusalsNotRetried, quiet_refusals
-from fixray.sweep.capacity import refuse_unmeetable
+from fixray.sweep.capacity import ResourceWait, refuse_unmeetable
 from fixray.sweep.checkpoints import CheckpointPruner, last_checkpoints, repair, tune_experiments
 from fixray.sweep.cost import admit, compute_plan
 from fixray.sweep.inputs import prepare_data
@@ -103,6 +103,7 @@ class SweepRun:
         self.admission = admit(spec, self.trials, self.cost.throughput)  # BadInput: a budget that admits nothing
         self.driver_dir = self.storage.driver_dir(spec.name)  # its lock and its spool of pending MLflow writes
         self.spool = self.driver_dir / SPOOL_FILE
+        self.wait: ResourceWait | None = None  # why queued trials wait for resources, once Ray has started
 
     def run(self, address: str | None = None) -> SweepOutcome:
         """Checks the inputs (BadInput, Unavailable before Ray starts; a request no node meets and SweepBusy before
@@ -120,7 +121,10 @@ class SweepRun:
             try:
                 # A request no node can meet: refused (exit 2) before the sweep's folder or MLflow is written.
                 resources = spec.resources
-                refuse_unmeetable(resources.cpus_per_trial, resources.gpus_per_trial, resources.workers, self.file)
+                cap = search.max_concurrent(spec)
+                self.wait = refuse_unmeetable(
+                    resources.cpus_per_trial, resources.gpus_per_trial, resources.workers, self.file, cap
+                )
                 with DriverLock(self.driver_dir, spec.name):
                     # The MLflow store opens while the rest starts (a new SQLite store migrates for about a second).
                     runs = opener.submit(SweepRuns, spec.tracking.uri, spec.tracking.experiment, spec.name)
@@ -216,6 +220,7 @@ class SweepRun:
                         self.tune_holds,
                         spec.epochs,
                         parent=(spec.tracking.uri, runs.parent_id),
+                        waiting=self.wait.note if self.wait else None,
                     ),
                     CheckpointPruner(where.location, self.experiment),
                     RefusalsNotRetried(),
