@@ -88,3 +88,12 @@ def s3_storage(tmp_path, monkeypatch):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture
+def postgresql():
+    """A real PostgreSQL server on 127.0.0.1 (tests/postgres.py), stopped and removed after the test."""
+    from postgres import postgresql_server
+
+    with postgresql_server() as server:
+        yield server

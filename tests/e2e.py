@@ -19,9 +19,9 @@ def run(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = Non
     return subprocess.run(FIXRAY + args, cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=timeout)
 
 
-def store(cwd: Path):
-    """(client, parent run, child runs) of the one sweep in cwd's default SQLite store."""
-    client = reading_client(f"sqlite:///{cwd / 'mlflow.db'}")
+def store(cwd: Path, uri: str | None = None):
+    """(client, parent run, child runs) of the one sweep in cwd's default SQLite store, or in the store at `uri`."""
+    client = reading_client(uri or f"sqlite:///{cwd / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("fixray")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"]

@@ -64,17 +64,27 @@ class Machines:
         self.key = root / "client_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
         self.machines = [Machine(f"127.0.0.{n}", root / f"machine{n}") for n in range(1, count + 1)]
+        self._bring_up(self.machines)
+
+    def _bring_up(self, machines: list[Machine]) -> None:
         base = Path(sys.base_prefix).resolve()
-        for machine in self.machines:
+        for machine in machines:
             self._prepare(machine, base)
-        for machine in self.machines:
+        for machine in machines:
             machine.server = self._serve(machine, base)
         deadline = time.monotonic() + 30
-        while not all(self.ssh(m.ip, "true", check=False).returncode == 0 for m in self.machines):
+        while not all(self.ssh(m.ip, "true", check=False).returncode == 0 for m in machines):
             assert time.monotonic() < deadline, "the machines' SSH servers did not start"
             time.sleep(0.2)
-        for machine in self.machines:
+        for machine in machines:
             self._python(machine)
+
+    def replace(self, machine: Machine) -> None:
+        """The machine dies whole (every process in it at once, as at a power cut) and a new one with an empty disk
+        takes its address: a fresh home and /tmp, its Python environment prepared, nothing of the old one's."""
+        self._kill(machine)
+        shutil.rmtree(machine.folder)
+        self._bring_up([machine])
 
     def _prepare(self, machine: Machine, base: Path) -> None:
         (machine.home / ".ssh").mkdir(parents=True)
@@ -144,11 +154,16 @@ class Machines:
             timeout=timeout,
         )
 
+    @staticmethod
+    def _kill(machine: Machine) -> None:
+        """Killing a PID namespace's first process ends every process in it."""
+        if machine.server is not None and machine.server.poll() is None:
+            machine.server.kill()
+            machine.server.wait(timeout=30)
+
     def close(self) -> None:
-        for machine in self.machines:  # killing a PID namespace's first process ends every process in it
-            if machine.server is not None and machine.server.poll() is None:
-                machine.server.kill()
-                machine.server.wait(timeout=30)
+        for machine in self.machines:
+            self._kill(machine)
 
 
 def quote(command: str) -> str:

@@ -93,3 +93,31 @@ def test_the_environment_names_the_defaults_a_sweep_file_leaves_open(tmp_path, m
     assert spec.tracking.uri == "http://127.0.0.1:5000" and str(spec.storage_path) == "/mnt/fixray/runs"
     explicit = parse_sweep(raw | {"tracking": {"uri": "sqlite:///x.db"}, "storage_path": "runs"}, tmp_path / "s.yaml")
     assert explicit.tracking.uri == "sqlite:///x.db" and str(explicit.storage_path) == "runs"
+
+
+@pytest.mark.parametrize(
+    "pairs,store,warned",
+    [
+        ("", "sqlite:///{home}/mlflow/mlflow.db", True),  # the default: on the head's own disk, said loudly
+        (
+            "FIXRAY_MLFLOW_DB=postgresql://fixray:pw@db.lab:5432/mlflow\n",
+            "postgresql://fixray:pw@db.lab:5432/mlflow",
+            False,
+        ),
+    ],
+)
+def test_the_heads_mlflow_store_is_a_database_server_when_named_and_sqlite_on_its_disk_is_warned_about(
+    pairs, store, warned, tmp_path
+):
+    import subprocess
+
+    (tmp_path / "fixray.env").write_text(f"FIXRAY_STORAGE=s3://runs/lab\n{pairs}")
+    found = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "cluster-node"), "mlflow-store"],
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == store.format(home=tmp_path)
+    assert ("If the head machine dies, every" in found.stderr) == warned

@@ -149,17 +149,24 @@ SweepRuns(sys.argv[1], "fixray", sys.argv[2])
 
 
 READ_WHEN_THERE = """
-import os, sys, time
-from fixray.records.store import local_store_path, reading_client
-while not local_store_path(sys.argv[1]).exists():
-    time.sleep(0.001)
-reading_client(sys.argv[1]).search_experiments()
+import sys, time
+from fixray.records.store import MissingStore, reading_client
+while True:
+    try:
+        reading_client(sys.argv[1]).search_experiments()
+        break
+    except MissingStore:
+        time.sleep(0.001)
 """
 
 
-def test_drivers_creating_one_store_at_once_all_succeed_and_a_reader_waits_for_them(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'new.db'}"
-    # Readers open the file the moment it appears, mid-migration, as `fixray report` or a test polling might.
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_drivers_creating_one_store_at_once_all_succeed_and_a_reader_waits_for_them(database, tmp_path, request):
+    if database == "sqlite":
+        uri = f"sqlite:///{tmp_path / 'new.db'}"
+    else:
+        uri = request.getfixturevalue("postgresql").create_database("new")  # an empty database on a real server
+    # Readers open the store the moment it appears, mid-migration, as `fixray report` or a test polling might.
     readers = [subprocess.Popen([sys.executable, "-c", READ_WHEN_THERE, uri], stderr=subprocess.PIPE, text=True)]
     time.sleep(2)  # the reader is polling before any creator starts
     procs = readers + [

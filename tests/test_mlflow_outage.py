@@ -1,5 +1,6 @@
-"""The MLflow server stopped mid-sweep, for longer than the client's own retries, then started again: the
-sweep trains on, keeps its writes, replays them in order, and every child run holds every epoch once."""
+"""The MLflow store stopped mid-sweep, for longer than the client's own retries, then started again: the sweep trains
+on, keeps its writes, replays them in order, and every child run holds every epoch once. The store is an MLflow
+server, or a PostgreSQL server the driver writes to directly (tests/postgres.py); `fixray status` reads it after."""
 
 import signal
 import subprocess
@@ -62,10 +63,40 @@ def _stop(server: subprocess.Popen) -> None:
     subprocess.run(["pkill", "-KILL", "-g", str(server.pid)], check=False)  # uvicorn workers of its group
 
 
-def test_a_sweep_outlives_its_mlflow_server_going_away_and_loses_no_epoch(tmp_path):
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = _server(tmp_path, port)
+class MlflowServer:
+    """An MLflow server over SQLite, stopped and started again on its port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.store = f"sqlite:///{folder / 'server.db'}"  # the server's own store, read directly at the end
+        self.start()
+
+    def start(self) -> None:
+        self.server = _server(self.folder, self.port)
+
+    def stop(self) -> None:
+        _stop(self.server)
+
+
+class PostgresStore:
+    """A PostgreSQL database the driver writes to directly, its whole server stopped and started again."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.uri = self.store = server.create_database("mlflow")
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.mark.parametrize("kind", ["mlflow-server", "postgresql"])
+def test_a_sweep_outlives_its_mlflow_store_going_away_and_loses_no_epoch(kind, tmp_path, request):
+    store = MlflowServer(tmp_path) if kind == "mlflow-server" else PostgresStore(request.getfixturevalue("postgresql"))
+    uri = store.uri
     (tmp_path / "s.yaml").write_text(SWEEP)
     env = {**ENV, "MLFLOW_TRACKING_URI": uri}
     sweep = subprocess.Popen(
@@ -76,17 +107,20 @@ def test_a_sweep_outlives_its_mlflow_server_going_away_and_loses_no_epoch(tmp_pa
         while epochs_logged(uri) < 3:
             assert sweep.poll() is None and time.monotonic() < deadline, "no epoch reached MLflow"
             time.sleep(0.5)
-        _stop(server)
+        store.stop()
         time.sleep(OUTAGE_S)
         assert sweep.poll() is None, "the sweep stopped while MLflow was away"
-        server = _server(tmp_path, port)
+        store.start()
         output = sweep.communicate(timeout=300)[0]
+        status = subprocess.run(FIXRAY + ["status", "--tracking-uri", uri], capture_output=True, text=True, env=env)
     finally:
         sweep.kill()
-        _stop(server)
+        if kind == "mlflow-server":
+            store.stop()
     assert sweep.returncode == 0, output
     assert "MLflow is unreachable" in output and "every pending write is in the store" in output
-    client = MlflowClient(f"sqlite:///{tmp_path / 'server.db'}")  # the server's own store, read directly
+    assert status.returncode == 0 and "outage" in status.stdout, status.stdout + status.stderr
+    client = MlflowClient(store.store)
     experiment = client.get_experiment_by_name("fixray")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"]

@@ -186,10 +186,13 @@ search:
 """
 
 
-def test_interrupted_sweep_resumes_without_redoing_trials_or_duplicating_runs(tmp_path):
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_interrupted_sweep_resumes_without_redoing_trials_or_duplicating_runs(database, tmp_path, request):
+    uri = None if database == "sqlite" else request.getfixturevalue("postgresql").create_database("mlflow")
+    env = ENV | ({"MLFLOW_TRACKING_URI": uri} if uri else {})
     (tmp_path / "s.yaml").write_text(INTERRUPTIBLE)
     first = subprocess.Popen(
-        FIXRAY + ["sweep", "s.yaml"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        FIXRAY + ["sweep", "s.yaml"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     output = []
     deadline = time.monotonic() + 240
@@ -204,14 +207,14 @@ def test_interrupted_sweep_resumes_without_redoing_trials_or_duplicating_runs(tm
     assert first.wait(timeout=120) == 130, "".join(output)
     assert "run the same command again to resume" in "".join(output)
 
-    client, parents, children = store(tmp_path)
+    client, parents, children = store(tmp_path, uri)
     assert parents[0].info.status == "KILLED"
     ended_before = {c.info.run_id: c.info.end_time for c in children if STATUS_TAG in c.data.tags}
     assert 1 <= len(ended_before) < 4
 
-    second = run(["sweep", "s.yaml"], tmp_path)
+    second = run(["sweep", "s.yaml"], tmp_path, env=env)
     assert second.returncode == 0, second.stdout + second.stderr
-    client, parents, children = store(tmp_path)
+    client, parents, children = store(tmp_path, uri)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 4 and len({c.data.tags[TRIAL_TAG] for c in children}) == 4
     for child in children:

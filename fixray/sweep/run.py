@@ -23,7 +23,7 @@ from fixray.crossing.images import Splits
 from fixray.faults import Outcome, budget_refused, out_of_space
 from fixray.records.outage import SPOOL_FILE, use_driver_http_settings
 from fixray.records.runs import STATUS_TAG, SweepRuns, outcome
-from fixray.records.store import require_reachable, warm_store
+from fixray.records.store import require_reachable, store_on_the_head, warm_store
 from fixray.records.sweep_report import publish
 from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.storage import Storage
@@ -111,6 +111,8 @@ class SweepRun:
         spec = self.spec
         check_record(spec, self.storage)  # a resume goes to the store it started in, with a fixray that reads it
         require_reachable(spec.tracking.uri)  # a server that is away at the start
+        if warning := store_on_the_head(spec.tracking.uri):
+            print(warning, flush=True)
         splits = prepare_data(spec)  # dataset problems, before Ray or MLflow start
         for name, value in TUNE_SETTINGS.items():
             os.environ.setdefault(name, value)
