@@ -1,5 +1,3 @@
-import sys
+from fixray.cli import console
 
-from fixray.cli import main
-
-sys.exit(main())
+console()

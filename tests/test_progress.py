@@ -7,8 +7,9 @@ import math
 from pathlib import Path
 
 from fixray.crossing.contract import TRIAL_KEY
+from fixray.sweep import progress as progress_module
 from fixray.sweep.plan import plan
-from fixray.sweep.progress import Progress, Snapshot, status_line
+from fixray.sweep.progress import WAIT_SHOWN_AFTER_S, Progress, Snapshot, status_line
 from fixray.sweep.spec.checks import parse_sweep
 
 SPEC = parse_sweep(
@@ -88,7 +89,9 @@ def test_a_trial_that_tune_is_ending_counts_as_done_and_the_rate_counts_from_the
     assert "~0:00:20 left" in line  # 10 epochs left at 0.5 epochs/s
 
 
-def test_why_queued_trials_wait_shows_in_the_line_at_once_even_in_a_log():
+def test_why_queued_trials_wait_shows_once_the_wait_has_lasted_and_at_once_even_in_a_log(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
     stream, asked = io.StringIO(), []
 
     def waiting(running: int, queued: int) -> str:
@@ -97,13 +100,29 @@ def test_why_queued_trials_wait_shows_in_the_line_at_once_even_in_a_log():
 
     progress = Progress(trials=2, epochs=SPEC.epochs, stream=stream, waiting=waiting)
     trials = [Trial("a", Trial.PENDING, True), Trial("b", Trial.PENDING, False)]
-    progress.on_step_end(0, trials)  # a plain line every 30 s, but a new reason to wait is printed at once
-    assert asked == [(0, 2)]
-    assert stream.getvalue().endswith("| queued trials wait for a node with 1 CPU(s) and 1 GPU(s): none is up now\n")
+    progress.on_step_end(0, trials)  # asked, but a wait this short may be trials starting: not shown
+    assert asked == [(0, 2)] and stream.getvalue() == ""
+    clock[0] += 1
     progress.on_step_end(1, trials)  # asked again only after the refresh interval
-    assert len(asked) == 1 and stream.getvalue().count("\n") == 1
-    progress.asked_at -= 10
+    assert len(asked) == 1
+    clock[0] += WAIT_SHOWN_AFTER_S
+    progress.on_step_end(2, trials)  # it has lasted: a plain line comes every 30 s, but this one is printed at once
+    assert stream.getvalue().endswith("| queued trials wait for a node with 1 CPU(s) and 1 GPU(s): none is up now\n")
+    clock[0] += 5
     trials[0].status = trials[1].status = Trial.RUNNING
-    progress.on_step_end(2, trials)  # the wait is over: said at once too
+    progress.on_step_end(3, trials)  # the wait is over: said at once too
     assert asked[-1] == (2, 0) and stream.getvalue().count("\n") == 2
     assert "wait for" not in stream.getvalue().splitlines()[-1]
+
+
+def test_a_wait_during_which_trials_start_is_not_shown(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    stream = io.StringIO()
+    progress = Progress(trials=3, epochs=SPEC.epochs, stream=stream, waiting=lambda running, queued: "slots held")
+    trials = [Trial("a", Trial.PENDING, True), Trial("b", Trial.PENDING, False)]
+    for step in range(3):  # every few seconds one more trial starts: they wait for their own start, nothing else
+        trials[min(step, 1)].status = Trial.RUNNING
+        clock[0] += WAIT_SHOWN_AFTER_S / 2
+        progress.on_step_end(step, trials)
+    assert "slots held" not in stream.getvalue()

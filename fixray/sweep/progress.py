@@ -28,6 +28,8 @@ REFRESH_S = 2.0  # seconds between redraws of the status line on a terminal
 PLAIN_EVERY_S = 30.0  # seconds between status lines when the output is not a terminal
 PUBLISH_EVERY_S = 15.0  # seconds between copies of the status line on the sweep's parent run (`fixray status` reads it)
 BAR_WIDTH = 20  # characters of the epoch bar
+WAIT_SHOWN_AFTER_S = 10.0  # seconds a wait for resources lasts, no trial starting, before the line names it (Tune
+# reserves a starting trial's resources before it counts as running: a shorter wait is a trial starting)
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,8 @@ class Progress(Restorable, tune.Callback):
     def _reset(self) -> None:
         self.started_at = self.drawn_at = time.monotonic()
         self.published_at = self.asked_at = -math.inf
-        self.wait_note = ""
+        self.wait_note = ""  # shown: why queued trials wait ('' when none does, or not for long yet)
+        self.waiting_since: tuple[str, float, int] | None = None  # (note, since when, running then)
         self.epochs_at_start: int | None = None  # epochs already done when this driver started (a resume)
         self.status_shown = False
 
@@ -145,13 +148,20 @@ class Progress(Restorable, tune.Callback):
         )
 
     def _ask_wait(self, trials: list) -> bool:
-        """Asks why queued trials wait, every REFRESH_S; True when the answer changed (shown at once, even in a log)."""
+        """Asks why queued trials wait, every REFRESH_S; a wait is shown once it has lasted WAIT_SHOWN_AFTER_S with no
+        trial starting. True when what is shown changed (printed at once, even in a log)."""
         if self.waiting is None or time.monotonic() - self.asked_at < REFRESH_S:
             return False
-        self.asked_at = time.monotonic()
-        now = self.snapshot(trials)
-        note = self.waiting(now.running, now.queued)
-        changed, self.wait_note = note != self.wait_note, note
+        self.asked_at = now = time.monotonic()
+        where = self.snapshot(trials)
+        note, since = self.waiting(where.running, where.queued), self.waiting_since
+        if not note:
+            self.waiting_since = None
+        elif since is None or since[0] != note or where.running > since[2]:  # a new wait, or a trial started
+            self.waiting_since = (note, now, where.running)
+        lasted = self.waiting_since is not None and now - self.waiting_since[1] >= WAIT_SHOWN_AFTER_S
+        shown = note if lasted else ""
+        changed, self.wait_note = shown != self.wait_note, shown
         return changed
 
     def _terminal(self) -> bool:

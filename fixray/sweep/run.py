@@ -119,7 +119,7 @@ class SweepRun:
         use_driver_http_settings()  # before MLflow's client reads them
         with ThreadPoolExecutor(1) as opener:
             opener.submit(warm_store, spec.tracking.uri)  # the store's client imports while Ray starts (no writes)
-            ray.init(address=address, logging_level="ERROR", log_to_driver=True)
+            ray.init(address=address, logging_level="ERROR", log_to_driver=True, **self._local_ray(address))
             try:
                 # A request no node can meet: refused (exit 2) before the sweep's folder or MLflow is written.
                 resources = spec.resources
@@ -143,6 +143,11 @@ class SweepRun:
                     return self._tune(splits, runs.result())
             finally:
                 ray.shutdown()
+
+    def _local_ray(self, address: str | None) -> dict[str, bool]:
+        """A local Ray starts without its dashboard (about 2 s of every sweep's start) unless Ray Train's DDP workers
+        need it: its State API, which Train's cleanup polls. A cluster's Ray is joined as it is."""
+        return {} if address is not None or self.spec.resources.workers > 1 else {"include_dashboard": False}
 
     def _spent(self, runs: SweepRuns) -> dict[str, float]:
         """What the sweep's trials have cost: hours of training, and of GPUs held (a trial's hours x its GPUs); and
