@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from ray.cluster_utils import Cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import free_port  # noqa: E402
 from test_mlflow_outage import _server, _stop  # noqa: E402  (the real MLflow server the tests start)
 
 from fixray.records.runs import SweepRuns  # noqa: E402
@@ -55,9 +55,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=5.0, help="seconds per printed window")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="fixray-lab-"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _server(folder, port)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})

@@ -15,10 +15,11 @@ import sys
 import threading
 import time
 
-import psutil
 import pytest
 import ray
 from e2e import ENV, FIXRAY, run, store
+
+from fixray.sweep.capacity import monitor_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -98,19 +99,11 @@ def autoscaling_cluster(folder):
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
 
 
-def _monitor(address: str) -> psutil.Process:
-    """The cluster's autoscaler (its monitor process)."""
-    for process in psutil.process_iter(["cmdline"]):
-        arguments = process.info["cmdline"] or []
-        if any(a.endswith("monitor.py") for a in arguments) and f"--gcs-address={address}" in arguments:
-            return process
-    raise AssertionError("no monitor runs for the cluster")
-
-
 def _stopped_while_waiting(address: str, folder, env: dict) -> tuple[int, float, str]:
     """(exit code, seconds from SIGTERM to exit, output) of the sweep stopped while its trials wait for a node: the
     autoscaler is paused meanwhile, as a cloud still launching a machine."""
-    monitor = _monitor(address)
+    monitor = monitor_process(address)  # the cluster's autoscaler
+    assert monitor is not None, "no monitor runs for the cluster"
     monitor.suspend()
     try:
         sweep = subprocess.Popen(

@@ -4,11 +4,11 @@ trials at once, each under its own parent run in the same server; `fixray status
 the other untouched and the stopped one resumes."""
 
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
+from conftest import free_port
 from e2e import ENV, FIXRAY, run
 from ray.cluster_utils import Cluster
 from test_mlflow_outage import _server, _stop
@@ -36,12 +36,6 @@ resources: {{cpus_per_trial: 1}}
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _most_at_once(children) -> int:
     """The most trial runs of one sweep open at the same instant (from their MLflow start and end times)."""
     edges = sorted([(c.info.start_time, 1) for c in children] + [(c.info.end_time, -1) for c in children])
@@ -53,7 +47,7 @@ def _most_at_once(children) -> int:
 
 
 def test_two_sweeps_share_one_cluster_each_within_its_cap_and_one_stops_without_touching_the_other(tmp_path):
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _server(tmp_path, port)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the drivers' node trains nothing

@@ -32,30 +32,35 @@ def _node_types() -> list[dict[str, float]] | None:
     return _monitor_node_types(ray.get_runtime_context().gcs_address)
 
 
-def _monitor_node_types(gcs_address: str) -> list[dict[str, float]] | None:
-    """The worker node types in the autoscaling config of this cluster's monitor (the one started for `gcs_address`);
-    [] for a monitor started without one; None where no monitor of this cluster runs on this machine."""
+def monitor_process(gcs_address: str):
+    """This cluster's monitor (its autoscaler), the one started for `gcs_address`, among this machine's processes (a
+    psutil.Process); None where it runs elsewhere."""
     import psutil
-    import yaml
 
     for process in psutil.process_iter(["cmdline"]):
         arguments = process.info["cmdline"] or []
-        if not any(a.endswith("monitor.py") for a in arguments) or f"--gcs-address={gcs_address}" not in arguments:
-            continue
-        given = [a.split("=", 1)[1] for a in arguments if a.startswith("--autoscaling-config=")]
-        if not given:
-            return []
-        try:
-            config = yaml.safe_load(Path(given[0]).expanduser().read_text())  # data only
-            types = config["available_node_types"]
-        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
-            return None
-        return [dict(kind.get("resources") or {}) for kind in types.values() if kind.get("max_workers", 0) > 0]
+        if any(a.endswith("monitor.py") for a in arguments) and f"--gcs-address={gcs_address}" in arguments:
+            return process
     return None
 
 
-def _fits(need: dict[str, float], has: dict[str, Any]) -> bool:
-    return all(has.get(name, 0) >= amount for name, amount in need.items())
+def _monitor_node_types(gcs_address: str) -> list[dict[str, float]] | None:
+    """The worker node types in the autoscaling config of this cluster's monitor (the one started for `gcs_address`);
+    [] for a monitor started without one; None where no monitor of this cluster runs on this machine."""
+    import yaml
+
+    monitor = monitor_process(gcs_address)
+    if monitor is None:
+        return None
+    given = [a.split("=", 1)[1] for a in monitor.info["cmdline"] if a.startswith("--autoscaling-config=")]
+    if not given:
+        return []
+    try:
+        config = yaml.safe_load(Path(given[0]).expanduser().read_text())  # data only
+        types = config["available_node_types"]
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    return [dict(kind.get("resources") or {}) for kind in types.values() if kind.get("max_workers", 0) > 0]
 
 
 def _shown(resources: dict[str, Any]) -> str:
@@ -106,10 +111,10 @@ def refuse_unmeetable(
     types = _node_types()
     wait = ResourceWait(need, workers, autoscaled=types != [], cap=cap)
     if types is None:  # a cluster whose monitor is not on this machine: an autoscaler there may launch one that fits
-        if not any(_fits(need, has) for has in nodes):
+        if not any(_slots(need, has) for has in nodes):
             print("  no node holds one trial's request now; this cluster's autoscaler may launch one", flush=True)
         return wait
-    if any(_fits(need, has) for has in nodes + types):
+    if any(_slots(need, has) for has in nodes + types):
         return wait
     asked = f"{gpus_per_trial:g} GPU(s) and {cpus_per_trial:g} CPU(s)"
     has = "; ".join(_shown(n) for n in nodes) or "no node"
