@@ -1,18 +1,22 @@
 """A sweep under a storm of faults must end equal to the same sweep run without one.
 
-A sweep of 16 digits trials of 20 epochs runs twice on a multi-node Ray cluster (`ray.cluster_utils.Cluster`: a head
-that trains nothing and two worker nodes): once clean, once with a fault every 10-20 s drawn on a seeded schedule
-from SIGKILL of a trial's process, a worker node removed (and another added back), SIGKILL of the driver (then the
-same command again, as a user would), the MLflow server stopped for 20 s, the storage full for 10 s (then the
-same command again), and the sweep file edited (the driver stopped with Ctrl-C, then the same command): the chaos
-sweep's file starts with one seed and one learning rate, and gains the second seed, then the second learning rate.
-Afterwards every trial of the final file must have finished exactly once, every epoch must be in MLflow exactly
-once, and every trial's metrics at every epoch and a checksum of its final weights must equal the clean run's, bit
-for bit (on the CPU, one thread per trial). The last line printed is one JSON object: faults (by kind), trials,
-lost, duplicated, not_finished (a trial whose one run ended otherwise: failed, unfinished), differing (these four
-must be 0), seconds. tests/test_chaos_compare.py checks the comparison on constructed histories.
+A sweep of 16 digits trials of 20 epochs runs twice on a Ray cluster of three nodes, each in a network namespace of
+its own joined to a bridge (tests/netns.py: a head that trains nothing and runs the driver, two workers of two CPUs;
+the storage a folder they all share, as NFS): once clean, once with a fault every 10-20 s drawn on a seeded schedule
+from SIGKILL of a trial's process, a worker node lost whole (every process in it at once; the node started again at
+its address), a worker's link cut for 15-30 s (longer than Ray's node timeout: its trials are retried elsewhere
+while the cut-off processes go on; the node started again after), the head machine lost whole (the GCS, its raylet
+and the driver at once; the head started again, the workers rejoin it, the same command submitted again), SIGKILL of
+the driver (then the same command again, as a user would), the MLflow server stopped for 20 s, the storage full for
+10 s (then the same command again), and the sweep file edited (the driver stopped with Ctrl-C, then the same
+command): the chaos sweep's file starts with one seed and one learning rate, and gains the second seed, then the
+second learning rate. Afterwards every trial of the final file must have finished exactly once, every epoch must be
+in MLflow exactly once, and every trial's metrics at every epoch and a checksum of its final weights must equal the
+clean run's, bit for bit (on the CPU, one thread per trial). The last line printed is one JSON object: faults (by
+kind), trials, lost, duplicated, not_finished (a trial whose one run ended otherwise: failed, unfinished), differing
+(these four must be 0), seconds. tests/test_chaos_compare.py checks the comparison on constructed histories.
 
-Needs root (the storage is a small tmpfs it fills). Rerun:  .venv/bin/python benchmarks/chaos.py --seed 1
+Needs root (the namespaces; the storage is a small tmpfs it fills). Rerun: .venv/bin/python benchmarks/chaos.py --seed 1
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,15 +41,29 @@ import psutil
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
-from ray.cluster_utils import Cluster
 
+from fixray.crossing.attempts import newest_attempt
 from fixray.faults import Outcome
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the namespaced nodes the tests use too
+from conftest import free_port  # noqa: E402
+from netns import Network, RayNodes  # noqa: E402
 
 FIXRAY = [str(Path(sys.executable).with_name("fixray"))]
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
-NODE = {"num_cpus": 2}  # each worker node: two one-CPU trials at a time
+WORKERS = 2  # worker nodes, each of two CPUs: two one-CPU trials at a time
 DISK = "192m"  # the storage tmpfs: room for every checkpoint kept, small enough to fill quickly
-FAULTS = ("kill_trial", "remove_node", "kill_driver", "mlflow_down", "storage_full", "edit_file")
+FAULTS = (
+    "kill_trial",
+    "remove_node",
+    "partition_worker",
+    "head_lost",
+    "kill_driver",
+    "mlflow_down",
+    "storage_full",
+    "edit_file",
+)
+CUT_S = (15, 30)  # a worker's link stays dark this long (Ray's node timeout here: about 5 s)
 SEEDS, LRS = [0, 1], [0.1, 0.05]  # the final file's; the chaos sweep starts with the first of each
 # The chaos sweep's file grows twice as it runs, as a researcher edits it: a seed added, then a value.
 EDITS = ({"seeds": SEEDS}, {"lr": LRS})
@@ -81,21 +98,16 @@ def edit(file: Path, change: dict) -> None:
     file.write_text(yaml.safe_dump(text))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Server:
-    """An MLflow tracking server on 127.0.0.1 that can be stopped and started again on the same store."""
+    """An MLflow tracking server on this machine's address on the bridge (apart from the cluster's machines, so the
+    head's loss leaves it), that can be stopped and started again on the same store."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port, self.process = folder, free_port(), None
-        self.uri = f"http://127.0.0.1:{self.port}"
+    def __init__(self, folder: Path, host: str) -> None:
+        self.folder, self.host, self.port, self.process = folder, host, free_port(), None
+        self.uri = f"http://{host}:{self.port}"
 
     def start(self) -> None:
-        command = [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        command = [MLFLOW, "server", "--host", self.host, "--port", str(self.port), "--workers", "1"]
         command += ["--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}"]
         command += ["--artifacts-destination", str(self.folder / "artifacts")]
         log = open(self.folder / "server.log", "a")
@@ -117,19 +129,16 @@ class Server:
 
 
 class Driver:
-    """`fixray sweep FILE --address ADDR --tracking-uri URI`, started again whenever it ends before the sweep does."""
+    """`fixray sweep FILE --address ADDR --tracking-uri URI` on the head, started again whenever it ends before the
+    sweep does."""
 
-    def __init__(self, file: Path, address: str, uri: str, log: Path) -> None:
-        self.file = file
-        self.command = FIXRAY + ["sweep", str(file), "--address", address, "--tracking-uri", uri]
+    def __init__(self, file: Path, nodes: RayNodes, uri: str, log: Path) -> None:
+        self.file, self.nodes = file, nodes
+        self.command = FIXRAY + ["sweep", str(file), "--address", nodes.address, "--tracking-uri", uri]
         self.cwd, self.log, self.process, self.starts = file.parent, log, None, 0
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(self.log, "a") as log:
-            self.process = subprocess.Popen(
-                self.command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self.process = self.nodes.driver(self.command, self.log, self.cwd)
         self.starts += 1
 
     def kill(self) -> None:
@@ -168,12 +177,18 @@ TIMEOUT = 3600  # seconds a sweep may take, faults and all, before the run is ca
 
 
 def run(
-    file: Path, cluster: Cluster, server: Server, disk: Path, rng: random.Random | None, log: Path
+    file: Path,
+    nodes: RayNodes,
+    server: Server,
+    disk: Path,
+    rng: random.Random | None,
+    log: Path,
+    kinds: tuple[str, ...] = FAULTS,
 ) -> tuple[Counter, int]:
     """Runs the sweep to its end; with `rng`, injects a fault every 10-20 s until it ends, the file's edits among them
     (those not drawn before the sweep ends are made then, each followed by the same command). Returns the faults
     injected and how many times the driver was started."""
-    driver = Driver(file, cluster.address, server.uri, log)
+    driver = Driver(file, nodes, server.uri, log)
     driver.start()
     faults: Counter = Counter()
     edits = list(EDITS) if rng else []
@@ -185,20 +200,20 @@ def run(
         if code == 0 and not edits:
             return faults, driver.starts
         if code == 0:  # the file's sweep ended before its edits were drawn: edit it, the same command again
-            inject("edit_file", driver, cluster, server, disk, rng, edits)
+            inject("edit_file", driver, nodes, server, disk, rng, edits)
             faults["edit_file"] += 1
         elif code is not None:  # ended early (storage full, MLflow away at the end): the same command again
             driver.start()
         if time.monotonic() >= next_fault:
-            kind = rng.choice([k for k in FAULTS if k != "edit_file" or edits])
-            inject(kind, driver, cluster, server, disk, rng, edits)
+            kind = rng.choice([k for k in kinds if k != "edit_file" or edits])
+            inject(kind, driver, nodes, server, disk, rng, edits)
             faults[kind] += 1
             next_fault = time.monotonic() + rng.uniform(10, 20)
         time.sleep(0.5)
 
 
 def inject(
-    kind: str, driver: Driver, cluster: Cluster, server: Server, disk: Path, rng: random.Random, edits: list
+    kind: str, driver: Driver, nodes: RayNodes, server: Server, disk: Path, rng: random.Random, edits: list
 ) -> None:
     print(f"{time.strftime('%H:%M:%S')} fault: {kind}", flush=True)
     if kind == "edit_file":  # stopped, its file edited, the same command run again
@@ -210,11 +225,26 @@ def inject(
         victims = trial_processes()
         if victims:
             rng.choice(sorted(victims, key=lambda p: p.pid)).kill()
-    elif kind == "remove_node":
-        workers = [node for node in cluster.worker_nodes]
-        if workers:
-            cluster.remove_node(rng.choice(workers), allow_graceful=False)
-        cluster.add_node(**NODE)
+    elif kind == "remove_node":  # a worker machine dies whole; a new one takes its address
+        worker = rng.randint(1, WORKERS)
+        nodes.kill(worker)
+        nodes.start(worker)
+    elif kind == "partition_worker":  # its link dark past the node timeout, then back; the node started again
+        worker = rng.randint(1, WORKERS)
+        nodes.network.cut(worker)
+        time.sleep(rng.uniform(*CUT_S))
+        nodes.network.restore(worker)
+        deadline = time.monotonic() + 30  # its raylet, told it was declared dead, ends itself and its workers
+        while nodes.network.pids(worker) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        nodes.kill(worker)  # what is left of it (its `ray start --block`), as an admin restarting Ray
+        nodes.start(worker)
+    elif kind == "head_lost":  # the head machine dies whole (GCS, raylet, driver); the cluster is brought up again
+        nodes.kill(0)
+        for worker in range(1, WORKERS + 1):  # as `ray up` restarts Ray on each worker for the new head
+            nodes.network.kill(worker)
+        nodes.start_all()
+        driver.start()
     elif kind == "kill_driver":
         if driver.process.poll() is None:
             driver.kill()
@@ -234,7 +264,7 @@ def _last_whole_state(trial: Path) -> dict | None:
     from the one before, here or, in a sweep that grew, in a later Tune experiment)."""
     for checkpoint in sorted(trial.glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[1]), reverse=True):
         try:
-            return torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)
+            return torch.load(newest_attempt(checkpoint) / "state.pt", map_location="cpu", weights_only=False)
         except (EOFError, RuntimeError, OSError):
             print(f"skipped a checkpoint cut short: {checkpoint}")
     return None
@@ -322,25 +352,31 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the fault schedule")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--keep", default=None, help="a folder to work in and keep (default: a temporary one)")
+    parser.add_argument(
+        "--kinds", default=",".join(FAULTS), help=f"the fault kinds drawn, comma-separated (default: all of {FAULTS})"
+    )
     args = parser.parse_args()
+    kinds = tuple(args.kinds.split(","))
+    if not set(kinds) <= set(FAULTS):
+        parser.error(f"--kinds: unknown {sorted(set(kinds) - set(FAULTS))}; known: {', '.join(FAULTS)}")
     work = Path(args.keep or tempfile.mkdtemp(prefix="fixray-chaos-"))
     work.mkdir(parents=True, exist_ok=True)
     disk = work / "disk"
     disk.mkdir(exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(disk)], check=True)
     os.environ["FIXRAY_DRIVER_DIR"] = str(work / "driver")  # the lock and spool, off the disk that fills
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    for _ in range(2):
-        cluster.add_node(**NODE)
-    cluster.wait_for_nodes()
-    server = Server(work)
-    server.start()
+    network = Network(1 + WORKERS)
+    server = None
     started = time.monotonic()
     try:
+        nodes = RayNodes(network, work)
+        nodes.start_all()
+        server = Server(work, network.host)
+        server.start()
         clean_file = sweep_file(work, "clean", disk / "runs", args.epochs)
-        run(clean_file, cluster, server, disk, None, work / "clean.log")
+        run(clean_file, nodes, server, disk, None, work / "clean.log")
         chaos_file = sweep_file(work, "chaos", disk / "runs", args.epochs, SEEDS[:1], LRS[:1])
-        faults, starts = run(chaos_file, cluster, server, disk, random.Random(args.seed), work / "chaos.log")
+        faults, starts = run(chaos_file, nodes, server, disk, random.Random(args.seed), work / "chaos.log", kinds)
         clean, chaos = histories(server.uri, "clean"), histories(server.uri, "chaos")
         clean_weights, chaos_weights = final_weights(disk / "runs", "clean"), final_weights(disk / "runs", "chaos")
         result = compare(clean, chaos, clean_weights, chaos_weights, args.epochs)
@@ -348,9 +384,12 @@ def main() -> None:
         summary |= result | {"seconds": round(time.monotonic() - started)}
         print(json.dumps(summary))
     finally:
-        server.stop()
-        cluster.shutdown()
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        try:
+            if server is not None:
+                server.stop()
+        finally:
+            network.close()
+            subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,11 @@ class NotAdmitted(RuntimeError):
     larger budget retries it (and the driver reports it as not run, never as a failure)."""
 
 
+class Superseded(RuntimeError):
+    """Raised by a trial's attempt that finds a later attempt of its trial started (its node was cut off and Ray
+    retried the trial elsewhere): it stops before writing anything more (crossing/attempts.py)."""
+
+
 def causes(error: BaseException) -> Iterator[BaseException]:
     """An error and every error behind it: causes, contexts, Ray's wrapped causes and DDP worker failures."""
     seen, pending = set(), [error]
@@ -51,7 +56,8 @@ def causes(error: BaseException) -> Iterator[BaseException]:
 
 
 def infrastructure_failure(error: BaseException) -> bool:
-    """Whether an error came from Ray's processes or nodes (retry it) rather than the trial's own code (do not)."""
+    """Whether an error came from Ray's processes or nodes (retry it) rather than the trial's own code (do not); a
+    superseded attempt is one of the cluster's: the attempt that took over is the trial's."""
     from ray import exceptions as ray_errors
 
     lost = (  # a process, node or object the trial's code did not break
@@ -61,6 +67,7 @@ def infrastructure_failure(error: BaseException) -> bool:
         ray_errors.ObjectLostError,
         ray_errors.OwnerDiedError,
         ray_errors.RaySystemError,
+        Superseded,
     )
     return any(isinstance(found, lost) for found in causes(error))
 

@@ -305,8 +305,8 @@ class TrialResources:
     cpus: float = 1.0  # CPU cores per worker (also its torch threads)
     gpus: float = 0.0  # GPUs per worker; below 1, packed trials, each bounded to its share of GPU memory
     execution: Execution = Execution()
-    storage: str = ""  # the sweep's storage root (a folder or bucket URI): DDP trainers keep checkpoints under it
-    sweep: str = ""  # the sweep's name: a DDP trainer's run is named after it and its trial
+    storage: str = ""  # the sweep's storage root (a folder or bucket URI): attempt numbers and DDP checkpoints go there
+    sweep: str = ""  # the sweep's name: its folder in the storage; a DDP trainer's run is named after it and its trial
 
 
 @functools.cache

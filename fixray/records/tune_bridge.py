@@ -16,6 +16,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from ray.tune.logger import LoggerCallback
 
 from fixray.crossing import metric_keys as keys
+from fixray.crossing.attempts import ATTEMPT_KEY, attempt_folder
 from fixray.crossing.contract import FIGURES_DIR, NODES_KEY, RESOURCES_KEY, sent_identity, sent_params, sent_run_name
 from fixray.faults import Outcome, trial_outcome, trial_refused
 from fixray.records.encoding import is_tracked_metric
@@ -125,12 +126,14 @@ class MlflowTrialLogger(Restorable, LoggerCallback):
             time.sleep(min(self.pending.backoff, max(0.0, deadline - time.monotonic())))
 
     def _figures_folder(self, trial: Trial, last: dict) -> list[str] | None:
-        """The figures of a trial's last checkpoint (Tune's own, or a DDP trainer's reported by path), as
-        folder names below the storage root: a spooled write stays valid wherever the driver runs."""
+        """The figures of a trial's last checkpoint (Tune's own, or a DDP trainer's reported by path), in the folder of
+        the attempt that reported it, as folder names below the storage root: a spooled write stays valid wherever the
+        driver runs."""
         checkpoint = trial.checkpoint.path if trial.checkpoint is not None else last.get(CHECKPOINT_PATH_KEY)
         if checkpoint is None:
             return None
-        return Storage(self.storage).relative(checkpoint) + [FIGURES_DIR]
+        attempt = [attempt_folder(int(last[ATTEMPT_KEY]))] if ATTEMPT_KEY in last else []
+        return Storage(self.storage).relative(checkpoint) + attempt + [FIGURES_DIR]
 
     # --- writes -> MLflow (each may be applied twice with the same outcome) ---------------------------
 

@@ -17,6 +17,7 @@ import ray
 import torch
 from ray import tune
 
+from fixray.crossing.attempts import ATTEMPT_KEY, Attempt, attempt_folder, newest_attempt
 from fixray.crossing.contract import (
     FIGURES_DIR,
     NODES_KEY,
@@ -38,14 +39,17 @@ STATE_FILE = "state.pt"  # the training loop's state inside a Ray checkpoint
 DRIVER_MEMORY = 64 * 2**20  # bytes reserved for a DDP trial's driver function; it takes no CPU so its workers fit
 
 
-def _save_state(state: dict[str, Any], folder: str) -> ray.tune.Checkpoint:
-    """The loop's state as a Ray checkpoint; its figures become PNG files that the driver logs to MLflow."""
+def _save_state(state: dict[str, Any], folder: str, attempt: int) -> ray.tune.Checkpoint:
+    """The loop's state as a Ray checkpoint, in its attempt's own folder; its figures become PNG files that the driver
+    logs to MLflow."""
     figures = state.pop("figures", {})
-    torch.save(state, Path(folder) / STATE_FILE)
+    own = Path(folder) / attempt_folder(attempt)
+    own.mkdir()
+    torch.save(state, own / STATE_FILE)
     if figures:
-        (Path(folder) / FIGURES_DIR).mkdir()
+        (own / FIGURES_DIR).mkdir()
         for name, png in figures.items():
-            (Path(folder) / FIGURES_DIR / name).write_bytes(png)
+            (own / FIGURES_DIR / name).write_bytes(png)
     return ray.tune.Checkpoint.from_directory(folder)
 
 
@@ -56,8 +60,8 @@ def _load_state(checkpoint, resume: str | None, storage: str) -> dict[str, Any] 
         checkpoint = ray.tune.Checkpoint(resume, filesystem=Storage(storage).fs)
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / STATE_FILE, weights_only=True)  # tensors and plain values, never code
+    with checkpoint.as_directory() as folder:  # tensors and plain values, never code; a stale attempt's left unread
+        return torch.load(newest_attempt(Path(folder)) / STATE_FILE, weights_only=True)
 
 
 def placement(nodes: list[str] | None = None, memory: str = "") -> dict[str, str]:
@@ -75,16 +79,18 @@ def _gpu_share(gpus: float) -> str:
     return share_gpu(gpus) if 0 < gpus < 1 and torch.cuda.is_available() else ""
 
 
-def _checkpointing(report_fn, where: dict[str, str]):
-    """Adapts tune.report or ray.train.report to the loop's report(metrics, state) callback, adding `where`."""
+def _checkpointing(report_fn, where: dict[str, str], attempt: Attempt):
+    """Adapts tune.report or ray.train.report to the loop's report(metrics, state) callback, adding `where` and the
+    attempt's number; a checkpoint is written only while no later attempt of the trial has started."""
 
     def report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
-        metrics = metrics | where
+        metrics = metrics | where | {ATTEMPT_KEY: attempt.number}
         if state is None:
             report_fn(metrics)
             return
+        attempt.check()
         with tempfile.TemporaryDirectory() as folder:
-            report_fn(metrics, checkpoint=_save_state(state, folder))
+            report_fn(metrics, checkpoint=_save_state(state, folder, attempt.number))
 
     return report
 
@@ -115,12 +121,14 @@ def ddp_worker(loop_config: dict[str, Any]) -> None:
     nodes = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())  # every worker's node
     where = placement(list(dict.fromkeys(nodes)), _gpu_share(loop_config["gpus"]))
-    report = _checkpointing(ray.train.report, where)
+    report = _checkpointing(ray.train.report, where, loop_config["attempt"])
     training_device(loop_config["gpus"])  # a declared GPU CUDA cannot see: an error, not Ray Train's CPU fallback
     train(cfg, splits, report, start, ray.train.torch.get_device(), loop_config["execution"])
 
 
-def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, resources: TrialResources, resume: str | None) -> None:
+def _run_ddp(
+    cfg: TrialConfig, splits: ray.ObjectRef, resources: TrialResources, resume: str | None, attempt: Attempt
+) -> None:
     from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -136,6 +144,7 @@ def _run_ddp(cfg: TrialConfig, splits: ray.ObjectRef, resources: TrialResources,
             "gpus": resources.gpus,
             "resume": resume,
             "storage": resources.storage,
+            "attempt": attempt,
         },
         scaling_config=ScalingConfig(
             num_workers=resources.workers,
@@ -189,12 +198,13 @@ def make_trainable(resources: TrialResources, splits: Splits, code_errors, admit
             raise TrialCodeError(f"not retried in this run (run the command again to retry it): {earlier}")
         cfg = from_params(sent_params(config))  # settled by the driver, sent once
         try:
+            attempt = Attempt.claim(resources.storage, resources.sweep, sent_run_name(config))
             if resources.workers > 1:
-                _run_ddp(cfg, data[0], resources, sent_resume(config))
+                _run_ddp(cfg, data[0], resources, sent_resume(config), attempt)
                 return
             torch.set_num_threads(threads(resources))
             device = training_device(resources.gpus)
-            report = _checkpointing(tune.report, placement(memory=_gpu_share(resources.gpus)))
+            report = _checkpointing(tune.report, placement(memory=_gpu_share(resources.gpus)), attempt)
             start = _load_state(tune.get_checkpoint(), sent_resume(config), resources.storage)
             train(cfg, ray.get(data[0]), report, start, device, resources.execution)
         except Exception as error:
