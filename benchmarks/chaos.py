@@ -365,13 +365,12 @@ def main() -> None:
     disk.mkdir(exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(disk)], check=True)
     os.environ["FIXRAY_DRIVER_DIR"] = str(work / "driver")  # the lock and spool, off the disk that fills
-    network = Network(1 + WORKERS)
+    nodes = RayNodes(Network(1 + WORKERS), work)
     server = None
     started = time.monotonic()
     try:
-        nodes = RayNodes(network, work)
         nodes.start_all()
-        server = Server(work, network.host)
+        server = Server(work, nodes.network.host)
         server.start()
         clean_file = sweep_file(work, "clean", disk / "runs", args.epochs)
         run(clean_file, nodes, server, disk, None, work / "clean.log")
@@ -388,7 +387,7 @@ def main() -> None:
             if server is not None:
                 server.stop()
         finally:
-            network.close()
+            nodes.close()
             subprocess.run(["umount", "-l", str(disk)], check=False)
 
 

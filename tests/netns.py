@@ -17,6 +17,9 @@ from pathlib import Path
 IP = "/usr/sbin/ip"
 RAY = str(Path(sys.executable).with_name("ray"))
 GCS_PORT = 6380  # the head's GCS, inside its own namespace
+# Where `ray start --head` leaves its address for a plain `ray.init()` on this machine to join (Ray's default temp
+# folder on Linux; namespaces share it).
+RAY_ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")
 NODE_RESOURCE = "fxnode"  # each node's own custom resource (fxnode0 on the head): `ray status` names it so
 # Ray declares a node dead after 5 missed health checks 1 s apart (its default: 30 s); a raylet cut off from the GCS
 # gives up after 300 s (its default: 60 s), so a node cut off for less keeps its processes running, however long
@@ -190,6 +193,13 @@ class RayNodes:
     def driver(self, command: list[str], log: Path, cwd: Path) -> subprocess.Popen:
         """A command on the head (a sweep's driver), in a session of its own."""
         return self.network.run(0, command, log, self.env, cwd=cwd)
+
+    def close(self) -> None:
+        """Kills every node, and removes the address its head left for a plain `ray.init()` on this machine to join
+        (`ray stop` would, a killed head does not): a later local sweep would try the dead cluster's."""
+        self.network.close()
+        if RAY_ADDRESS_FILE.exists() and RAY_ADDRESS_FILE.read_text().strip() == self.address:
+            RAY_ADDRESS_FILE.unlink()
 
 
 def leftovers() -> list[str]:

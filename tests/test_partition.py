@@ -45,12 +45,12 @@ search:
 
 
 @pytest.fixture
-def network():
+def nodes(tmp_path):
     why = available()
     if why is not None and os.environ.get("CI") != "true":
         pytest.skip(why)
     assert why is None, why
-    made = Network(3)
+    made = RayNodes(Network(3), tmp_path)
     try:
         yield made
     finally:
@@ -95,8 +95,8 @@ def _two_writers(storage: Path, sweep: str, seen: set, stop: threading.Event) ->
         time.sleep(0.2)
 
 
-def test_a_worker_cut_off_past_the_node_timeout_cannot_write_twice(network, tmp_path):
-    nodes = RayNodes(network, tmp_path)
+def test_a_worker_cut_off_past_the_node_timeout_cannot_write_twice(nodes, tmp_path):
+    network = nodes.network
     nodes.start_all()
     storage = tmp_path / "runs"
     clean = _sweep(nodes, tmp_path, "clean")
