@@ -19,7 +19,7 @@ from e2e import FIXRAY, steps, store, tune_results
 from netns import Network, RayNodes, available, leftovers
 
 from fixray.crossing.attempts import ATTEMPT_DIR, ATTEMPT_KEY, ATTEMPTS_DIR, attempt_folder, newest_attempt
-from fixray.records.runs import NODES_TAG, SWEEP_TAG
+from fixray.records.runs import NODES_TAG, SWEEP_TAG, TRIAL_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 SPEC = importlib.util.spec_from_file_location("chaos", ROOT / "benchmarks" / "chaos.py")
@@ -76,7 +76,7 @@ def _trial_processes(network: Network, node: int) -> list[int]:
 
 
 def _attempts(storage: Path, sweep: str) -> dict[str, int]:
-    """Run name -> its newest attempt's number."""
+    """Tune's trial id -> its newest attempt's number."""
     folder = storage / sweep / ATTEMPTS_DIR
     return {f.name: int(f.read_text()) for f in folder.iterdir()} if folder.exists() else {}
 
@@ -142,7 +142,7 @@ def test_a_worker_cut_off_past_the_node_timeout_cannot_write_twice(nodes, tmp_pa
     # The cut-off node's trials moved: retried on the other worker as attempt 2 (or later).
     client, _, children = store(tmp_path)
     cut = [c for c in children if c.data.tags[SWEEP_TAG] == "cut"]
-    moved = {c.info.run_name for c in cut if "," in c.data.tags[NODES_TAG]}
+    moved = {c.data.tags[TRIAL_TAG] for c in cut if "," in c.data.tags[NODES_TAG]}
     attempts = _attempts(storage, "cut")
     assert moved and all(attempts[name] >= 2 for name in moved), (moved, attempts)
     assert all(n == 1 for name, n in attempts.items() if name not in moved), attempts

@@ -198,7 +198,7 @@ def make_trainable(resources: TrialResources, splits: Splits, code_errors, admit
             raise TrialCodeError(f"not retried in this run (run the command again to retry it): {earlier}")
         cfg = from_params(sent_params(config))  # settled by the driver, sent once
         try:
-            attempt = Attempt.claim(resources.storage, resources.sweep, sent_run_name(config))
+            attempt = Attempt.claim(resources.storage, resources.sweep, trial_id)
             if resources.workers > 1:
                 _run_ddp(cfg, data[0], resources, sent_resume(config), attempt)
                 return
