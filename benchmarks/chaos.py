@@ -44,6 +44,7 @@ from mlflow.tracking import MlflowClient
 
 from fixray.crossing.attempts import newest_attempt
 from fixray.faults import Outcome
+from fixray.trial.trainable import STATE_FILE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the namespaced nodes the tests use too
 from conftest import free_port  # noqa: E402
@@ -264,7 +265,7 @@ def _last_whole_state(trial: Path) -> dict | None:
     from the one before, here or, in a sweep that grew, in a later Tune experiment)."""
     for checkpoint in sorted(trial.glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[1]), reverse=True):
         try:
-            return torch.load(newest_attempt(checkpoint) / "state.pt", map_location="cpu", weights_only=False)
+            return torch.load(newest_attempt(checkpoint) / STATE_FILE, map_location="cpu", weights_only=False)
         except (EOFError, RuntimeError, OSError):
             print(f"skipped a checkpoint cut short: {checkpoint}")
     return None

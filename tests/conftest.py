@@ -1,3 +1,5 @@
+import functools
+import importlib.util
 import os
 import socket
 import subprocess
@@ -7,10 +9,20 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def benchmark(name: str) -> ModuleType:
+    """A script of benchmarks/ as a module, loaded once (e.g. chaos: its comparison of a sweep with a clean run's)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pytest_configure(config):

@@ -1,15 +1,12 @@
 """The chaos benchmark's comparison (benchmarks/chaos.py), on constructed histories: each way a chaos run can differ
 from the clean one is counted, and only an equal record counts nothing."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
+from conftest import benchmark
 
-SPEC = importlib.util.spec_from_file_location("chaos", Path(__file__).parents[1] / "benchmarks" / "chaos.py")
-chaos = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(chaos)
+chaos = benchmark("chaos")  # its comparison of a sweep's record with a clean run's
 
 EPOCHS = 3
 

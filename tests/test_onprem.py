@@ -4,7 +4,6 @@ submitted from outside as a Ray job, its checkpoints on an S3-compatible server;
 head machine lost whole and a new one brought up with the same file and the same command: the sweep ends equal to a
 clean run, bit for bit; `ray down` leaving nothing running."""
 
-import importlib.util
 import json
 import os
 import re
@@ -17,16 +16,14 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, benchmark
 from e2e import run
 from onprem_machines import Machines, available
 
 from fixray.records.runs import NODES_TAG, ROLE_TAG, STATUS_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-SPEC = importlib.util.spec_from_file_location("chaos", ROOT / "benchmarks" / "chaos.py")
-chaos = importlib.util.module_from_spec(SPEC)  # its comparison of a sweep's record with a clean run's
-SPEC.loader.exec_module(chaos)
+chaos = benchmark("chaos")  # its comparison of a sweep's record with a clean run's
 RAY = str(Path(sys.executable).with_name("ray"))
 DASHBOARD = "http://127.0.0.1:8265"  # the head's dashboard and job API, bound to its 127.0.0.1 (the shared loopback)
 MLFLOW = "http://127.0.0.1:5000"  # the head's MLflow server

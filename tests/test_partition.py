@@ -5,7 +5,6 @@ retries its trials on the other worker, while the cut-off trial processes go on 
 storage. The sweep ends equal to a clean run of it, bit for bit; every reader trusts only the retry's writes (the
 fence: crossing/attempts.py), and nothing the stale attempts did reaches MLflow or Tune's record."""
 
-import importlib.util
 import json
 import os
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT
+from conftest import benchmark
 from e2e import FIXRAY, steps, store, tune_results
 from netns import Network, RayNodes, available, leftovers
 
@@ -22,9 +21,7 @@ from fixray.crossing.attempts import ATTEMPT_DIR, ATTEMPT_KEY, ATTEMPTS_DIR, att
 from fixray.records.runs import NODES_TAG, SWEEP_TAG, TRIAL_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-SPEC = importlib.util.spec_from_file_location("chaos", ROOT / "benchmarks" / "chaos.py")
-chaos = importlib.util.module_from_spec(SPEC)  # its comparison of a sweep's record with a clean run's
-SPEC.loader.exec_module(chaos)
+chaos = benchmark("chaos")  # its comparison of a sweep's record with a clean run's
 EPOCHS = 24
 CUT_S = 10  # the link stays dark at least this long (Ray's node timeout here: about 5 s), and until a retry began
 RETRY_WITHIN_S = 240  # a retry waits for a slot on the other worker: within this, and before the raylet gives up
