@@ -56,6 +56,19 @@ def test_confusion_correlation_is_one_when_mistakes_grow_with_cosine():
     assert metrics.confusion_correlation(vectors, _confusion_from_cosines(vectors, -1.0)) == pytest.approx(-1.0)
 
 
+def test_confusion_correlation_ranks_ties_as_scipy_does():
+    """Counts tie often (many pairs are never confused): tied values share their mean rank, as scipy's Spearman."""
+    from scipy.stats import spearmanr
+
+    generator = torch.Generator().manual_seed(3)
+    vectors = torch.randn(7, 5, generator=generator).round(decimals=1)
+    confusion = torch.randint(0, 3, (7, 7), generator=generator)  # 42 off-diagonal counts, 3 values: all tied
+    off = ~torch.eye(7, dtype=torch.bool)
+    cosines = metrics.class_cosine_matrix(vectors)[off].double()
+    expected = spearmanr(cosines.numpy(), confusion[off].numpy()).statistic
+    assert metrics.confusion_correlation(vectors, confusion) == pytest.approx(expected, abs=1e-12)
+
+
 def test_confusion_correlation_is_nan_without_mistakes():
     vectors = torch.randn(4, 3)
     assert math.isnan(metrics.confusion_correlation(vectors, torch.eye(4, dtype=torch.long) * 9))

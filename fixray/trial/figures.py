@@ -5,28 +5,35 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")  # files only: trials run without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from fixray.trial import metrics  # noqa: E402
+from fixray.trial import metrics
 
 MAX_TICK_LABELS = 20  # beyond this many classes the axes show indices, not names
 MAX_LEGEND = 10  # beyond this many classes the 2-D view colours by class index, without a legend
 
 
+def _pyplot():
+    """matplotlib's pyplot, drawing to files only (trials run without a display); imported when a figure is drawn, not
+    in every trial's start (a third of a second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    _pyplot().close(figure)
     return buffer.getvalue()
 
 
 def class_cosine_png(vectors: torch.Tensor, names: tuple[str, ...], title: str) -> bytes:
     cosines = metrics.class_cosine_matrix(vectors).cpu().numpy()
-    figure, axes = plt.subplots(figsize=(6, 5))
+    figure, axes = _pyplot().subplots(figsize=(6, 5))
     image = axes.imshow(cosines, cmap="RdBu_r", vmin=-1, vmax=1)
     if len(names) <= MAX_TICK_LABELS:
         axes.set_xticks(range(len(names)), names, rotation=90)
@@ -40,7 +47,7 @@ def mistakes_vs_cosine_png(vectors: torch.Tensor, confusion: torch.Tensor, title
     cosines = metrics.class_cosine_matrix(vectors)
     off = ~torch.eye(len(cosines), dtype=torch.bool)
     rho = metrics.confusion_correlation(vectors, confusion)
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = _pyplot().subplots(figsize=(6, 4))
     axes.scatter(cosines[off].cpu().numpy(), confusion[off].cpu().numpy(), s=12, alpha=0.7)
     axes.set_xlabel("cos(w_i, w_j)")
     axes.set_ylabel("test images of class i predicted as j")
@@ -52,7 +59,7 @@ def image_vectors_png(features: torch.Tensor, labels: torch.Tensor, names: tuple
     centred = features.double() - features.double().mean(0)
     _, _, basis = torch.linalg.svd(centred, full_matrices=False)
     points = (centred @ basis[:2].T).cpu().numpy()
-    figure, axes = plt.subplots(figsize=(6, 5))
+    figure, axes = _pyplot().subplots(figsize=(6, 5))
     labels = labels.cpu().numpy()
     if len(names) <= MAX_LEGEND:
         for index, name in enumerate(names):

@@ -8,7 +8,6 @@ from functools import cached_property
 
 import torch
 import torch.nn.functional as F
-from scipy.stats import spearmanr
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -74,11 +73,19 @@ def confusion_correlation(class_vectors: torch.Tensor, confusion: torch.Tensor) 
 
     NaN when either side is constant, e.g. a model that makes no mistakes.
     """
-    cosines = _off_diagonal(class_cosine_matrix(class_vectors)).double().cpu().numpy()
-    counts = _off_diagonal(confusion).double().cpu().numpy()
+    cosines = _off_diagonal(class_cosine_matrix(class_vectors)).double().cpu()
+    counts = _off_diagonal(confusion).double().cpu()
     if cosines.std() == 0 or counts.std() == 0:
         return math.nan
-    return float(spearmanr(cosines, counts).statistic)
+    ranked = torch.stack([_average_ranks(cosines), _average_ranks(counts)])
+    return torch.corrcoef(ranked)[0, 1].item()
+
+
+def _average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks, tied values sharing their mean rank: Spearman's rho is Pearson's r of these (as scipy ranks)."""
+    _, group, sizes = torch.unique(values, sorted=True, return_inverse=True, return_counts=True)
+    last = sizes.cumsum(0).double()  # the rank of each group's last member
+    return (last - (sizes.double() - 1) / 2)[group]
 
 
 # --- neural collapse (Papyan, Han & Donoho 2020; Zhu et al. 2021), on one split's image vectors h ------------------
