@@ -94,7 +94,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def run_sweep_spec(spec, address: str | None, file: str) -> int:
     """Runs (or grows, or resumes) a validated sweep, printing as `fixray sweep` does; its exit status. `file`: what
     the messages call the sweep file."""
-    from fixray.records.sweep_report import sweep_report
     from fixray.sweep.job_dir import refuse_a_temporary_store
     from fixray.sweep.plan import plan
     from fixray.sweep.rerun import look
@@ -103,6 +102,7 @@ def run_sweep_spec(spec, address: str | None, file: str) -> int:
     trials = plan(spec)  # once: the rerun's look, the run and the summary count them from here
     rerun = look(spec, trials)  # BadInput (exit 2): another store, or another dataset under the sweep's name
     if rerun is not None and rerun.runs_nothing:  # every trial ended in an earlier run: its answer, without Ray
+        from fixray.records.sweep_report import sweep_report
         from fixray.sweep.rerun import settle_without_running
 
         print(f"Sweep {spec.name!r}: {len(trials)} trials: {rerun.text()}.\n")
@@ -133,6 +133,8 @@ def run_sweep_spec(spec, address: str | None, file: str) -> int:
             f"Training is saved; when the server is back, run the same command: it writes them first, then resumes."
         )
         return EXIT_INTERRUPTED
+    from fixray.records.sweep_report import sweep_report  # loaded while Ray started (run.TUNE_PHASE)
+
     print(sweep_report(spec.tracking.uri, spec.tracking.experiment, spec.name).render(_style(None)))
     print()
     errors = len(outcome.errors)

@@ -10,6 +10,7 @@ line between the sweep driver and a trial is crossed by the settled config alone
 """
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -113,9 +114,55 @@ def test_no_module_imports_one_that_imports_it_back():
 def test_fixray_report_runs_without_loading_torch():
     """The rule above, as it holds in a real process: the report's modules and the CLI import no torch."""
     modules = "fixray.cli, fixray.records.answer, fixray.records.paper, fixray.records.html, fixray.sweep.defaults"
-    code = f"import sys, {modules}; print('torch' in sys.modules)"
+    assert _loaded(modules, ("torch",)) == []
+
+
+def _loaded(modules: str, heavy: tuple[str, ...], then: str = "") -> list[str]:
+    """Which of `heavy` a fresh process holds after importing `modules` (and running `then`)."""
+    code = f"import sys, {modules}\n{then}\nprint(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "False", done.stderr
+    return ast.literal_eval(done.stdout.strip())
+
+
+def test_a_sweep_checks_its_inputs_before_loading_the_tune_phase():
+    """What `fixray sweep` runs before Ray starts (the file, the plan, the cost, the rerun's look, the data's readers)
+    loads none of torch, Ray Tune, MLflow, scipy's statistics or matplotlib: those load in a thread while Ray starts
+    (run.TUNE_PHASE). Each costs a second of every sweep's start on 2 cores if it creeps back in front of Ray."""
+    modules = "fixray.cli, fixray.sweep.run, fixray.sweep.rerun, fixray.sweep.spec.reading, fixray.sweep.job_dir"
+    assert _loaded(modules, ("torch", "ray.tune", "mlflow", "scipy.stats", "matplotlib")) == []
+
+
+def test_the_driver_never_loads_torch():
+    """The driver hands Tune the trial function and never trains: its Tune phase loads no torch (2 s of every sweep's
+    start on 2 cores, and its memory)."""
+    assert _loaded("fixray.sweep.run", ("torch",), "fixray.sweep.run.load_tune_phase('sqlite:///unused.db')") == []
+
+
+def test_a_trial_process_starts_without_scipy_statistics_or_matplotlib():
+    """Every trial's process imports the trial code before its first epoch: scipy.stats (Spearman) and pyplot (the
+    figures, drawn at the end) would add a second and a half to each one's start on 2 cores."""
+    assert _loaded("fixray.trial.trainable", ("scipy.stats", "matplotlib")) == []
+
+
+def test_ray_init_and_the_tune_phase_share_no_module_they_would_import_at_once():
+    """The Tune phase imports in a thread while ray.init runs: a module both import, not loaded before either starts
+    (run.SHARED_WITH_RAY_INIT), could be handed half-made to one of them. A new Ray or MLflow may add one."""
+    ready = "import sys, fixray.cli, fixray.sweep.inputs, fixray.sweep.run as run, ray; run.load_before_ray_starts()"
+    by_ray_init = 'ray.init(include_dashboard=False, logging_level="ERROR", num_cpus=1); ray.shutdown()'
+    by_tune_phase = 'run.load_tune_phase("sqlite:///unused.db")'
+
+    def imported_by(step: str) -> set[str]:
+        code = f"{ready}\nbefore = set(sys.modules)\n{step}\nprint(sorted(set(sys.modules) - before))"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return set(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
+
+    assert imported_by(by_ray_init) & imported_by(by_tune_phase) == set()
+
+
+def test_the_tune_phase_names_modules_that_exist():
+    from fixray.sweep.run import TUNE_PHASE
+
+    assert all(importlib.util.find_spec(module) is not None for module in TUNE_PHASE)
 
 
 def test_a_rule_broken_is_seen(monkeypatch, tmp_path):

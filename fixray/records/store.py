@@ -7,13 +7,15 @@ import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
-
-from mlflow.tracking import MlflowClient
 
 from fixray.errors import BadInput, Unavailable
 from fixray.faults import store_unreachable
 from fixray.records.location import local_store_path
+
+if TYPE_CHECKING:  # imported where a client is made: a sweep's checks run without MLflow's second of imports
+    from mlflow.tracking import MlflowClient
 
 
 class MissingStore(BadInput):
@@ -112,6 +114,8 @@ def reading_client(tracking_uri: str) -> MlflowClient:
     with creating(tracking_uri):
         if _database(tracking_uri) and not _has_mlflow_tables(tracking_uri):
             raise _missing(tracking_uri, "the database holds no MLflow tables")
+        from mlflow.tracking import MlflowClient
+
         return MlflowClient(tracking_uri)  # opens the store now, under the lock
 
 
@@ -136,6 +140,8 @@ def require_reachable(tracking_uri: str) -> None:
     if _database(tracking_uri):
         _has_mlflow_tables(tracking_uri)  # Unavailable where its server is down
         return
+    from mlflow.tracking import MlflowClient
+
     try:
         MlflowClient(tracking_uri).search_experiments(max_results=1)
     except Exception as error:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fixray.errors import BadInput
 from fixray.faults import KEPT_BY_A_RERUN, Outcome
-from fixray.records.runs import SweepRuns, earlier_trials
 from fixray.storage import Storage
 from fixray.sweep.lock import DriverLock
 from fixray.sweep.plan import PlannedTrial
@@ -26,6 +26,9 @@ from fixray.sweep.state import (
     saved_plan,
     scheduler_of,
 )
+
+if TYPE_CHECKING:  # the store's records are read only when the sweep's folder holds an earlier run of it
+    from fixray.records.runs import SweepRuns
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ def look(spec: SweepSpec, trials: list[PlannedTrial]) -> Rerun | None:
     refuse_another_dataset(spec, where, saved)
     if not trials:
         return _drawing(spec, where, saved)
+    from fixray.records.runs import earlier_trials
+
     earlier = earlier_trials(spec.tracking.uri, spec.tracking.experiment, spec.name)
     same_scheduler = saved.scheduler == scheduler_of(spec)
     kept = frozenset(
@@ -131,7 +136,7 @@ def _drawing(spec: SweepSpec, where: Storage, saved: SavedPlan) -> Rerun | None:
         if not saved.tune:
             return None
         return Rerun(spec, [], frozenset(), frozenset(), 0, saved.tune, True, frozenset(), [], saved.tune_draws)
-    from fixray.records.runs import earlier_best
+    from fixray.records.runs import earlier_best, earlier_trials
     from fixray.sweep.checkpoints import drawn_points, tune_experiments
 
     earlier = earlier_trials(spec.tracking.uri, spec.tracking.experiment, spec.name)
@@ -162,6 +167,8 @@ def _next(tune: str) -> str:
 def settle_without_running(rerun: Rerun) -> SweepRuns:
     """A rerun with nothing left to run, without Ray: the sweep's folder records the file's plan, MLflow the runs it
     no longer plans, and the answer is published again when that changed what the tables hold."""
+    from fixray.records.runs import SweepRuns
+
     spec, where = rerun.spec, Storage(rerun.spec.storage_path)
     with DriverLock(where.driver_dir(spec.name), spec.name):
         rerun.plan.write(spec, where)

@@ -5,16 +5,17 @@ as a resumable stop. The CLI builds a SweepRun and prints its outcome.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ray
-from ray import tune
-from ray.tune.logger import JsonLoggerCallback
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from fixray.crossing import metric_keys as keys
@@ -22,29 +23,66 @@ from fixray.crossing.contract import REPLAYED_EXECUTION, TrialResources
 from fixray.crossing.images import Splits
 from fixray.faults import Outcome, budget_refused, out_of_space
 from fixray.records.outage import SPOOL_FILE, use_driver_http_settings
-from fixray.records.runs import STATUS_TAG, SweepRuns, outcome
 from fixray.records.store import require_reachable, store_on_the_head, warm_store
-from fixray.records.sweep_report import publish
-from fixray.records.tune_bridge import MlflowTrialLogger
 from fixray.storage import Storage
-from fixray.sweep import search
-from fixray.sweep.budget import RefusalsNotRetried, quiet_refusals
 from fixray.sweep.capacity import ResourceWait, refuse_unmeetable
-from fixray.sweep.checkpoints import CheckpointPruner, last_checkpoints, repair, tune_experiments
 from fixray.sweep.cost import admit, compute_plan
 from fixray.sweep.inputs import prepare_data
 from fixray.sweep.lock import DriverLock
 from fixray.sweep.plan import PlannedTrial, plan
-from fixray.sweep.progress import Progress
 from fixray.sweep.provenance import environment
 from fixray.sweep.rerun import Rerun
 from fixray.sweep.spec.schema import SweepSpec
 from fixray.sweep.state import SavedPlan, check_record, write_record
-from fixray.trial.trainable import CodeErrors, make_trainable, threads
+
+if TYPE_CHECKING:
+    from ray import tune
+
+    from fixray.records.runs import SweepRuns
 
 # Set in the driver before Tune runs: every checkpoint is kept until pruned (checkpoints.py), Tune's record of
 # each holding its score alone; MLflow is the sweep's record, so no TensorBoard or CSV copy of every result.
 TUNE_SETTINGS = {"TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+
+# What the sweep's Tune phase and its end import (MLflow's client, Ray Tune and the callbacks, the trial function, the
+# answer's statistics; no torch: the driver never trains): seconds of a 2-core machine, loaded in a thread while Ray
+# starts, not before the checks. The methods below import from them where they are used.
+TUNE_PHASE = (
+    "fixray.records.runs",
+    "fixray.trial.trainable",
+    "fixray.sweep.search",
+    "fixray.sweep.budget",
+    "fixray.sweep.checkpoints",
+    "fixray.sweep.progress",
+    "fixray.records.tune_bridge",
+    "fixray.records.sweep_report",
+    "ray.tune.logger",
+)
+
+
+# What ray.init imports that the Tune phase imports too, loaded before either starts: two threads importing one
+# module graph at once can each be handed the other's half-made module (Python's way out of an import deadlock), and
+# fail. A layout test finds any new module the two share.
+SHARED_WITH_RAY_INIT = (
+    "ray._common.usage.usage_lib",
+    "ray.dashboard.optional_deps",
+    "ray.autoscaler._private.util",
+    "ctypes.util",
+)
+
+
+def load_tune_phase(tracking_uri: str) -> None:
+    """The store's client, then the Tune phase's modules: imported while Ray starts (no writes)."""
+    warm_store(tracking_uri)
+    for module in TUNE_PHASE:
+        importlib.import_module(module)
+
+
+def load_before_ray_starts() -> None:
+    """The modules ray.init and the Tune phase share (SHARED_WITH_RAY_INIT); ray.init imports them anyway."""
+    for module in SHARED_WITH_RAY_INIT:
+        with contextlib.suppress(ModuleNotFoundError):  # a later Ray may move one: the layout test says which
+            importlib.import_module(module)
 
 
 class StorageFull(RuntimeError):
@@ -117,13 +155,18 @@ class SweepRun:
         for name, value in TUNE_SETTINGS.items():
             os.environ.setdefault(name, value)
         use_driver_http_settings()  # before MLflow's client reads them
+        load_before_ray_starts()
         with ThreadPoolExecutor(1) as opener:
-            opener.submit(warm_store, spec.tracking.uri)  # the store's client imports while Ray starts (no writes)
+            loaded = opener.submit(load_tune_phase, spec.tracking.uri)
             ray.init(address=address, logging_level="ERROR", log_to_driver=True, **self._local_ray(address))
             try:
+                loaded.result()
+                from fixray.records.runs import SweepRuns
+                from fixray.sweep.search import max_concurrent
+
                 # A request no node can meet: refused (exit 2) before the sweep's folder or MLflow is written.
                 resources = spec.resources
-                cap = search.max_concurrent(spec)
+                cap = max_concurrent(spec)
                 self.wait = refuse_unmeetable(
                     resources.cpus_per_trial, resources.gpus_per_trial, resources.workers, self.file, cap
                 )
@@ -173,6 +216,17 @@ class SweepRun:
 
     def _tuner(self, trainable, runs: SweepRuns) -> tune.Tuner:
         """A new Tuner, or the one the sweep's saved state restores (finished trials kept, the rest continued)."""
+        from ray import tune
+        from ray.tune.logger import JsonLoggerCallback
+
+        from fixray.records.runs import outcome
+        from fixray.records.tune_bridge import MlflowTrialLogger
+        from fixray.sweep import search
+        from fixray.sweep.budget import RefusalsNotRetried
+        from fixray.sweep.checkpoints import CheckpointPruner, repair
+        from fixray.sweep.progress import Progress
+        from fixray.trial.trainable import threads
+
         spec, where = self.spec, self.storage
         path = where.path(self.experiment)
         space = search.param_space(spec, self._resumable(self.to_run), self.evaluated)
@@ -246,6 +300,8 @@ class SweepRun:
         holds it left it (a restore re-specifies them as they were first given)."""
         if self.rerun is None or not self.rerun.resumed or not self.tune:
             return trials
+        from fixray.sweep.checkpoints import last_checkpoints, tune_experiments
+
         left = {}
         for experiment in tune_experiments(self.storage, self.spec.name, before=self.tune):
             left |= last_checkpoints(self.storage, experiment)
@@ -253,6 +309,11 @@ class SweepRun:
 
     def _tune(self, splits: Splits, runs: SweepRuns) -> SweepOutcome:
         """Runs (or resumes) the sweep on the Ray already started, its MLflow runs open; publishes the answer."""
+        from fixray.records.runs import STATUS_TAG, outcome
+        from fixray.records.sweep_report import publish
+        from fixray.sweep.budget import quiet_refusals
+        from fixray.trial.trainable import CodeErrors, make_trainable
+
         spec, where = self.spec, self.storage
         runs.log_sweep_params(
             {

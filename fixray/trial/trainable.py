@@ -3,7 +3,9 @@ workers), saves its checkpoints, says where it ran, and tells which of its failu
 
 One-worker trials train inside the Tune function itself (actors reused); trials with several workers start a
 Ray Train TorchTrainer (DDP) from the Tune function, which forwards worker reports to Tune. Trial processes import
-this room alone (no sweep schema, no MLflow, no tables): they start sooner.
+this room alone (no sweep schema, no MLflow, no tables): they start sooner. The driver imports this module too, to hand
+Tune the function, but never trains: torch and the loop are imported inside the functions a trial's process runs (2 s
+of every sweep's start on 2 cores otherwise).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import torch
 from ray import tune
 
 from fixray.crossing.attempts import ATTEMPT_KEY, Attempt, attempt_folder, newest_attempt
@@ -32,8 +33,6 @@ from fixray.crossing.contract import (
 from fixray.crossing.images import Splits
 from fixray.faults import NotAdmitted, infrastructure_failure
 from fixray.storage import Storage
-from fixray.trial.device import share_gpu, training_device
-from fixray.trial.loop import train
 
 STATE_FILE = "state.pt"  # the training loop's state inside a Ray checkpoint
 DRIVER_MEMORY = 64 * 2**20  # bytes reserved for a DDP trial's driver function; it takes no CPU so its workers fit
@@ -42,6 +41,8 @@ DRIVER_MEMORY = 64 * 2**20  # bytes reserved for a DDP trial's driver function; 
 def _save_state(state: dict[str, Any], folder: str, attempt: int) -> ray.tune.Checkpoint:
     """The loop's state as a Ray checkpoint, in its attempt's own folder; its figures become PNG files that the driver
     logs to MLflow."""
+    import torch
+
     figures = state.pop("figures", {})
     own = Path(folder) / attempt_folder(attempt)
     own.mkdir()
@@ -60,6 +61,8 @@ def _load_state(checkpoint, resume: str | None, storage: str) -> dict[str, Any] 
         checkpoint = ray.tune.Checkpoint(resume, filesystem=Storage(storage).fs)
     if checkpoint is None:
         return None
+    import torch
+
     with checkpoint.as_directory() as folder:  # tensors and plain values, never code; a stale attempt's left unread
         return torch.load(newest_attempt(Path(folder)) / STATE_FILE, weights_only=True)
 
@@ -76,6 +79,10 @@ def placement(nodes: list[str] | None = None, memory: str = "") -> dict[str, str
 
 def _gpu_share(gpus: float) -> str:
     """For a share of a GPU (packed trials), bounds this process's GPU memory to it and says the bound; else ''."""
+    import torch
+
+    from fixray.trial.device import share_gpu
+
     return share_gpu(gpus) if 0 < gpus < 1 and torch.cuda.is_available() else ""
 
 
@@ -113,6 +120,11 @@ def threads(resources: TrialResources) -> int:
 
 def ddp_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: the same loop, under the process group Ray Train set up (gloo or NCCL)."""
+    import torch
+
+    from fixray.trial.device import training_device
+    from fixray.trial.loop import train
+
     _quiet_checkpoint_logs()
     cfg: TrialConfig = loop_config["cfg"]
     torch.set_num_threads(loop_config["threads"])
@@ -189,6 +201,11 @@ def make_trainable(resources: TrialResources, splits: Splits, code_errors, admit
 
     def run_trial(config: dict[str, Any], data: list[ray.ObjectRef]) -> None:
         # `data` holds the ref in a list, so Tune passes the ref on: DDP workers fetch it themselves.
+        import torch
+
+        from fixray.trial.device import training_device
+        from fixray.trial.loop import train
+
         if admitted is not None and sent_run_name(config) not in admitted:
             raise NotAdmitted(f"{sent_run_name(config)}: past the sweep's budget, not run")
         _quiet_checkpoint_logs()
