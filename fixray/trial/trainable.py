@@ -201,11 +201,6 @@ def make_trainable(resources: TrialResources, splits: Splits, code_errors, admit
 
     def run_trial(config: dict[str, Any], data: list[ray.ObjectRef]) -> None:
         # `data` holds the ref in a list, so Tune passes the ref on: DDP workers fetch it themselves.
-        import torch
-
-        from fixray.trial.device import training_device
-        from fixray.trial.loop import train
-
         if admitted is not None and sent_run_name(config) not in admitted:
             raise NotAdmitted(f"{sent_run_name(config)}: past the sweep's budget, not run")
         _quiet_checkpoint_logs()
@@ -214,6 +209,11 @@ def make_trainable(resources: TrialResources, splits: Splits, code_errors, admit
         if earlier is not None:
             raise TrialCodeError(f"not retried in this run (run the command again to retry it): {earlier}")
         cfg = from_params(sent_params(config))  # settled by the driver, sent once
+        import torch  # after the refusals above: a trial refused at once loads no torch
+
+        from fixray.trial.device import training_device
+        from fixray.trial.loop import train
+
         try:
             attempt = Attempt.claim(resources.storage, resources.sweep, trial_id)
             if resources.workers > 1:
