@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 from collections.abc import Iterator
 from enum import Enum
 
@@ -106,9 +107,15 @@ def trial_outcome(*, failed: bool, refused: bool, diverged: bool, epoch: int, ep
 
 def trial_refused(trial) -> bool:
     """Whether a Tune trial failed only because the sweep's budget left it out (it raised NotAdmitted before
-    training), read from the error Tune saved for it."""
+    training), read from the error Tune saved for it. Tune writes it into the driver's copy of the trial's folder
+    before it calls back and copies that to the storage later, so the driver's copy is read first."""
     try:
-        error = trial.get_pickled_error()
+        saved = trial.pickled_error_file  # the driver's copy (None before the trial's first error)
+        if saved is not None and os.path.exists(saved):
+            with open(saved, "rb") as file:
+                error = pickle.load(file)  # written by cloudpickle, whose files plain pickle reads
+        else:
+            error = trial.get_pickled_error()  # the storage's copy: a trial restored from an earlier run
     except Exception:  # an error file that cannot be read says nothing about the budget
         return False
     return budget_refused(error)

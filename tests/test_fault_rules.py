@@ -18,6 +18,7 @@ from fixray.faults import (
     out_of_space,
     store_unreachable,
     trial_outcome,
+    trial_refused,
 )
 
 
@@ -62,6 +63,50 @@ def test_a_full_disk_is_told_from_other_os_errors_even_as_text(error, full):
 def test_the_budget_s_refusal_is_no_failure_however_wrapped():
     assert budget_refused(_wrapped(NotAdmitted("past the budget")))
     assert not budget_refused(_wrapped(ValueError("a failure"))) and not budget_refused(None)
+
+
+def test_a_refusal_is_told_when_tune_calls_back_before_it_copied_the_error_to_the_storage(tmp_path):
+    """Tune saves a trial's error in the driver's copy of its folder and copies it to the storage later: a trial that
+    refuses at once reaches the callbacks first, so the rule reads the driver's copy."""
+    import ray
+    from ray import tune
+
+    def raises_at_once(config):  # defined here: Ray sends it by value, as it does fixray's trial function
+        raise NotAdmitted("past the budget") if config["refused"] else ValueError("its own code")
+
+    class Told(tune.Callback):
+        def __init__(self):
+            self.seen = []  # (hook, whether the trial refused, what the rule said of it)
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            self.seen.append(("recover", trial.config["refused"], trial_refused(trial)))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.seen.append(("error", trial.config["refused"], trial_refused(trial)))
+
+    told = Told()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        tune.Tuner(
+            raises_at_once,
+            param_space={"refused": tune.grid_search([True, False])},
+            run_config=tune.RunConfig(
+                storage_path=str(tmp_path),
+                name="sweep",
+                callbacks=[told],
+                failure_config=tune.FailureConfig(1),
+                verbose=0,
+            ),
+        ).fit()
+    finally:
+        ray.shutdown()
+    assert sorted((hook, refused) for hook, refused, _ in told.seen) == [
+        ("error", False),
+        ("error", True),
+        ("recover", False),
+        ("recover", True),
+    ]
+    assert all(said is refused for _, refused, said in told.seen), told.seen
 
 
 @pytest.mark.parametrize(
